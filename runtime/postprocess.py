@@ -1,0 +1,67 @@
+"""Post-processing: logits -> labels at the frame's size -> colours -> overlay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+
+def upsample_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of K x H x W (or N x K x H x W) float logits to `size` = (H, W)."""
+    if logits.ndim == 4:
+        return np.stack([upsample_logits(x, size) for x in logits], 0)
+    k, h, w = logits.shape
+    if (h, w) == tuple(size):
+        return logits
+    out = np.empty((k, size[0], size[1]), np.float32)
+    # cv2.resize handles at most 512 channels per call; chunk to stay safe.
+    for s in range(0, k, 256):
+        chunk = np.ascontiguousarray(logits[s:s + 256].transpose(1, 2, 0).astype(np.float32))
+        r = cv2.resize(chunk, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        out[s:s + 256] = r.reshape(size[0], size[1], -1).transpose(2, 0, 1)
+    return out
+
+
+def argmax(logits: np.ndarray) -> np.ndarray:
+    """Class axis argmax: K x H x W -> H x W, or N x K x H x W -> N x H x W (uint8 when K <= 256)."""
+    lab = logits.argmax(axis=-3)
+    return lab.astype(np.uint8) if logits.shape[-3] <= 256 else lab.astype(np.int32)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an H x W label map to `size` = (H, W)."""
+    if labels.shape[:2] == tuple(size):
+        return labels
+    return cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]], ignore_color: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """H x W ids -> H x W x 3 uint8 RGB through a lookup table; ids outside the palette get `ignore_color`."""
+    lut = np.tile(np.asarray(ignore_color, np.uint8), (256 if labels.dtype == np.uint8 else labels.max() + 1, 1))
+    n = min(len(palette), len(lut))
+    lut[:n] = np.asarray(palette[:n], np.uint8)
+    return lut[labels]
+
+
+def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend: `(1 - alpha) * image + alpha * color_mask` (both uint8 H x W x 3, same colour order)."""
+    if color_mask.shape[:2] != image.shape[:2]:
+        color_mask = cv2.resize(color_mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return cv2.addWeighted(image, 1.0 - alpha, color_mask, alpha, 0.0)
+
+
+def labels_from_output(output: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A backend's output -> N x H x W labels at `size`.
+
+    Float N x K x h x w logits are upsampled then arg-maxed; integer N x h x w labels are resized."""
+    if output.ndim == 4:
+        if size is not None and output.shape[2:] != tuple(size):
+            output = upsample_logits(output, size)
+        return argmax(output)
+    if output.ndim == 3:
+        if size is None or output.shape[1:] == tuple(size):
+            return output
+        return np.stack([resize_labels(o, size) for o in output], 0)
+    raise ValueError(f"expected N x K x H x W logits or N x H x W labels, got shape {output.shape}")

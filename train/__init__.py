@@ -1,0 +1,1 @@
+"""Training: models, distillation losses, the training engine, teachers, distillation, comparisons."""

@@ -1,0 +1,417 @@
+"""Configuration: dataclasses with defaults, YAML recipes and `key=value` overrides.
+
+`load_config("configs/demo.yaml", ["method=lfd", "budget=30m", "optim.lr=0.02"])` returns a `Config`.
+Dotted keys address nested fields (`distill.lfd.beta=0.3`); a few short aliases exist for the keys that
+users type most (`method`, `budget`, `teacher`, `recipe`, `name`, `seed`). Unknown keys are errors with
+a "did you mean" hint. The resolved config is saved into each run folder and checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runtime.errors import UserError
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass
+class SyntheticConfig:
+    """Knobs of the built-in synthetic street scenes (runtime/datasets/synthetic.py)."""
+
+    num_train: int = 400
+    num_val: int = 60
+    size: tuple[int, int] = (256, 512)  # H, W of the generated images
+    seed: int = 0
+    difficulty: float = 1.0  # scales clutter, thin/small objects, occlusion, noise and blur
+    cache: bool = True  # cache generated samples to disk (data/cache/synthetic-...)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # synthetic | cityscapes | voc | camvid | ade20k | folder, or name:root
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: tuple[int, int] = (128, 256)  # training crop H, W
+    val_size: tuple[int, int] | None = None  # resize validation images to H, W (None: native size)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    color_jitter: float = 0.3  # brightness/contrast/saturation strength; 0 disables
+    batch_size: int = 8
+    val_batch_size: int = 4
+    workers: int = 2
+    skip_bad: bool = False  # skip and count corrupt samples instead of stopping
+    max_val_images: int | None = None
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    recipe: str = "deeplabv3_resnet18"  # see train/models/recipes.py
+    output_stride: int | None = None  # None: the recipe's default (8 or 16)
+    aux_head: bool | None = None  # FCN auxiliary head on encoder stage 3 (None: the recipe's default)
+    pretrained: bool = False  # timm ImageNet weights (hub, or pretrained_path)
+    pretrained_path: str | None = None  # local weights file for the encoder
+    head_channels: int | None = None  # None: the recipe's default
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    grad_clip: float | None = None  # max global grad norm; None disables
+    head_lr_mult: float = 1.0  # lr multiplier for decode heads relative to the encoder
+
+
+@dataclass
+class TrainConfig:
+    budget: str = "2000"  # iterations ("40000") or wall-clock ("90s", "30m", "2h")
+    val_every: str = "0"  # same forms as budget; "0" validates only at the end
+    log_every: int = 10
+    ckpt_every: str = "5m"  # how often last.pt is written (iterations or wall-clock)
+    amp: bool = True  # bf16 on CPUs that support it, fp16/bf16 on GPUs
+    amp_dtype: str = "auto"  # auto | bf16 | fp16
+    channels_last: bool = True
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads (None: torch default)
+    runs_dir: str = "runs"
+    name: str | None = None  # run folder name (None: derived from config, method, seed)
+    resume: bool = True  # continue from runs/<name>/last.pt when it exists
+    compile: bool = False  # torch.compile the student
+
+
+@dataclass
+class KDConfig:
+    tau: float = 1.0
+    weight: float = 1.0
+
+
+@dataclass
+class CWDConfig:
+    tau: float = 4.0
+    weight: float = 3.0
+    features: bool = False  # also distil the deep features through a 1x1 adapter
+    feature_tau: float = 4.0
+    feature_weight: float = 50.0
+
+
+@dataclass
+class FitNetConfig:
+    weight: float = 10.0
+
+
+@dataclass
+class ATConfig:
+    weight: float = 10000.0
+
+
+@dataclass
+class LFDConfig:
+    tau: float = 1.0
+    mask: str = "kl"  # kl | entropy | uniform
+    beta: float = 0.5
+    extra_pairs: list[list[str]] = field(default_factory=list)  # [[student_stage, teacher_stage], ...]
+    aux_stages: list[str] = field(default_factory=lambda: ["stage2", "stage3"])
+    aux_target: str = "student"  # student | teacher
+    aux_channels: int = 128
+    shared_channels: int = 128
+    shared_tau: float = 1.0
+    kl_start: int | None = None  # None: 1000 iterations, or 5 % of a wall-clock budget
+    kl_tau: float = 1.0
+    self_normalize: bool = True
+    w_fea: float = 1.0
+    w_aux: float = 0.1
+    w_shared: float = 1.0
+    w_kl: float = 1.0
+
+
+@dataclass
+class FKDConfig:
+    pairs: list[list[str]] = field(default_factory=lambda: [["stage4", "stage4"]])  # [student, teacher]
+    weight: float = 1.0
+
+
+@dataclass
+class DistillConfig:
+    method: str = "baseline"  # baseline | kd | cwd | fitnet | at | lfd | fkd, combined with '+'
+    teacher: str | None = None  # teacher checkpoint (.pt)
+    kd: KDConfig = field(default_factory=KDConfig)
+    cwd: CWDConfig = field(default_factory=CWDConfig)
+    fitnet: FitNetConfig = field(default_factory=FitNetConfig)
+    at: ATConfig = field(default_factory=ATConfig)
+    lfd: LFDConfig = field(default_factory=LFDConfig)
+    fkd: FKDConfig = field(default_factory=FKDConfig)
+
+
+@dataclass
+class ExportConfig:
+    size: tuple[int, int] = (512, 1024)  # ONNX input H, W
+    opset: int = 17
+    calib_images: int = 200
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    teacher_model: ModelConfig | None = None  # recipe of the teacher, for train.teacher via `model_as=teacher`
+    source: str | None = None  # the YAML file this came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+ALIASES = {
+    "method": "distill.method",
+    "teacher": "distill.teacher",
+    "budget": "train.budget",
+    "recipe": "model.recipe",
+    "name": "train.name",
+    "seed": "train.seed",
+    "lr": "optim.lr",
+    "batch": "data.batch_size",
+    "dataset": "data.dataset",
+}
+
+# ----------------------------------------------------------------------------------------------
+# Budgets
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Either a number of iterations or a number of wall-clock seconds."""
+
+    iterations: int | None = None
+    seconds: float | None = None
+
+    @property
+    def is_time(self) -> bool:
+        return self.seconds is not None
+
+    def __str__(self) -> str:
+        return f"{self.seconds:g}s" if self.is_time else f"{self.iterations} iterations"
+
+
+_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|it|iter|iters)?\s*$", re.IGNORECASE)
+
+
+def parse_budget(text: str | int | float) -> Budget:
+    """`"40000"` -> 40000 iterations; `"90s"`, `"30m"`, `"2h"` -> seconds."""
+    m = _BUDGET_RE.match(str(text))
+    if not m:
+        raise UserError(f"budget '{text}' does not parse; use iterations (40000) or wall-clock (90s, 30m, 2h)")
+    value, unit = float(m.group(1)), (m.group(2) or "").lower()
+    if unit in ("", "it", "iter", "iters"):
+        if value != int(value):
+            raise UserError(f"budget '{text}': an iteration count must be a whole number (40000)")
+        return Budget(iterations=int(value))
+    return Budget(seconds=value * {"s": 1, "m": 60, "h": 3600}[unit])
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists, recursively (YAML/JSON/torch.save(weights_only) safe)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type `tp`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except (UserError, TypeError, ValueError) as e:
+                errors.append(str(e))
+        raise UserError(f"{where}: cannot use {value!r} ({'; '.join(errors)})")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in re.split(r"[x,\s]+", value.strip("()[] ")) if v]
+        if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
+            raise UserError(f"{where}: expected {len(args)} values, got {value!r}")
+        inner = args if args and args[-1] is not Ellipsis else [args[0]] * len(value)
+        return tuple(_coerce(v, a, where) for v, a in zip(value, inner))
+    if origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], where) if args else v for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    if tp is Any:
+        return value
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise UserError(_unknown_key(f"{where}.{key}".lstrip("."), names))
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}".lstrip("."))
+    return cls(**kwargs)
+
+
+def _unknown_key(key: str, names: list[str]) -> str:
+    leaf = key.split(".")[-1]
+    close = difflib.get_close_matches(leaf, names, n=1)
+    hint = f" Did you mean '{'.'.join(key.split('.')[:-1] + [close[0]])}'?" if close else ""
+    return f"unknown config key '{key}'; valid keys here: {', '.join(names)}.{hint}"
+
+
+def set_by_path(cfg: Any, dotted: str, value: Any) -> None:
+    """Set `cfg.a.b.c = value` with type coercion; errors name the key and the valid choices."""
+    dotted = ALIASES.get(dotted, dotted)
+    parts = dotted.split(".")
+    obj = cfg
+    for i, p in enumerate(parts[:-1]):
+        names = [f.name for f in dataclasses.fields(obj)]
+        if p not in names:
+            raise UserError(_unknown_key(".".join(parts[: i + 1]), names))
+        child = getattr(obj, p)
+        if child is None:  # e.g. teacher_model not yet set: create it with defaults
+            tp = _hints(type(obj))[p]
+            dc = next(a for a in typing.get_args(tp) if dataclasses.is_dataclass(a))
+            child = dc()
+            setattr(obj, p, child)
+        obj = child
+    leaf = parts[-1]
+    names = [f.name for f in dataclasses.fields(obj)]
+    if leaf not in names:
+        raise UserError(_unknown_key(dotted, names))
+    if isinstance(value, str):
+        parsed = yaml.safe_load(value) if value.strip() else value
+        value = parsed if not isinstance(parsed, str) else value
+    setattr(obj, leaf, _coerce(value, _hints(type(obj))[leaf], dotted))
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override '{item}' is not key=value (e.g. method=lfd budget=30m optim.lr=0.02)")
+        out.append((key.strip(), value))
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- `key=value` overrides, with types checked at each step."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file {p} does not exist; see configs/ for the recipes")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise UserError(f"config file {p} must hold a mapping of sections (data, model, train, ...)")
+        cfg = _build(Config, raw)
+        cfg.source = str(p)
+    for key, value in parse_overrides(overrides or []):
+        set_by_path(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with `to_dict()` (e.g. from a checkpoint)."""
+    return _build(Config, d)
+
+
+def validate(cfg: Config) -> None:
+    parse_budget(cfg.train.budget)
+    parse_budget(cfg.train.val_every)
+    parse_budget(cfg.train.ckpt_every)
+    if cfg.optim.name not in ("sgd", "adamw"):
+        raise UserError(f"optim.name '{cfg.optim.name}' is not one of sgd, adamw")
+    if cfg.distill.lfd.mask not in ("kl", "entropy", "uniform"):
+        raise UserError(f"distill.lfd.mask '{cfg.distill.lfd.mask}' is not one of kl, entropy, uniform")
+    if cfg.distill.lfd.aux_target not in ("student", "teacher"):
+        raise UserError(f"distill.lfd.aux_target '{cfg.distill.lfd.aux_target}' is not one of student, teacher")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from runtime.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
