@@ -1,0 +1,31 @@
+"""What every segmentation model returns, and its feature contract (after timm's `feature_info`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class FeatureInfo:
+    """One named feature map: channels and reduction (stride) relative to the input."""
+
+    name: str
+    channels: int
+    reduction: int
+
+
+@dataclass
+class SegOutput:
+    """One forward pass gives everything training and distillation need, with no second pass.
+
+    - `logits`: N x K x h x w at the decode head's stride (8 or 16), NOT upsampled (z in METHODS.md).
+    - `aux`: N x K x h' x w' logits of the FCN auxiliary head on encoder stage 3, or None.
+    - `features`: name -> N x C x h x w; encoder levels `stage0`..`stage4` (timm features_only levels,
+      stage0 = stride 2) and `decoder` (the input of the classifier: F in METHODS.md).
+    """
+
+    logits: torch.Tensor
+    aux: torch.Tensor | None = None
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
