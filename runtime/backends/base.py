@@ -1,0 +1,71 @@
+"""The inference backend contract (after Polygraphy's BaseRunner): one validating base, one small
+subclass per framework. A backend loads a model file, knows its `DataInfo`, and maps a float32
+N x 3 x H x W batch (runtime.preprocess output) to either logits (N x K x h x w float) or labels
+(N x H x W integer), as the model was exported.
+
+    with load_backend("student.int8.cpu.onnx") as b:
+        out = b.infer(batch)            # validated, timed
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from runtime.errors import UserError
+from runtime.metadata import DataInfo
+
+
+class Backend(abc.ABC):
+    name: str = "base"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"model file {self.path} does not exist; pass a .pt checkpoint, an .onnx model or a .engine")
+        self.info: DataInfo  # set by subclasses from the artefact's metadata
+        self.output_kind: str = "logits"  # "logits" or "labels"
+        self.input_shape: tuple[int, ...] | None = None  # static N,3,H,W or None where dynamic
+        self.last_ms: float = 0.0
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Free device memory and handles; safe to call twice."""
+
+    # --- inference -------------------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Validate `batch` (float32 N x 3 x H x W, matching a static input shape) and run the model."""
+        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1] != 3:
+            raise UserError(f"expected a float32 N x 3 x H x W batch, got {getattr(batch, 'shape', type(batch))}")
+        if batch.dtype != np.float32:
+            batch = batch.astype(np.float32)
+        if self.input_shape is not None:
+            for want, got, what in zip(self.input_shape, batch.shape, ("batch", "channels", "height", "width")):
+                if want > 0 and want != got:
+                    raise UserError(f"{self.path.name} has a static input {tuple(self.input_shape)} but got {batch.shape} "
+                                    f"({what} differs); resize with runtime.preprocess or export with --dynamic")
+        t0 = time.perf_counter()
+        out = self.infer_impl(np.ascontiguousarray(batch))
+        self.last_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    @abc.abstractmethod
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on a validated contiguous float32 batch."""
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The H x W the model expects (its static shape, else the data block's input size)."""
+        if self.input_shape is not None and self.input_shape[2] > 0 and self.input_shape[3] > 0:
+            return int(self.input_shape[2]), int(self.input_shape[3])
+        return tuple(self.info.input_size)  # type: ignore[return-value]
