@@ -1,0 +1,81 @@
+# LFD-Edge: `make demo` runs the whole pipeline on synthetic data; `make test` runs the tests.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+CONFIG  ?= configs/demo.yaml
+RUNS    ?= runs
+DEMO    := $(RUNS)/demo
+TEACHER ?= $(DEMO)/teacher/best.pt
+STUDENT ?= $(DEMO)/student-lfd/best.pt
+EXPORT  := $(DEMO)/export
+SIZE    ?= 512x1024
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: help setup test lint pytest teacher distill compare export export-trt eval bench infer demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q -e '.[train,export,dev]'
+	# tensorrt-stubs depends on tensorrt (not installable from PyPI alone): install it on its own.
+	$(PIP) install -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv and install .[train,export,dev]
+
+lint: setup  ## ruff, and mypy of the TensorRT code against tensorrt-stubs
+	$(VENV)/bin/ruff check runtime train export calib tests scripts
+	PATH=$(VENV)/bin:$$PATH bash scripts/lint_trt.sh
+
+pytest: setup
+	$(PY) -m pytest tests -q
+
+test: lint pytest  ## lint + the whole test suite (CPU, a few minutes)
+
+teacher: setup  ## train (or reuse) the synthetic demo teacher
+	if [ -f $(TEACHER) ]; then echo "reusing teacher $(TEACHER)"; else \
+	  $(PY) -m train.teacher --config $(CONFIG) name=demo/teacher; fi
+
+distill: teacher  ## student alone and LFD student from the demo teacher; prints the mIoU table
+	$(PY) -m train.demo_distill --config $(CONFIG) --teacher $(TEACHER) --out $(DEMO)
+
+compare: teacher  ## every method at an equal wall-clock budget (synthetic data, ~40 min on 2 cores)
+	$(PY) -m train.compare --config configs/compare.yaml --teacher $(TEACHER) \
+	  --methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 4m --seeds 2 --out $(RUNS)/compare
+
+export: setup  ## ONNX, FP16 ONNX and both INT8 ONNX models of the demo student, with a report
+	$(PY) -m export.onnx --checkpoint $(STUDENT) --size $(SIZE) --out $(EXPORT)/student.onnx
+	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target cpu --images 32 --max-drop 0.5 --val-images 20
+	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target trt --images 32
+	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --fp16
+
+export-trt: export  ## TensorRT FP16 and INT8 engines (where TensorRT and a GPU exist)
+	$(PY) -m export.trt --onnx $(EXPORT)/student.fp16.onnx --precision fp16
+	$(PY) -m export.trt --onnx $(EXPORT)/student.int8.trt.onnx --precision int8
+
+eval: setup  ## mIoU of every exported model on synthetic validation data
+	for m in $(STUDENT) $(EXPORT)/student.onnx $(EXPORT)/student.fp16.onnx $(EXPORT)/student.int8.cpu.onnx; do \
+	  $(PY) -m runtime.eval --model $$m --data synthetic --split val --json $(DEMO)/eval/$$(basename $$m).json; done
+
+bench: setup  ## latency table of every exported model (JSON, Markdown, PNG)
+	$(PY) -m runtime.bench --models $(STUDENT) $(EXPORT)/student.onnx $(EXPORT)/student.fp16.onnx \
+	  $(EXPORT)/student.int8.cpu.onnx --size $(SIZE) --data synthetic --out $(DEMO)/bench
+
+infer: setup  ## an overlay video of synthetic frames made by runtime.infer
+	$(PY) -m runtime.datasets.synthetic --video $(DEMO)/synthetic.mp4 --frames 60 --size $(SIZE)
+	$(PY) -m runtime.infer --model $(EXPORT)/student.int8.cpu.onnx --source $(DEMO)/synthetic.mp4 \
+	  --save $(DEMO)/overlay.mp4 --json $(DEMO)/infer.json
+
+demo: setup distill export eval bench infer  ## the whole pipeline on synthetic data (CPU, < 20 min)
+	@echo "demo artefacts under $(DEMO)/"
+
+clean:  ## remove runs and caches (keeps .venv)
+	rm -rf $(RUNS) data/cache .pytest_cache .mypy_cache .ruff_cache stubs
