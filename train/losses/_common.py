@@ -1,0 +1,107 @@
+"""Machinery shared by the distillation losses: feature lookup with clear errors, size matching,
+label downsampling, log-softmaxes and the 1x1 adapters. Private: the public API is each method's module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.errors import UserError
+from train.config import DistillConfig
+from train.models.output import FeatureInfo, SegOutput
+
+IGNORE_INDEX = 255
+DEEP = "decoder"  # the input of each model's classifier: F in METHODS.md
+
+
+@dataclass
+class BuildContext:
+    """What a method needs to build its training-only modules (adapters, heads)."""
+
+    cfg: DistillConfig
+    student_info: list[FeatureInfo]
+    teacher_info: list[FeatureInfo] | None
+    num_classes: int
+    budget_is_time: bool = False
+
+
+def describe_stages(info: list[FeatureInfo]) -> str:
+    return ", ".join(f"{i.name} ({i.channels} ch, stride {i.reduction})" for i in info)
+
+
+def stage(info: list[FeatureInfo] | None, name: str, who: str, purpose: str) -> FeatureInfo:
+    """The FeatureInfo called `name`, or a UserError listing the available stages."""
+    if info is None:
+        raise UserError(f"{purpose} needs a teacher; set distill.teacher to a teacher checkpoint (.pt)")
+    for i in info:
+        if i.name == name:
+            return i
+    raise UserError(f"{purpose}: the {who} has no feature stage '{name}'; available {who} stages: "
+                    f"{describe_stages(info)}")
+
+
+def feature(out: SegOutput, name: str, who: str) -> torch.Tensor:
+    """`out.features[name]`, or a clear error when the model did not return it."""
+    f = out.features.get(name)
+    if f is None:
+        raise UserError(f"the {who} model returned no feature '{name}' (it returned "
+                        f"{', '.join(out.features) or 'none'}); check the feature stages in distill.*")
+    return f
+
+
+def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bilinear resize of N x C x h x w to `size`; a no-op when it already has that size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def require_teacher(t: SegOutput | None) -> SegOutput:
+    if t is None:
+        raise UserError("this distillation method needs a teacher; set distill.teacher to a teacher checkpoint")
+    return t
+
+
+def teacher_logits(s: SegOutput, t: SegOutput | None) -> torch.Tensor:
+    """z_T at the student's logit size (float32), checking that both models predict the same classes."""
+    t = require_teacher(t)
+    ks, kt = s.logits.shape[1], t.logits.shape[1]
+    if ks != kt:
+        raise UserError(f"the teacher predicts {kt} classes but the student {ks}; distil a student with the "
+                        f"teacher's classes (model num_classes = {kt})")
+    return resize(t.logits.detach().float(), s.logits.shape[-2:])
+
+
+def downsample_labels(labels: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Nearest-neighbour downsampling of N x H x W integer labels to `size` (N x h x w, int64)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels.long()
+    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+
+
+def pixel_kl(log_p: torch.Tensor, log_q: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """`Σ_dim p (log p − log q)` from log-probabilities (the reduced dimension is removed)."""
+    return (log_p.exp() * (log_p - log_q)).sum(dim)
+
+
+def conv1x1(c_in: int, c_out: int, bn: bool = False) -> nn.Module:
+    """A 1x1 conv adapter without bias, optionally followed by BatchNorm (LFD's φ)."""
+    conv = nn.Conv2d(c_in, c_out, 1, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out)) if bn else conv
+
+
+def head(c_in: int, mid: int, num_classes: int) -> nn.Sequential:
+    """3x3 conv-BN-ReLU-1x1 conv -> K: LFD's auxiliary heads A_l and shared head H."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, mid, 3, padding=1, bias=False),
+        nn.BatchNorm2d(mid),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(mid, num_classes, 1),
+    )
+
+
+def zero(ref: torch.Tensor) -> torch.Tensor:
+    return ref.new_zeros((), dtype=torch.float32)

@@ -1,0 +1,68 @@
+"""Channel-wise distillation, Shu et al. 2021 (METHODS.md, "Canonical methods", CWD).
+
+For each image b and channel k, `q = softmax over the h·w positions of z/τ`;
+
+    L_cwd = τ² · Σ_{b,k,i} q_T (log q_T − log q_S) / (B·K).
+
+On logits: τ = 4, λ = 3 (term `cwd`). Optionally on the deep features F through a 1x1 conv adapter
+C_S→C_T: τ = 4, λ = 50 (term `cwd_fea`). The teacher map is resized to the student's size if needed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from train.losses._common import (
+    DEEP,
+    BuildContext,
+    conv1x1,
+    feature,
+    pixel_kl,
+    require_teacher,
+    resize,
+    stage,
+    teacher_logits,
+)
+from train.models.output import SegOutput
+from train.objective import Objective, StepInfo
+
+
+def cwd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
+    """`τ² · Σ_{b,k} KL(q_T ‖ q_S) / (B·K)` with q the spatial softmax of each B x K channel."""
+    b, k = z_s.shape[:2]
+    log_qs = F.log_softmax(z_s.float().flatten(2) / tau, 2)
+    log_qt = F.log_softmax(z_t.float().flatten(2) / tau, 2)
+    return tau**2 * pixel_kl(log_qt, log_qs, dim=2).sum() / (b * k)
+
+
+class CWD(Objective):
+    """Terms `cwd` (logits) and, with `features`, `cwd_fea` (adapted deep features)."""
+
+    needs_teacher = True
+
+    def __init__(self, tau: float = 4.0, weight: float = 3.0, feature_channels: tuple[int, int] | None = None,
+                 feature_tau: float = 4.0, feature_weight: float = 50.0) -> None:
+        super().__init__()
+        self.tau, self.weight = tau, weight
+        self.feature_tau, self.feature_weight = feature_tau, feature_weight
+        self.adapter = conv1x1(*feature_channels) if feature_channels is not None else None
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> CWD:
+        c = ctx.cfg.cwd
+        channels = None
+        if c.features:
+            cs = stage(ctx.student_info, DEEP, "student", "cwd features").channels
+            ct = stage(ctx.teacher_info, DEEP, "teacher", "cwd features").channels
+            channels = (cs, ct)
+        return cls(c.tau, c.weight, channels, c.feature_tau, c.feature_weight)
+
+    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
+                ) -> dict[str, torch.Tensor]:
+        terms = {"cwd": self.weight * cwd_loss(s.logits, teacher_logits(s, t), self.tau)}
+        if self.adapter is not None:
+            f_s = self.adapter(feature(s, DEEP, "student"))
+            f_t = resize(feature(require_teacher(t), DEEP, "teacher").detach(), f_s.shape[-2:])
+            terms["cwd_fea"] = self.feature_weight * cwd_loss(f_s, f_t, self.feature_tau)
+        return terms
