@@ -1,0 +1,89 @@
+"""Segmentation models from timm encoders: `build_model`, `RECIPES`, `count_params`, `gflops`.
+
+`build_model(cfg.model, num_classes)` resolves a recipe (train/models/recipes.py) with the config's
+overrides; `build_model(checkpoint["arch"])` rebuilds a saved model exactly (random init, no download).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from runtime.errors import UserError
+from train.config import ModelConfig
+from train.models.heads import HEADS
+from train.models.output import FeatureInfo, SegOutput
+from train.models.recipes import RECIPES
+from train.models.segmentor import Segmentor
+
+__all__ = ["RECIPES", "FeatureInfo", "SegOutput", "Segmentor", "build_model", "count_params", "gflops",
+           "resolve_arch"]
+
+ARCH_KEYS = ("recipe", "encoder", "head", "num_classes", "output_stride", "aux_head", "head_channels")
+
+
+def resolve_arch(cfg: ModelConfig, num_classes: int) -> dict[str, Any]:
+    """Recipe + config overrides -> the plain `arch` dict that `Segmentor` is built from."""
+    if cfg.recipe not in RECIPES:
+        close = difflib.get_close_matches(cfg.recipe, RECIPES, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"unknown model.recipe '{cfg.recipe}'; choose one of {', '.join(RECIPES)}.{hint}")
+    arch: dict[str, Any] = {"recipe": cfg.recipe, **RECIPES[cfg.recipe], "num_classes": int(num_classes)}
+    for key in ("output_stride", "aux_head", "head_channels"):
+        if getattr(cfg, key) is not None:
+            arch[key] = getattr(cfg, key)
+    if arch["output_stride"] not in (8, 16):
+        raise UserError(f"model.output_stride={arch['output_stride']} is not supported; use 8 or 16")
+    return arch
+
+
+def build_model(cfg: ModelConfig | dict[str, Any], num_classes: int | None = None) -> Segmentor:
+    """A `Segmentor` from a `ModelConfig` (or its dict) and the class count, or from a saved `arch` dict.
+
+    An `arch` dict (it has an `encoder` key) is rebuilt exactly, without pretrained weights (they come
+    from the checkpoint); `num_classes`, if given, must then match it."""
+    if isinstance(cfg, dict) and "encoder" in cfg:
+        missing = [k for k in ARCH_KEYS if k not in cfg]
+        if missing or cfg["head"] not in HEADS:
+            raise UserError(f"model arch {cfg} is malformed (missing {missing or 'a known head'}); "
+                            "the checkpoint was written by another version")
+        if num_classes is not None and int(num_classes) != int(cfg["num_classes"]):
+            raise UserError(f"the model has {cfg['num_classes']} classes but {num_classes} were asked for")
+        return Segmentor(dict(cfg))
+    if isinstance(cfg, dict):
+        try:
+            cfg = ModelConfig(**cfg)
+        except TypeError as e:
+            raise UserError(f"model config {cfg} has unknown keys ({e}); valid: "
+                            f"{', '.join(asdict(ModelConfig()))}") from e
+    if num_classes is None:
+        raise ValueError("build_model(ModelConfig) needs num_classes")
+    return Segmentor(resolve_arch(cfg, num_classes), pretrained=cfg.pretrained, pretrained_path=cfg.pretrained_path)
+
+
+def count_params(model: nn.Module, deploy: bool = True) -> int:
+    """Number of parameters; with `deploy=True` only those of the deployable graph (no aux head)."""
+    return sum(p.numel() for n, p in model.named_parameters() if not (deploy and n.startswith("aux.")))
+
+
+def gflops(model: Segmentor, size: tuple[int, int], batch: int = 1) -> float:
+    """GFLOPs of `model.segment` on a `batch` x 3 x H x W input, counted by torch's FlopCounterMode.
+
+    FlopCounterMode counts 2 FLOPs per multiply-accumulate for convolutions and matrix products
+    (GFLOPs = 2 x GMACs, the convention of NOTES.md); elementwise ops, pooling and resizing are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(model.parameters())
+    x = torch.zeros(batch, 3, *size, dtype=param.dtype, device=param.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.segment(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 1e9

@@ -1,0 +1,21 @@
+"""Decode heads (name -> class) and the FCN auxiliary head.
+
+A decode head is built from the encoder's `feature_info`, reads the encoder's feature dict and returns
+`(logits, decoder)`: logits at `head.stride` and `decoder`, the input of its final 1x1 classifier."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from train.models.heads.aspp import DeepLabV3Head
+from train.models.heads.fcn import FCNHead
+from train.models.heads.lraspp import LRASPPHead
+from train.models.heads.psp import PSPHead
+
+HEADS: dict[str, type[nn.Module]] = {
+    "deeplabv3": DeepLabV3Head,
+    "pspnet": PSPHead,
+    "lraspp": LRASPPHead,
+}
+
+__all__ = ["HEADS", "DeepLabV3Head", "FCNHead", "LRASPPHead", "PSPHead"]
