@@ -1,0 +1,243 @@
+"""Checkpoints: the deployable student `*.pt` (DESIGN.md artefact 1) and the resumable `last.pt`.
+
+Deployable checkpoint, plain types only (`torch.load(weights_only=True)`):
+    format_version  int (FORMAT_VERSION)
+    model           state dict of the deployable Segmentor (encoder + decode head; no auxiliary head)
+    arch            the model's `arch` dict: everything `train.models.build_model` needs to rebuild it
+    data            DataInfo.to_dict(): classes, palette, mean, std, input_size, ignore_index
+    train           method, resolved config, iterations, elapsed seconds, best val mIoU, git commit, ...
+
+Training state (`last.pt`): the same five keys (so it can be evaluated too; its `model` keeps the
+auxiliary head) plus `kind: "training_state"` and everything needed to continue exactly: objective,
+optimizer, scaler, iteration, elapsed seconds, best mIoU, per-rank RNG and data-loader states.
+All writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from runtime.errors import UserError
+from runtime.io import atomic_write
+from runtime.metadata import DataInfo
+from train.config import to_plain
+
+FORMAT_VERSION = 1
+CHECKPOINT_KEYS = ("format_version", "model", "arch", "data", "train")
+TRAINING_STATE = "training_state"
+# State-dict prefixes of modules that exist only for training; a model may override with
+# a `training_only_prefixes` attribute.
+TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("aux_head.",)
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def _training_only(model: nn.Module) -> tuple[str, ...]:
+    return tuple(getattr(model, "training_only_prefixes", TRAINING_ONLY_PREFIXES))
+
+
+def deployable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The student's weights without training-only modules, on the CPU."""
+    m = unwrap(model)
+    drop = _training_only(m)
+    return {k: v.detach().cpu() for k, v in m.state_dict().items() if not k.startswith(drop)}
+
+
+def model_arch(model: nn.Module) -> dict[str, Any]:
+    arch = getattr(unwrap(model), "arch", None)
+    if not isinstance(arch, Mapping):
+        raise TypeError(f"{type(unwrap(model)).__name__} has no `arch` dict; build it with train.models.build_model")
+    return to_plain(dict(arch))
+
+
+def describe_arch(arch: Mapping[str, Any]) -> str:
+    """A short human description of an arch dict, e.g. 'resnet18 + deeplabv3 (OS8), 19 classes'."""
+    parts = [str(arch[k]) for k in ("recipe", "encoder", "head") if arch.get(k)]
+    text = " + ".join(dict.fromkeys(parts)) or "unknown architecture"
+    if arch.get("output_stride"):
+        text += f" (OS{arch['output_stride']})"
+    if arch.get("num_classes") is not None:
+        text += f", {arch['num_classes']} classes"
+    return text
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                     source_arch: Mapping[str, Any] | None = None) -> None:
+    """Load `state` into `model`; a shape or key mismatch names both architectures.
+
+    Keys of training-only modules may be missing (deployable checkpoints drop them) or extra."""
+    m = unwrap(model)
+    target = getattr(m, "arch", None)
+    mine = describe_arch(target) if isinstance(target, Mapping) else type(m).__name__
+    theirs = describe_arch(source_arch) if source_arch is not None else "a different model"
+    try:
+        result = m.load_state_dict(dict(state), strict=False)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+        raise UserError(f"{source} holds {theirs} but the model it is loaded into is {mine} ({first}); "
+                        f"use a checkpoint of the same architecture and class count") from e
+    drop = _training_only(m)
+    missing = [k for k in result.missing_keys if not k.startswith(drop)]
+    unexpected = [k for k in result.unexpected_keys if not k.startswith(drop)]
+    if missing or unexpected:
+        detail = "; ".join(s for s in (f"missing {missing[:3]}" if missing else "",
+                                       f"unexpected {unexpected[:3]}" if unexpected else "") if s)
+        raise UserError(f"{source} holds {theirs} but the model it is loaded into is {mine} ({detail}); "
+                        f"use a checkpoint of the same architecture")
+
+
+def check_same_classes(a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, name_b: str) -> None:
+    """Two checkpoints (or their `data` blocks) must predict the same classes, in the same order."""
+    ca = list((a.get("data") or a).get("classes", []))
+    cb = list((b.get("data") or b).get("classes", []))
+    if ca == cb:
+        return
+
+    def show(c: list[str]) -> str:
+        return ", ".join(c[:6]) + (", ..." if len(c) > 6 else "")
+
+    if len(ca) != len(cb):
+        raise UserError(f"{name_a} has {len(ca)} classes ({show(ca)}) but {name_b} has {len(cb)} ({show(cb)}); "
+                        f"use models trained on the same dataset")
+    raise UserError(f"{name_a} and {name_b} both have {len(ca)} classes but in a different order or with other "
+                    f"names ({show(ca)} vs {show(cb)}); use models trained on the same dataset")
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+
+def _torch_load(path: str | Path, what: str) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} {p} does not exist; check the path (training writes runs/<name>/best.pt)")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{p} holds pickled Python objects, not the plain types of an LFD-Edge {what}; "
+                        f"re-export it with this version of LFD-Edge") from e
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"{what} {p} is truncated or corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                        f"copy it again, or re-train / re-export it") from e
+
+
+def _check_dict(obj: Any, p: Path, what: str, required: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise UserError(f"{p} is not an LFD-Edge {what}: it holds a {type(obj).__name__}, not a dict with "
+                        f"keys {', '.join(required)}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            kind = "a raw state dict"
+        else:
+            kind = f"a dict with keys {', '.join(list(obj)[:6])}"
+        raise UserError(f"{p} is not an LFD-Edge {what} (it is {kind}; missing {', '.join(missing)}); "
+                        f"use a checkpoint written by train.teacher or train.distill")
+    version = obj["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(f"{p} has format version {version}, newer than this LFD-Edge reads ({FORMAT_VERSION}); "
+                        f"upgrade LFD-Edge")
+    return obj
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, data_info: DataInfo, train_info: Mapping[str, Any]) -> Path:
+    """Write the deployable checkpoint of `model` (DDP/compile wrappers are unwrapped) atomically."""
+    ckpt = {
+        "format_version": FORMAT_VERSION,
+        "model": deployable_state_dict(model),
+        "arch": model_arch(model),
+        "data": data_info.to_dict(),
+        "train": to_plain(dict(train_info)),
+    }
+    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and validate a checkpoint (deployable or last.pt); adds `_source` = the path."""
+    p = Path(path)
+    ckpt = _check_dict(_torch_load(p, "checkpoint"), p, "checkpoint", CHECKPOINT_KEYS)
+    ckpt["_source"] = str(p)
+    return ckpt
+
+
+def model_from_checkpoint(path_or_ckpt: str | Path | Mapping[str, Any], device: str | torch.device = "cpu"
+                          ) -> tuple[nn.Module, DataInfo, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes: `(model.eval() on device, DataInfo, checkpoint dict)`."""
+    from train.models import build_model
+
+    ckpt = dict(path_or_ckpt) if isinstance(path_or_ckpt, Mapping) else load_checkpoint(path_or_ckpt)
+    source = str(ckpt.get("_source", "the checkpoint"))
+    info = DataInfo.from_dict(ckpt["data"])
+    arch = ckpt["arch"]
+    k = int(arch.get("num_classes", info.num_classes))
+    if k != info.num_classes:
+        raise UserError(f"{source} is inconsistent: its model predicts {k} classes but its data block names "
+                        f"{info.num_classes}; re-export it")
+    model = build_model(dict(arch), k)
+    load_model_state(model, ckpt["model"], source, arch)
+    return model.to(device).eval(), info, ckpt
+
+
+def save_training_state(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Write last.pt atomically; `state` must hold plain types and tensors only."""
+    full = {"format_version": FORMAT_VERSION, "kind": TRAINING_STATE, **state}
+    return atomic_write(path, lambda tmp: torch.save(full, tmp))
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    obj = _check_dict(_torch_load(p, "training state"), p, "training state",
+                      ("format_version", "kind", "model", "optimizer", "iteration"))
+    if obj["kind"] != TRAINING_STATE:
+        raise UserError(f"{p} is not a resumable training state (kind {obj['kind']!r}); resume from last.pt")
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG states as plain types
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states as lists and tensors (weights_only-loadable)."""
+    py = random.getstate()
+    npk, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [str(npk), np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npk, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((npk, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

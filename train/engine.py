@@ -1,0 +1,627 @@
+"""The one training loop, shared by teacher training, every distillation method and the comparisons.
+
+Per iteration (see train/objective.py):
+
+    lr    = base_lr * lr_mult * (1 - progress) ** poly_power   (x (i+1)/warmup during warmup)
+    x, y  = next(train data)                     # channels_last, non_blocking
+    t     = teacher(x)  under no_grad            # frozen, eval, autocast
+    terms = objective(student(x), t, y, step)    # autocast; student + objective wrapped together in DDP
+    loss  = sum(terms); stop with last.pt saved if it is not finite; backward, clip, step
+
+`progress` is iteration / iterations for an iteration budget, elapsed / seconds for a wall-clock budget.
+The budget clock counts data loading, teacher forward and the student step; it stops during validation
+and checkpoint writing, and it is saved in last.pt so that a resumed run has the same remaining budget.
+Under DDP, rank 0's clock is shared with every rank each iteration so all ranks agree on the schedule
+and stop at the same iteration; only rank 0 writes files.
+
+Run folder (`runs/<name>/`): config.yaml, log.jsonl, best.pt (best validation mIoU, deployable),
+final.pt (weights at the end of the budget, deployable), last.pt (resumable state), results.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import resource
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from runtime.errors import UserError
+from runtime.io import atomic_write_json
+from runtime.metadata import DataInfo
+from runtime.metrics import ConfusionMatrix
+from train import distributed as D
+from train.checkpoint import (
+    capture_rng,
+    load_model_state,
+    load_training_state,
+    model_arch,
+    restore_rng,
+    save_checkpoint,
+    save_training_state,
+    unwrap,
+)
+from train.config import Config, parse_budget, save_config
+from train.env import environment, git_commit
+from train.losses._common import resize
+from train.models.output import SegOutput
+from train.objective import Objective, StepInfo
+
+
+def log(msg: str) -> None:
+    """One line on rank 0's stderr that does not break the progress bar."""
+    if D.is_main():
+        tqdm.write(f"[lfd-edge] {msg}", file=sys.stderr)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX); without them bf16 is emulated and slow."""
+    return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported",
+                                                                     "_is_amx_tile_supported"))
+
+
+def choose_amp_dtype(amp: bool, amp_dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = fp32): bf16 on CPUs with native bf16, bf16 or fp16 on GPUs."""
+    if not amp:
+        return None
+    if amp_dtype not in ("auto", "bf16", "fp16"):
+        raise UserError(f"train.amp_dtype '{amp_dtype}' is not one of auto, bf16, fp16")
+    if device.type == "cuda":
+        if amp_dtype == "bf16" and not torch.cuda.is_bf16_supported():
+            raise UserError(f"{torch.cuda.get_device_name(device)} has no bf16; use train.amp_dtype=fp16")
+        if amp_dtype == "fp16" or (amp_dtype == "auto" and not torch.cuda.is_bf16_supported()):
+            return torch.float16
+        return torch.bfloat16
+    if amp_dtype == "fp16":
+        raise UserError("train.amp_dtype=fp16 is for GPUs; on a CPU use train.amp_dtype=bf16 or train.amp=false")
+    if cpu_has_bf16():
+        return torch.bfloat16
+    if amp_dtype == "bf16":
+        log("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 autocast is emulated and slow")
+        return torch.bfloat16
+    log("this CPU has no native bf16 (AVX512-BF16/AMX): training in fp32 (train.amp_dtype=bf16 forces bf16)")
+    return None
+
+
+def poly_lr(base: float, progress: float, power: float = 0.9) -> float:
+    """`base * (1 - progress) ** power`, progress clamped to 0..1."""
+    return base * max(0.0, 1.0 - min(max(progress, 0.0), 1.0)) ** power
+
+
+class Every:
+    """A period in iterations or in budget-clock seconds (`"500"`, `"5m"`); `"0"` means never."""
+
+    def __init__(self, spec: str) -> None:
+        b = parse_budget(spec)
+        self.iterations = b.iterations or 0
+        self.seconds = b.seconds or 0.0
+        self.next_s = self.seconds
+
+    def restart(self, elapsed: float) -> None:
+        if self.seconds:
+            self.next_s = (math.floor(elapsed / self.seconds) + 1) * self.seconds
+
+    def due(self, iteration: int, elapsed: float) -> bool:
+        if self.iterations:
+            return iteration % self.iterations == 0
+        if self.seconds and elapsed >= self.next_s:
+            self.restart(elapsed)
+            return True
+        return False
+
+
+def default_run_dir(cfg: Config, method: str) -> Path:
+    """runs/<train.name>, or runs/<config stem>-<method>-s<seed>."""
+    name = cfg.train.name or f"{Path(cfg.source).stem if cfg.source else 'run'}-{method}-s{cfg.train.seed}"
+    return Path(cfg.train.runs_dir) / name
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """GPU allocator peak on CUDA, else the process's peak RSS (Linux reports KiB, macOS bytes)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+class _Step(nn.Module):
+    """Student + objective in one module, so DDP reduces the gradients of both."""
+
+    def __init__(self, student: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.student = student
+        self.objective = objective
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, t: SegOutput | None, step: StepInfo
+                ) -> dict[str, torch.Tensor]:
+        s = self.student(x, detach_encoder=self.objective.detach_encoder)
+        return self.objective(s, t, y, step)
+
+
+class Trainer:
+    """Train `model` with `objective` on `train_loader` for `cfg.train.budget`; see the module docstring.
+
+    `train_loader` is a DataLoader (wrapped in train.data.InfiniteLoader) or already an endless iterator
+    with `state_dict()` / `load_state_dict()`; batches are (images N x 3 x H x W float, labels N x H x W
+    int64). `val_loader` yields the same (or is None: no validation). `teacher` is frozen here.
+    """
+
+    def __init__(self, cfg: Config, model: nn.Module, objective: Objective, train_loader: Any,
+                 val_loader: Any, data_info: DataInfo, teacher: nn.Module | None = None,
+                 run_dir: str | Path | None = None, dist_env: D.DistEnv | None = None,
+                 method: str | None = None) -> None:
+        self.cfg = cfg
+        self.env = dist_env or D.DistEnv(device=D.resolve_device(cfg.train.device))
+        self.device = self.env.device
+        self.method = method or getattr(objective, "method", None) or cfg.distill.method
+        self.data_info = data_info
+        self.budget = parse_budget(cfg.train.budget)
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, self.method)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        if objective.needs_teacher and teacher is None:
+            raise UserError(f"method '{self.method}' needs a teacher; set distill.teacher to a teacher checkpoint")
+
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.amp_dtype = choose_amp_dtype(cfg.train.amp, cfg.train.amp_dtype, self.device)
+        self.student = model.to(self.device, memory_format=self.memory_format)
+        self.objective = objective.to(self.device)
+        self.teacher = self._freeze(teacher) if objective.needs_teacher else None
+        self.loader = train_loader if _is_stateful_iterator(train_loader) else _infinite(train_loader)
+        self.val_loader = val_loader
+
+        self.optimizer = self._build_optimizer()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        student_fwd = torch.compile(self.student) if cfg.train.compile else self.student
+        step: nn.Module = _Step(student_fwd, self.objective)
+        if self.env.distributed:
+            has_extra = any(p.requires_grad for p in self.objective.parameters()) or self.objective.detach_encoder
+            # device_ids=None: the module is already on its device and inputs are not copied again.
+            step = nn.parallel.DistributedDataParallel(step, device_ids=None, find_unused_parameters=has_extra)
+        self.step_module = step
+
+        self.iteration = 0
+        self.elapsed = 0.0  # budget clock, seconds, excluding validation and checkpoint writing
+        self._t0: float | None = None  # start of the running clock segment (None: paused)
+        self.best_miou = float("-inf")
+        self.best_iteration: int | None = None
+        self.val_history: list[dict[str, Any]] = []
+        self.resumed_from: int | None = None
+        self._stop_requested = False
+        self._data: Iterator[Any] | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # set-up
+
+    def _freeze(self, teacher: nn.Module | None) -> nn.Module | None:
+        if teacher is None:
+            return None
+        teacher = unwrap(teacher).to(self.device, memory_format=self.memory_format).eval()
+        teacher.requires_grad_(False)
+        return teacher
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        extra = [p for p in self.objective.parameters() if p.requires_grad]
+        student = [p for p in self.student.parameters() if p.requires_grad]
+        encoder = getattr(self.student, "encoder", None)
+        if o.head_lr_mult != 1.0 and isinstance(encoder, nn.Module):
+            enc_ids = {id(p) for p in encoder.parameters()}
+            groups = [{"params": [p for p in student if id(p) in enc_ids], "lr_mult": 1.0},
+                      {"params": [p for p in student if id(p) not in enc_ids] + extra, "lr_mult": o.head_lr_mult}]
+        else:
+            if o.head_lr_mult != 1.0:
+                log(f"optim.head_lr_mult={o.head_lr_mult} ignored: the model has no `encoder` submodule")
+            groups = [{"params": student + extra, "lr_mult": 1.0}]
+        for g in groups:
+            g["lr"] = o.lr * g["lr_mult"]
+        if o.name == "sgd":
+            return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        if o.name == "adamw":
+            return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+        raise UserError(f"optim.name '{o.name}' is not one of sgd, adamw")
+
+    # ------------------------------------------------------------------------------------------
+    # budget clock
+
+    def _clock(self) -> float:
+        return self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    def _pause(self) -> None:
+        if self._t0 is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.elapsed = self._clock()
+            self._t0 = None
+
+    def _start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    @contextlib.contextmanager
+    def _clock_stopped(self) -> Iterator[None]:
+        running = self._t0 is not None
+        self._pause()
+        try:
+            yield
+        finally:
+            if running:
+                self._start()
+
+    def _progress(self, elapsed: float) -> float:
+        if self.budget.is_time:
+            return elapsed / float(self.budget.seconds or 1.0)
+        return self.iteration / max(1, self.budget.iterations or 1)
+
+    def _budget_spent(self, elapsed: float) -> bool:
+        if self.budget.is_time:
+            return elapsed >= float(self.budget.seconds or 0.0)
+        return self.iteration >= (self.budget.iterations or 0)
+
+    def _set_lr(self, progress: float) -> float:
+        o = self.cfg.optim
+        lr = poly_lr(o.lr, progress, o.poly_power)
+        if o.warmup_iters and self.iteration < o.warmup_iters:
+            lr *= (self.iteration + 1) / o.warmup_iters
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_mult", 1.0)
+        return lr
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end of the budget (resuming from last.pt when allowed); returns the results."""
+        old_handler = self._install_sigint()
+        bar = None
+        try:
+            seed_everything(self.cfg.train.seed + self.env.rank)
+            if self.env.is_main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                save_config(self.cfg, self.run_dir / "config.yaml")
+            self._maybe_resume()
+            if self.device.type == "cuda":
+                torch.backends.cudnn.benchmark = True
+                torch.cuda.reset_peak_memory_stats(self.device)
+            self._data = iter(self.loader)
+            bar = self._progress_bar()
+            self._loop(bar)
+            return self._finish()
+        finally:
+            if bar is not None:
+                bar.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+
+    def _loop(self, bar: tqdm | None) -> None:
+        cfg = self.cfg.train
+        val_every, ckpt_every = Every(cfg.val_every), Every(cfg.ckpt_every)
+        val_every.restart(self.elapsed)
+        ckpt_every.restart(self.elapsed)
+        last_log = (self.iteration, self.elapsed)
+        self._start()
+        while True:
+            elapsed, stop = self._shared_control()
+            if self._budget_spent(elapsed):
+                break
+            if stop:
+                with self._clock_stopped():
+                    self._save_last()
+                log(f"stopped at iteration {self.iteration}; last.pt saved, run the same command to resume")
+                raise KeyboardInterrupt
+            lr = self._set_lr(self._progress(elapsed))
+            step = StepInfo(self.iteration, self._progress(elapsed), self.budget.is_time)
+            terms, loss = self._forward(step)
+            if self._any_rank(~torch.isfinite(loss.detach())):
+                self._nonfinite(terms)
+            self._backward(loss)
+            self.iteration += 1
+            it, now = self.iteration, self._clock()
+            if cfg.log_every > 0 and it % cfg.log_every == 0:
+                s_per_iter = (now - last_log[1]) / max(1, it - last_log[0])
+                last_log = (it, now)
+                self._log_step(terms, lr, now, s_per_iter, bar)
+            if bar is not None:
+                bar.update((min(now, bar.total) - bar.n) if self.budget.is_time else 1)
+            if self.val_loader is not None and val_every.due(it, now):
+                with self._clock_stopped():
+                    self._validate_and_keep_best()
+            if ckpt_every.due(it, now):
+                with self._clock_stopped():
+                    self._save_last()
+        self._pause()
+
+    def _shared_control(self) -> tuple[float, bool]:
+        """(budget clock, stop requested), rank 0's values on every rank."""
+        elapsed, stop = self._clock(), self._stop_requested
+        if self.env.distributed:
+            # a Ctrl-C reaches every rank; rank 0's clock and flag decide
+            mine = [elapsed, float(stop)] if self.env.is_main else [0.0, 0.0]
+            t = torch.tensor(mine, dtype=torch.float64, device=self.device)
+            D.all_reduce_(t, "max")
+            elapsed, stop = float(t[0]), bool(t[1])
+        return elapsed, stop
+
+    def _any_rank(self, flag: torch.Tensor) -> bool:
+        if self.env.distributed:
+            flag = D.all_reduce_(flag.to(torch.float32).reshape(1), "max")
+        return bool(flag.item())
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._data is not None
+        batch = next(self._data)
+        x, y = batch[0], batch[1]
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        y = y.to(self.device, non_blocking=True).long()
+        return x, y
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _forward(self, step: StepInfo) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        x, y = self._batch()
+        t = None
+        if self.teacher is not None:
+            with torch.no_grad(), self._autocast():
+                t = self.teacher(x)
+        with self._autocast():
+            terms = self.step_module(x, y, t, step)
+        if not terms:
+            raise UserError(f"the objective of method '{self.method}' returned no loss terms")
+        loss = torch.stack([v.float() for v in terms.values()]).sum()
+        return terms, loss
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _nonfinite(self, terms: dict[str, torch.Tensor]) -> None:
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        with self._clock_stopped():
+            self._save_last()
+        raise UserError(
+            f"the loss is not finite at iteration {self.iteration + 1} ({values}); the weights were not updated "
+            f"and {self.run_dir / 'last.pt'} holds the state after iteration {self.iteration}. Try a lower "
+            f"optim.lr (now {self.cfg.optim.lr:g}), train.amp=false, or optim.grad_clip=1.0, then run the same "
+            f"command to resume")
+
+    # ------------------------------------------------------------------------------------------
+    # logging
+
+    def _progress_bar(self) -> tqdm | None:
+        if not self.env.is_main:
+            return None
+        if self.budget.is_time:
+            return tqdm(total=float(self.budget.seconds or 0), initial=self.elapsed, unit="s",
+                        desc=self.run_dir.name, dynamic_ncols=True, mininterval=1.0,
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+        return tqdm(total=self.budget.iterations, initial=self.iteration, unit="it", desc=self.run_dir.name,
+                    dynamic_ncols=True, mininterval=1.0)
+
+    def _log_step(self, terms: dict[str, torch.Tensor], lr: float, elapsed: float, s_per_iter: float,
+                  bar: tqdm | None) -> None:
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        raw = {f"raw_{k}": float(v) for k, v in getattr(self.objective, "last_raw", {}).items()}
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+        self._write_log({"kind": "train", "iteration": self.iteration, "elapsed": round(elapsed, 4), "lr": lr,
+                         "loss": sum(values.values()), **values, **raw, "s_per_iter": s_per_iter})
+
+    def _write_log(self, line: dict[str, Any]) -> None:
+        if self.env.is_main:
+            with open(self.run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+
+    # ------------------------------------------------------------------------------------------
+    # validation and checkpoints
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """mIoU of the student on `val_loader`: argmax of the logits upsampled to the label size.
+
+        With a DistributedSampler every rank evaluates its share and the confusion matrices are summed;
+        otherwise rank 0 evaluates the whole set and shares the result."""
+        k = self.data_info.num_classes
+        cm = ConfusionMatrix(k, self.data_info.ignore_index)
+        sampler = getattr(self.val_loader, "sampler", None)
+        sharded = isinstance(sampler, torch.utils.data.distributed.DistributedSampler)
+        model = unwrap(self.student)
+        was_training = model.training
+        model.eval()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # validation must not shift the training RNG
+            if sharded or self.env.is_main:
+                for batch in self.val_loader:
+                    x = batch[0].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+                    y = batch[1]
+                    with self._autocast():
+                        logits = model(x).logits
+                    pred = resize(logits.float(), y.shape[-2:]).argmax(1)
+                    cm.update(pred.cpu().numpy(), y.numpy())
+        model.train(was_training)
+        mat = torch.from_numpy(cm.mat).to(self.device)
+        if sharded:
+            D.all_reduce_(mat, "sum")
+        else:
+            D.broadcast_(mat, 0)
+        cm.mat = mat.cpu().numpy()
+        return cm.compute(self.data_info.classes)
+
+    def _validate_and_keep_best(self) -> dict[str, Any]:
+        metrics = self.validate()
+        miou = metrics["mIoU"]
+        record = {"iteration": self.iteration, "elapsed": round(self.elapsed, 4), "mIoU": miou,
+                  "pixel_acc": metrics["pixel_acc"]}
+        self.val_history.append(record)
+        self._write_log({"kind": "val", **record})
+        log(f"iteration {self.iteration}: val mIoU {miou:.4f}, pixel acc {metrics['pixel_acc']:.4f}")
+        if not math.isnan(miou) and miou > self.best_miou:
+            self.best_miou, self.best_iteration = miou, self.iteration
+            if self.env.is_main:
+                save_checkpoint(self.run_dir / "best.pt", self.student, self.data_info, self._train_info(miou))
+        return metrics
+
+    def _train_info(self, val_miou: float | None) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "config": self.cfg.to_dict(),
+            "iterations": self.iteration,
+            "elapsed_s": self.elapsed,
+            "budget": str(self.budget),
+            "val_miou": val_miou,
+            "best_miou": self.best_miou if self.best_iteration is not None else None,
+            "best_iteration": self.best_iteration,
+            "world_size": self.env.world,
+            "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
+            "git_commit": git_commit(),
+        }
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything last.pt holds (collective under DDP: every rank's RNG and loader state)."""
+        ranks = D.gather_objects({"rng": capture_rng(), "loader": self.loader.state_dict()})
+        return {
+            "model": unwrap(self.student).state_dict(),
+            "arch": model_arch(self.student),
+            "data": self.data_info.to_dict(),
+            "train": self._train_info(None),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "iteration": self.iteration,
+            "elapsed_s": self.elapsed,
+            "best_miou": self.best_miou if self.best_iteration is not None else None,
+            "best_iteration": self.best_iteration,
+            "val_history": self.val_history,
+            "world_size": self.env.world,
+            "ranks": ranks,
+        }
+
+    def _save_last(self) -> None:
+        state = self.training_state()
+        if self.env.is_main:
+            save_training_state(self.run_dir / "last.pt", state)
+
+    def _maybe_resume(self) -> None:
+        path = self.run_dir / "last.pt"
+        log_path = self.run_dir / "log.jsonl"
+        if not path.is_file() or not self.cfg.train.resume:
+            if path.is_file():
+                log(f"train.resume=false: starting afresh; {path} will be overwritten")
+            if self.env.is_main and log_path.exists():
+                log_path.unlink()
+            return
+        state = load_training_state(path)
+        load_model_state(self.student, state["model"], str(path), state.get("arch"))
+        try:
+            self.objective.load_state_dict(state["objective"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"{path} was written by a different method or model ({str(e).splitlines()[0]}); "
+                            f"choose another train.name, or pass train.resume=false to start afresh") from e
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        self.elapsed = float(state["elapsed_s"])
+        if state.get("best_miou") is not None:
+            self.best_miou, self.best_iteration = float(state["best_miou"]), state.get("best_iteration")
+        self.val_history = list(state.get("val_history", []))
+        ranks = state["ranks"]
+        if len(ranks) != self.env.world:
+            log(f"{path} was written by {len(ranks)} processes, this run has {self.env.world}: "
+                f"the data order after resuming differs from an uninterrupted run")
+        mine = ranks[min(self.env.rank, len(ranks) - 1)]
+        restore_rng(mine["rng"])
+        self.loader.load_state_dict(mine["loader"])
+        self.resumed_from = self.iteration
+        if self.env.is_main and log_path.exists():  # drop lines logged after the checkpoint
+            lines = [ln for ln in log_path.read_text().splitlines()
+                     if ln.strip() and json.loads(ln).get("iteration", 0) <= self.iteration]
+            log_path.write_text("".join(ln + "\n" for ln in lines))
+        log(f"resumed from {path} at iteration {self.iteration} ({self.elapsed:.1f}s of the {self.budget} "
+            f"budget spent)")
+
+    def _finish(self) -> dict[str, Any]:
+        final_miou = None
+        if self.val_loader is not None:
+            last = self.val_history[-1] if self.val_history else None
+            if last is None or last["iteration"] != self.iteration:
+                self._validate_and_keep_best()
+            final_miou = self.val_history[-1]["mIoU"]
+        self._save_last()
+        if self.env.is_main:
+            save_checkpoint(self.run_dir / "final.pt", self.student, self.data_info, self._train_info(final_miou))
+        results = {
+            "method": self.method,
+            "run_dir": str(self.run_dir),
+            "best_miou": self.best_miou if self.best_iteration is not None else None,
+            "best_iteration": self.best_iteration,
+            "final_miou": final_miou,
+            "iterations": self.iteration,
+            "elapsed_s": self.elapsed,
+            "s_per_iter": self.elapsed / max(1, self.iteration),
+            "peak_mem_mb": peak_memory_mb(self.device),
+            "peak_mem_kind": "cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
+            "budget": str(self.budget),
+            "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
+            "world_size": self.env.world,
+            "resumed_from": self.resumed_from,
+            "val_history": self.val_history,
+            "best_checkpoint": str(self.run_dir / "best.pt") if self.best_iteration is not None else None,
+            "final_checkpoint": str(self.run_dir / "final.pt"),
+            "env": environment(self.device),
+        }
+        if self.env.is_main:
+            atomic_write_json(self.run_dir / "results.json", results)
+        return results
+
+    # ------------------------------------------------------------------------------------------
+    # Ctrl-C: finish the iteration, save last.pt, then stop
+
+    def _install_sigint(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            log("stopping after this iteration and saving last.pt (Ctrl-C again to abort at once)")
+
+        return signal.signal(signal.SIGINT, handler)
+
+
+def _is_stateful_iterator(obj: Any) -> bool:
+    return hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict") and hasattr(obj, "__iter__")
+
+
+def _infinite(loader: Any) -> Any:
+    from train.data import InfiniteLoader
+
+    return InfiniteLoader(loader)
