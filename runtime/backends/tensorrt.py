@@ -1,0 +1,273 @@
+"""Native TensorRT engine backend (no torch): an `.engine` plus the `.engine.json` sidecar that
+`python -m export.trt` writes beside it.
+
+Before anything is deserialized, `check_engine_compat` compares the sidecar with this machine: a plain
+engine runs only under the TensorRT major.minor.patch it was built with (a VERSION_COMPATIBLE one also
+under later versions), and only on a GPU of the same name and compute capability. Two I/O APIs:
+- named tensors (TensorRT 8.5+, the only one from 10 on): set_input_shape, set_tensor_address,
+  execute_async_v3;
+- bindings (TensorRT 8.x before 8.5, and 8.5 where the named API is missing): set_binding_shape,
+  execute_async_v2.
+The one in use is chosen with hasattr on the engine. Host buffers are page-locked and copies run on
+one CUDA stream (cuda-python or pycuda, runtime.backends.tensorrt_cuda).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import numpy as np
+
+from runtime.backends.base import Backend
+from runtime.errors import UserError
+from runtime.lazy import lazy_import
+from runtime.metadata import ONNX_DATA_KEY, DataInfo
+from runtime.trt_version import engine_runs_on, jetpacks_for, parse_trt_version
+
+SIDECAR_FORMAT = 1
+SIDECAR_REQUIRED = ("tensorrt_version", "device", "precision", "inputs", "metadata")
+
+# TensorRT DataType name -> numpy dtype for engine I/O
+TRT_NP_DTYPES: dict[str, np.dtype[Any]] = {
+    "FLOAT": np.dtype(np.float32),
+    "HALF": np.dtype(np.float16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "INT8": np.dtype(np.int8),
+    "UINT8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    """`M.engine` -> `M.engine.json`."""
+    p = Path(engine)
+    return p.with_name(p.name + ".json")
+
+
+def read_sidecar(engine: str | Path) -> dict[str, Any]:
+    """Load and minimally validate the sidecar of `engine`."""
+    path = sidecar_path(engine)
+    rebuild = "rebuild the engine with python -m export.trt --onnx MODEL.onnx, which writes both files"
+    if not path.is_file():
+        raise UserError(f"{Path(engine).name} has no sidecar {path.name} (TensorRT version, GPU, precision, class "
+                        f"names); {rebuild}")
+    try:
+        side = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not readable JSON ({e}); {rebuild}") from e
+    missing = [k for k in SIDECAR_REQUIRED if not isinstance(side, dict) or k not in side]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}; {rebuild}")
+    return cast(dict[str, Any], side)
+
+
+def check_engine_compat(sidecar: dict[str, Any], trt_version: str, device: dict[str, str]) -> None:
+    """Raise UserError when the engine described by `sidecar` cannot run under TensorRT `trt_version`
+    on `device` ({"name", "compute_capability"}), saying which differs and how to rebuild."""
+    source = sidecar.get("onnx", {}).get("path") or "MODEL.onnx"
+    rebuild = f"rebuild it on this machine with python -m export.trt --onnx {source}"
+    built = parse_trt_version(str(sidecar["tensorrt_version"]))
+    here = parse_trt_version(trt_version)
+    if not engine_runs_on(built, here, bool(sidecar.get("version_compatible", False))):
+        jp = jetpacks_for(built)
+        jp_note = f" (JetPack {'/'.join(jp)})" if jp else ""
+        raise UserError(f"the engine was built with TensorRT {built.short}{jp_note} but this is TensorRT {here.short}, "
+                        f"and TensorRT engines only load under the version that built them: {rebuild}")
+    want_cc, got_cc = str(sidecar["device"].get("compute_capability")), str(device.get("compute_capability"))
+    want_name, got_name = str(sidecar["device"].get("name", "")).strip(), str(device.get("name", "")).strip()
+    if want_cc != got_cc or want_name != got_name:
+        raise UserError(f"the engine was built for {want_name} (compute capability {want_cc}) but this GPU is "
+                        f"{got_name} (compute capability {got_cc}); TensorRT engines are tuned to one GPU: {rebuild}")
+
+
+def np_dtype_for(trt_dtype_name: str) -> np.dtype[Any]:
+    """numpy dtype of a TensorRT DataType name (e.g. 'HALF'); UserError for types numpy lacks (BF16, FP8)."""
+    key = trt_dtype_name.rsplit(".", 1)[-1].upper()
+    if key not in TRT_NP_DTYPES:
+        raise UserError(f"the engine has an input or output of type {key}, which this runtime cannot copy to numpy; "
+                        "export the model with float32/float16 inputs and outputs")
+    return TRT_NP_DTYPES[key]
+
+
+def dims_tuple(dims: Any) -> tuple[int, ...]:
+    """A TensorRT Dims (indexable, with len) as a tuple of ints."""
+    return tuple(int(dims[i]) for i in range(len(dims)))
+
+
+def info_from_sidecar(sidecar: dict[str, Any]) -> DataInfo:
+    data = sidecar.get("metadata", {}).get(ONNX_DATA_KEY)
+    if data is None:
+        raise UserError(f"the engine sidecar has no {ONNX_DATA_KEY} block (class names, normalisation); rebuild it "
+                        "from an ONNX model exported by python -m export.onnx")
+    return DataInfo.from_json(data) if isinstance(data, str) else DataInfo.from_dict(data)
+
+
+def profile_bounds(sidecar: dict[str, Any], name: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(min, max) shapes of input `name` from the sidecar's optimisation profile, if it has one."""
+    spec = sidecar.get("inputs", {}).get(name)
+    if not isinstance(spec, dict) or "min" not in spec or "max" not in spec:
+        return None
+    return tuple(int(d) for d in spec["min"]), tuple(int(d) for d in spec["max"])
+
+
+def check_in_profile(shape: tuple[int, ...], bounds: tuple[tuple[int, ...], tuple[int, ...]], engine: str) -> None:
+    lo, hi = bounds
+    if len(shape) != len(lo) or any(not (a <= s <= b) for a, s, b in zip(lo, shape, hi)):
+        fmt = lambda d: "x".join(map(str, d))  # noqa: E731
+        raise UserError(f"{engine} accepts inputs from {fmt(lo)} to {fmt(hi)} but got {fmt(shape)}; resize the input "
+                        "or rebuild with python -m export.trt --min/--opt/--max")
+
+
+# --- the TensorRT 8.x binding API (absent from the 10.x stubs; declared here so mypy checks its use) --
+
+class _BindingEngine(Protocol):
+    num_bindings: int
+
+    def binding_is_input(self, index: int) -> bool: ...
+    def get_binding_name(self, index: int) -> str: ...
+    def get_binding_dtype(self, index: int) -> Any: ...
+
+
+class _BindingContext(Protocol):
+    def set_binding_shape(self, binding: int, shape: tuple[int, ...]) -> bool: ...
+    def get_binding_shape(self, binding: int) -> Any: ...
+    def execute_async_v2(self, bindings: list[int], stream_handle: int) -> bool: ...
+
+
+@dataclass
+class _IO:
+    name: str
+    index: int
+    is_input: bool
+    dtype: np.dtype[Any]
+    device: int = 0
+    nbytes: int = 0
+    host: np.ndarray | None = None
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, info: DataInfo | None = None, device_index: int = 0) -> None:
+        """`info`: overrides the sidecar's data block; `device_index`: the CUDA device to run on."""
+        super().__init__(path)
+        self.sidecar = read_sidecar(self.path)
+        self.info = info or info_from_sidecar(self.sidecar)
+        trt = lazy_import("tensorrt", "running TensorRT engines")
+        from runtime.backends.tensorrt_cuda import open_cuda
+
+        self.cuda = open_cuda(device_index)
+        self._io: list[_IO] = []
+        try:
+            check_engine_compat(self.sidecar, trt.__version__, self.cuda.device_info())
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
+        import tensorrt  # typed by the tensorrt-stubs; lazy_import above gave the install hint
+
+        self.logger = tensorrt.Logger(tensorrt.Logger.WARNING)
+        self.runtime = tensorrt.Runtime(self.logger)
+        if self.sidecar.get("version_compatible") and hasattr(self.runtime, "engine_host_code_allowed"):
+            # Version-compatible plans embed the lean runtime (host code); trust only engines we built.
+            self.runtime.engine_host_code_allowed = True
+        engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise UserError(f"TensorRT could not deserialize {self.path} (see its log above); rebuild it with python -m "
+                            f"export.trt on this machine")
+        self.engine = engine
+        context = engine.create_execution_context()
+        if context is None:
+            raise UserError(f"TensorRT could not create an execution context for {self.path} (out of GPU memory?)")
+        self.context = context
+        self.named = hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3")
+        if self.named:
+            for i in range(engine.num_io_tensors):
+                name = engine.get_tensor_name(i)
+                is_in = engine.get_tensor_mode(name) == tensorrt.TensorIOMode.INPUT
+                self._io.append(_IO(name, i, is_in, np_dtype_for(engine.get_tensor_dtype(name).name)))
+        else:
+            legacy = cast(_BindingEngine, engine)
+            for i in range(legacy.num_bindings):
+                self._io.append(_IO(legacy.get_binding_name(i), i, legacy.binding_is_input(i),
+                                    np_dtype_for(legacy.get_binding_dtype(i).name)))
+        inputs = [io for io in self._io if io.is_input]
+        outputs = [io for io in self._io if not io.is_input]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{self.path.name} has {len(inputs)} inputs and {len(outputs)} outputs; this backend runs "
+                            "segmentation engines with one image input and one logits/labels output")
+        self._in, self._out = inputs[0], outputs[0]
+        shape = (dims_tuple(engine.get_tensor_shape(self._in.name)) if self.named
+                 else dims_tuple(cast(_BindingContext, context).get_binding_shape(self._in.index)))
+        self.input_shape = shape if all(d > 0 for d in shape) else None
+        self.output_kind = "labels" if self._out.dtype.kind in "iub" or self._out.name == "labels" else "logits"
+        self._bounds = profile_bounds(self.sidecar, self._in.name)
+
+    def _ensure(self, io: _IO, shape: tuple[int, ...]) -> np.ndarray:
+        """Device and pinned host buffers for `io` at `shape`, grown (never shrunk) as needed."""
+        nbytes = int(np.prod(shape)) * io.dtype.itemsize
+        if nbytes > io.nbytes:
+            if io.device:
+                self.cuda.free(io.device)
+            if io.host is not None:
+                self.cuda.free_pinned(io.host)
+            io.device, io.nbytes = self.cuda.malloc(nbytes), nbytes
+            io.host = self.cuda.pinned((int(np.prod(shape)),), io.dtype)
+        assert io.host is not None
+        return io.host[: int(np.prod(shape))].reshape(shape)
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        shape = tuple(int(d) for d in batch.shape)
+        if self._bounds is not None:
+            check_in_profile(shape, self._bounds, self.path.name)
+        host_in = self._ensure(self._in, shape)
+        np.copyto(host_in, batch, casting="same_kind")
+        if self.named:
+            if not self.context.set_input_shape(self._in.name, shape):
+                raise UserError(f"TensorRT rejected input shape {shape} for {self.path.name}")
+            out_shape = dims_tuple(self.context.get_tensor_shape(self._out.name))
+        else:
+            legacy = cast(_BindingContext, self.context)
+            if not legacy.set_binding_shape(self._in.index, shape):
+                raise UserError(f"TensorRT rejected input shape {shape} for {self.path.name}")
+            out_shape = dims_tuple(legacy.get_binding_shape(self._out.index))
+        host_out = self._ensure(self._out, out_shape)
+        self.cuda.h2d_async(self._in.device, host_in)
+        if self.named:
+            for io in (self._in, self._out):
+                self.context.set_tensor_address(io.name, io.device)
+            ok = self.context.execute_async_v3(self.cuda.stream_handle)
+        else:
+            bindings = [0] * len(self._io)
+            for io in (self._in, self._out):
+                bindings[io.index] = io.device
+            ok = cast(_BindingContext, self.context).execute_async_v2(bindings, self.cuda.stream_handle)
+        if not ok:
+            raise RuntimeError(f"TensorRT failed to enqueue {self.path.name} (see its log above)")
+        self.cuda.d2h_async(host_out, self._out.device)
+        self.cuda.synchronize()
+        return host_out.copy()
+
+    def close(self) -> None:
+        cuda = getattr(self, "cuda", None)
+        if cuda is None:
+            return
+        for io in getattr(self, "_io", []):
+            if io.device:
+                cuda.free(io.device)
+                io.device = 0
+            if io.host is not None:
+                cuda.free_pinned(io.host)
+                io.host = None
+        # Release TensorRT objects before the CUDA stream/context they used.
+        for attr in ("context", "engine", "runtime"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        cuda.close()
+        self.cuda = None  # type: ignore[assignment]
