@@ -1,0 +1,113 @@
+"""Inference backends, chosen from the model file's suffix unless the user names one.
+
+    BACKENDS["onnxruntime"]  ->  "runtime.backends.onnxruntime_backend.OnnxRuntimeBackend"
+    load_backend("student.onnx", threads=2)            # suffix .onnx -> onnxruntime
+    load_backend("student.onnx", backend="tensorrt")   # explicit
+
+Each backend module is imported only when chosen, so that ONNX Runtime users never import torch and
+PyTorch users never import tensorrt. Options a backend's constructor does not take (e.g. `threads` for a
+TensorRT engine) are ignored, so that one command line can drive every kind of model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from runtime.backends.base import Backend
+from runtime.errors import UserError
+
+__all__ = ["BACKENDS", "SUFFIXES", "Backend", "backend_class", "backend_name_for", "load_backend", "model_format"]
+
+# name -> "module.Class" (a plain dictionary: grep here to find any backend)
+BACKENDS: dict[str, str] = {
+    "torch": "runtime.backends.torch_backend.TorchBackend",
+    "onnxruntime": "runtime.backends.onnxruntime_backend.OnnxRuntimeBackend",
+    "tensorrt": "runtime.backends.tensorrt.TensorRTBackend",
+}
+
+# file suffix -> backend name
+SUFFIXES: dict[str, str] = {
+    ".pt": "torch",
+    ".pth": "torch",
+    ".onnx": "onnxruntime",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+}
+
+# spellings users type -> backend name
+ALIASES: dict[str, str] = {"pytorch": "torch", "pt": "torch", "ort": "onnxruntime", "onnx": "onnxruntime",
+                           "trt": "tensorrt", "engine": "tensorrt"}
+
+
+def backend_name_for(path: str | Path, backend: str | None = None) -> str:
+    """The backend for `path`: `backend` when given (aliases accepted), else from the file suffix."""
+    if backend:
+        key = ALIASES.get(backend.lower(), backend.lower())
+        if key not in BACKENDS:
+            close = difflib.get_close_matches(key, list(BACKENDS) + list(ALIASES), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}.{hint}")
+        return key
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        kinds = ", ".join(f"{s} ({n})" for s, n in SUFFIXES.items())
+        raise UserError(f"cannot tell the backend of {path} from its suffix '{suffix}'; accepted kinds: {kinds}, "
+                        f"or pass --backend {'|'.join(BACKENDS)}")
+    return SUFFIXES[suffix]
+
+
+def backend_class(name: str) -> type[Backend]:
+    """Import and return the class registered under `name` in BACKENDS."""
+    module_name, _, cls_name = BACKENDS[name].rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name == module_name:
+            raise UserError(f"the {name} backend is not part of this installation ({module_name} is missing)") from e
+        raise
+    return getattr(module, cls_name)  # type: ignore[no-any-return]
+
+
+def load_backend(path: str | Path, backend: str | None = None, **opts: Any) -> Backend:
+    """Open `path` with the backend named `backend` (default: from the suffix).
+
+    `opts` (e.g. `threads=2`, `providers=["cpu"]`, `device="cuda"`) go to the backend's constructor where it
+    takes them; options that are None are left out so that each backend keeps its own default."""
+    name = backend_name_for(path, backend)
+    cls = backend_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in opts.items() if v is not None and (takes_any or k in params)}
+    return cls(path, **kwargs)
+
+
+def model_format(path: str | Path) -> str:
+    """A short human name of the artefact kind, from the file name: 'pytorch', 'onnx', 'onnx int8 (cpu)',
+    'onnx fp16', 'tensorrt' (+ precision from the engine sidecar when present)."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith((".pt", ".pth")):
+        return "pytorch"
+    if name.endswith(".onnx"):
+        for tag, label in ((".int8.cpu.onnx", "onnx int8 (cpu)"), (".int8.trt.onnx", "onnx int8 (trt q/dq)"),
+                           (".fp16.onnx", "onnx fp16")):
+            if name.endswith(tag):
+                return label
+        return "onnx"
+    if name.endswith((".engine", ".plan")):
+        sidecar = p.with_name(p.name + ".json")
+        if sidecar.is_file():
+            import json
+
+            try:
+                prec = json.loads(sidecar.read_text()).get("precision")
+            except (OSError, ValueError):
+                prec = None
+            if prec:
+                return f"tensorrt {prec}"
+        return "tensorrt"
+    return p.suffix.lstrip(".") or "unknown"

@@ -1,0 +1,117 @@
+"""ONNX Runtime backend: CPU, CUDA or TensorRT execution providers, whichever are asked for and available.
+
+The model's `DataInfo` comes from its metadata property `lfd_edge.data` (written by `python -m export.onnx`);
+the output name (`logits` or `labels`) sets `output_kind`; a static input shape is read from the session.
+Graph optimisation is at ORT_ENABLE_ALL. With the CUDA provider, outputs are bound to device memory
+(I/O binding) and copied back once per call, which avoids ORT's per-run output allocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.backends.base import Backend
+from runtime.errors import UserError
+from runtime.lazy import lazy_import
+from runtime.metadata import ONNX_DATA_KEY, DataInfo
+
+# short names users type -> ORT provider names
+PROVIDER_NAMES: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+# Used when no providers are given. The TensorRT provider is opt-in: it builds an engine when the
+# session starts (minutes for a segmentation model), and `python -m export.trt` makes a reusable engine.
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def resolve_providers(requested: str | Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """Map short or full provider names to ORT names, in order; default: CUDA then CPU where available.
+
+    A requested provider that this onnxruntime build lacks is a UserError naming what is available."""
+    if requested is None:
+        return [p for p in DEFAULT_PROVIDERS if p in available]
+    items = [s.strip() for s in requested.split(",")] if isinstance(requested, str) else list(requested)
+    out = []
+    for item in items:
+        full = PROVIDER_NAMES.get(item.lower(), item)
+        if full not in available:
+            hint = " (install onnxruntime-gpu)" if full != "CPUExecutionProvider" else ""
+            raise UserError(f"ONNX Runtime provider '{item}' is not available in this installation{hint}; "
+                            f"available: {', '.join(available)}")
+        out.append(full)
+    return out
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers: str | Sequence[str] | None = None, threads: int | None = None,
+                 info: DataInfo | None = None, io_binding: bool | None = None) -> None:
+        """`providers`: e.g. "cpu", "cuda,cpu", ["tensorrt", "cuda", "cpu"]; `threads`: intra-op threads
+        (None: ORT's default, one per physical core); `info`: DataInfo for ONNX files exported elsewhere
+        (otherwise read from the metadata); `io_binding`: default on with CUDA."""
+        super().__init__(path)
+        ort = lazy_import("onnxruntime", "ONNX models")
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        chosen = resolve_providers(providers, ort.get_available_providers())
+        provider_args: list[Any] = [
+            (p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(self.path.parent)})
+            if p == "TensorrtExecutionProvider" else p for p in chosen]
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=provider_args)
+        except (ort_state.InvalidProtobuf, ort_state.InvalidArgument, ort_state.InvalidGraph,
+                ort_state.NoSuchFile, ort_state.Fail) as e:
+            raise UserError(f"{self.path} is not a readable ONNX model (truncated or corrupt?): "
+                            f"{str(e).splitlines()[0][:200]}; re-export it with python -m export.onnx") from e
+        self.providers = self.session.get_providers()
+
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_DATA_KEY in meta:
+            self.info = DataInfo.from_json(meta[ONNX_DATA_KEY])
+        elif info is not None:
+            self.info = info
+        else:
+            raise UserError(f"{self.path} has no '{ONNX_DATA_KEY}' metadata (class names, palette, mean/std); "
+                            "export it with python -m export.onnx --checkpoint <student.pt>")
+
+        inp = self.session.get_inputs()[0]
+        out = self.session.get_outputs()[0]
+        self.input_name, self.output_name = inp.name, out.name
+        self.input_shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in inp.shape)
+        if len(self.input_shape) != 4:
+            raise UserError(f"{self.path} has a rank-{len(self.input_shape)} input '{inp.name}'; expected N x 3 x H x W")
+        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        if out.name in ("logits", "labels"):
+            self.output_kind = out.name
+        else:
+            self.output_kind = "logits" if "float" in out.type and len(out.shape) == 4 else "labels"
+        use_cuda = self.providers[0] == "CUDAExecutionProvider"
+        self._binding = self.session.io_binding() if (use_cuda if io_binding is None else io_binding) else None
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        x = batch.astype(self.input_dtype, copy=False)
+        if self._binding is not None:
+            self._binding.bind_cpu_input(self.input_name, x)
+            self._binding.bind_output(self.output_name, "cuda" if "CUDAExecutionProvider" in self.providers else "cpu")
+            self.session.run_with_iobinding(self._binding)
+            y = self._binding.copy_outputs_to_cpu()[0]
+        else:
+            y = self.session.run([self.output_name], {self.input_name: x})[0]
+        return y.astype(np.float32) if y.dtype == np.float16 else y
+
+    def close(self) -> None:
+        self._binding = None
+        self.__dict__.pop("session", None)
