@@ -1,0 +1,188 @@
+"""A threaded pipeline: a source thread, one thread per stage, bounded queues between them, and the
+caller's thread consuming the results, so that the slowest stage sets the pace and the others overlap.
+
+    source -> [q0] -> stage 1 -> [q1] -> stage 2 -> ... -> [qN] -> run() yields to the caller
+
+Queues hold at most `queue_size` items; a full queue blocks its producer (back-pressure), except the
+first one with `drop_oldest=True`, where the source thread discards the oldest waiting frame instead:
+a live camera then always feeds the freshest frame and never builds a backlog (counted in `dropped`).
+A stage returning None drops that item. An exception in any thread stops the pipeline and is
+re-raised in the caller; `stop()` (or leaving the `run()` loop, Ctrl-C included) ends every thread.
+Per-stage and end-to-end times (ms) are kept for `summary()`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from runtime.report import latency_summary
+
+_END = object()
+_POLL_S = 0.05
+
+
+class Pipeline:
+    def __init__(self, source: Iterable[Any], stages: Sequence[tuple[str, Callable[[Any], Any]]],
+                 queue_size: int = 2, drop_oldest: bool = False, source_name: str = "capture",
+                 close: Callable[[], None] | None = None) -> None:
+        """`close`: what stops the source (default: its own `close()`), called by `stop()` so that a
+        blocked read returns."""
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        self.source = source
+        self.stages = list(stages)
+        self.queue_size = queue_size
+        self.drop_oldest = drop_oldest
+        self._close = close if close is not None else getattr(source, "close", None)
+        self.source_name = source_name
+        self.times: dict[str, list[float]] = {source_name: [], **{n: [] for n, _ in self.stages}}
+        self.end_to_end: list[float] = []
+        self.frames_in = 0
+        self.frames_out = 0
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self._t_start = self._t_last = 0.0
+
+    # --- control ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask every thread to end (idempotent); the source is closed so that a blocked read returns."""
+        self._stop.set()
+        if callable(self._close):
+            self._close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> Iterator[Any]:
+        """Start the threads and yield the last stage's outputs in order until the source ends."""
+        queues: list[queue.Queue[Any]] = [queue.Queue(self.queue_size) for _ in range(len(self.stages) + 1)]
+        self._threads = [threading.Thread(target=self._source_loop, args=(queues[0],), name=self.source_name,
+                                          daemon=True)]
+        for i, (name, fn) in enumerate(self.stages):
+            self._threads.append(threading.Thread(target=self._stage_loop, args=(name, fn, queues[i], queues[i + 1]),
+                                                  name=name, daemon=True))
+        self._t_start = self._t_last = time.perf_counter()
+        for t in self._threads:
+            t.start()
+        try:
+            while True:
+                env = self._get(queues[-1])
+                if env is _END:
+                    break
+                t_cap, item = env
+                now = time.perf_counter()
+                self.end_to_end.append((now - t_cap) * 1e3)
+                self.frames_out += 1
+                self._t_last = now
+                yield item
+        finally:
+            self.stop()
+            for t in self._threads:
+                t.join(timeout=2.0)  # a read blocked inside a driver is left behind (daemon thread)
+        if self._error is not None:
+            raise self._error
+
+    # --- threads ---------------------------------------------------------------------------
+    def _source_loop(self, q: queue.Queue[Any]) -> None:
+        it = iter(self.source)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                now = time.perf_counter()
+                self.times[self.source_name].append((now - t0) * 1e3)
+                self.frames_in += 1
+                if not self._put(q, (now, item), self.drop_oldest):
+                    break
+        except BaseException as e:  # re-raised in the caller's thread by run()
+            self._fail(e)
+        finally:
+            self._put_end(q)
+
+    def _stage_loop(self, name: str, fn: Callable[[Any], Any], qin: queue.Queue[Any], qout: queue.Queue[Any]) -> None:
+        try:
+            while True:
+                env = self._get(qin)
+                if env is _END:
+                    break
+                t_cap, item = env
+                t0 = time.perf_counter()
+                out = fn(item)
+                self.times[name].append((time.perf_counter() - t0) * 1e3)
+                if out is not None and not self._put(qout, (t_cap, out), False):
+                    break
+        except BaseException as e:  # re-raised in the caller's thread by run()
+            self._fail(e)
+        finally:
+            self._put_end(qout)
+
+    def _fail(self, e: BaseException) -> None:
+        if self._error is None:
+            self._error = e
+        self._stop.set()
+
+    def _get(self, q: queue.Queue[Any]) -> Any:
+        while True:
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return _END
+
+    def _put(self, q: queue.Queue[Any], env: Any, drop_oldest: bool) -> bool:
+        """Put `env`; with `drop_oldest`, make room by discarding the oldest item. False once stopped."""
+        while not self._stop.is_set():
+            if drop_oldest:
+                try:
+                    q.put_nowait(env)
+                    return True
+                except queue.Full:
+                    try:
+                        q.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+                    continue
+            try:
+                q.put(env, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _put_end(self, q: queue.Queue[Any]) -> None:
+        """Deliver the end marker even to a full queue (discarding items once the pipeline is stopping)."""
+        while True:
+            try:
+                q.put(_END, timeout=_POLL_S)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    try:
+                        q.get_nowait()
+                    except queue.Empty:
+                        pass
+
+    # --- results ---------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Frames in/out/dropped, wall time, output FPS, and p50/p90/p99 ms per stage and end to end."""
+        wall = max(self._t_last - self._t_start, 1e-9)
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "dropped": self.dropped,
+            "wall_s": wall,
+            "fps": self.frames_out / wall if self.frames_out else 0.0,
+            "stages": {name: latency_summary(ms) for name, ms in self.times.items()},
+            "end_to_end": latency_summary(self.end_to_end),
+        }

@@ -1,0 +1,132 @@
+"""What every measuring command shares: the environment it ran in (without importing torch), latency
+percentiles, console/Markdown tables and atomic JSON reports."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.io import atomic_write_json
+
+
+# --- latency ---------------------------------------------------------------------------------
+def latency_summary(ms: Sequence[float], batch: int = 1) -> dict[str, float | int]:
+    """p50/p90/p99/mean/min/max of per-call milliseconds and FPS = batch * 1000 / mean ms."""
+    if len(ms) == 0:
+        return {"n": 0, "p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "mean": float("nan"),
+                "min": float("nan"), "max": float("nan"), "fps": float("nan")}
+    a = np.asarray(ms, np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    mean = float(a.mean())
+    return {"n": int(a.size), "p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": mean,
+            "min": float(a.min()), "max": float(a.max()), "fps": batch * 1000.0 / mean if mean > 0 else float("inf")}
+
+
+# --- environment -----------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_info() -> list[dict[str, str]]:
+    """GPUs from nvidia-smi when present (name, driver, memory); [] otherwise. Jetsons have no nvidia-smi
+    before JetPack 6 and report the module through /proc/device-tree/model instead."""
+    out: list[dict[str, str]] = []
+    if shutil.which("nvidia-smi"):
+        try:
+            res = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+            for line in res.stdout.strip().splitlines():
+                parts = [p.strip() for p in line.split(",")]
+                if len(parts) == 3:
+                    out.append({"name": parts[0], "driver": parts[1], "memory": parts[2]})
+        except (OSError, subprocess.SubprocessError):
+            pass
+    model = Path("/proc/device-tree/model")
+    if not out and model.is_file():
+        name = model.read_text(errors="replace").strip("\x00\n ")
+        if "jetson" in name.lower() or "nvidia" in name.lower():
+            out.append({"name": name, "driver": "", "memory": ""})
+    return out
+
+
+def environment(threads: int | None = None) -> dict[str, Any]:
+    """Machine and library versions for reports; never imports torch (its version is read from metadata)."""
+    import cv2
+
+    env: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "os": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": threads,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "gpus": gpu_info(),
+    }
+    try:
+        import onnxruntime as ort
+
+        env["onnxruntime"] = ort.__version__
+        env["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError:
+        env["onnxruntime"] = None
+    from importlib import metadata
+
+    for dist in ("torch", "tensorrt"):
+        try:
+            env[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            env[dist] = None
+    return env
+
+
+# --- tables ----------------------------------------------------------------------------------
+def _cell(v: Any, digits: int) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "-" if v != v else f"{v:.{digits}f}"
+    return str(v)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], markdown: bool = False,
+                 digits: int = 2, headers: Sequence[str] | None = None) -> str:
+    """Rows of dicts -> an aligned console table, or a GitHub Markdown table with `markdown=True`."""
+    heads = list(headers or columns)
+    cells = [[_cell(r.get(c), digits) for c in columns] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        return "\n".join(lines)
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(heads)]
+    def line(vals: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(vals, widths)))
+    return "\n".join([line(heads), line(["-" * w for w in widths])] + [line(row) for row in cells])
+
+
+def write_report(path: str | Path, report: dict[str, Any], threads: int | None = None) -> Path:
+    """Write `report` plus an `environment` block as JSON, atomically; returns the path."""
+    body = dict(report)
+    body.setdefault("environment", environment(threads))
+    return atomic_write_json(path, body)
