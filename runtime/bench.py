@@ -1,0 +1,156 @@
+"""Speed (and accuracy) of several model files in one table, like Ultralytics' benchmark.
+
+    python -m runtime.bench --models s.pt s.onnx s.int8.cpu.onnx s.int8.engine --data synthetic --out runs/bench
+
+For every model: load it (a model that cannot be loaded gets status "error: <sentence>" in its row and
+the others still run), run `--warmup` calls, then time `--iters` calls of the backend on a fixed random
+batch of `--batch` x 3 x H x W, and with `--data` score mIoU (runtime.eval). Writes bench.json (rows +
+environment), bench.md (Markdown table) and bench.png (p50 latency against mIoU; needs matplotlib and
+--data) into `--out`.
+
+Columns: model, format, status, size MB (file size), mIoU %, p50/p90/p99 ms per batch, FPS =
+batch * 1000 / mean ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.backends import BACKENDS, Backend, backend_name_for, load_backend, model_format
+from runtime.errors import UserError, cli_main
+from runtime.report import format_table, latency_summary
+
+COLUMNS = ["model", "format", "status", "size_mb", "miou", "p50_ms", "p90_ms", "p99_ms", "fps"]
+HEADERS = ["model", "format", "status", "size MB", "mIoU %", "p50 ms", "p90 ms", "p99 ms", "FPS"]
+
+
+def time_backend(backend: Backend, batch: np.ndarray, warmup: int = 10, iters: int | None = 100,
+                 duration_s: float | None = None) -> list[float]:
+    """Warm up, then time calls (ms each, the backend's own `last_ms`) for `iters` calls or `duration_s`
+    seconds, whichever comes first (at least one call)."""
+    for _ in range(warmup):
+        backend.infer(batch)
+    ms: list[float] = []
+    t_end = time.perf_counter() + duration_s if duration_s else float("inf")
+    while True:
+        backend.infer(batch)
+        ms.append(backend.last_ms)
+        if (iters is not None and len(ms) >= iters) or time.perf_counter() >= t_end:
+            return ms
+
+
+def random_batch(batch: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """A fixed N x 3 x H x W float32 batch of normalised-looking values (speed does not depend on content)."""
+    return np.random.default_rng(seed).standard_normal((batch, 3, size[0], size[1])).astype(np.float32)
+
+
+def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, warmup: int = 10,
+                iters: int = 100, data: str | None = None, split: str = "val", max_images: int | None = None,
+                backend: str | None = None, **opts: Any) -> dict[str, Any]:
+    """One table row. A UserError (missing file or dependency, unreadable model, wrong shape) becomes
+    status "error: ..."; anything else is a bug and propagates."""
+    p = Path(path)
+    row: dict[str, Any] = {"model": p.name, "path": str(p), "format": model_format(p), "status": "ok",
+                           "size_mb": p.stat().st_size / 1e6 if p.is_file() else None, "miou": None}
+    try:
+        row["backend"] = backend_name_for(p, backend)
+        with load_backend(p, backend, **opts) as b:
+            in_size = size or b.input_size
+            row.update({"input": f"{in_size[0]}x{in_size[1]}", "batch": batch, "output": b.output_kind,
+                        "providers": getattr(b, "providers", None)})
+            ms = time_backend(b, random_batch(batch, in_size), warmup, iters)
+            lat = latency_summary(ms, batch)
+            row.update({"p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "mean_ms": lat["mean"],
+                        "fps": lat["fps"], "iters": lat["n"]})
+            if data:
+                from runtime.eval import dataset_for_model, evaluate
+
+                res = evaluate(b, dataset_for_model(data, split, b.info), size, max_images)
+                row.update({"miou": 100 * res["mIoU"], "pixel_acc": 100 * res["pixel_acc"], "images": res["images"]})
+    except UserError as e:
+        row["status"] = f"error: {e}"
+    return row
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
+    """Scatter p50 latency (x, log) against mIoU (y), one labelled point per model; returns a note
+    instead of a file when matplotlib is missing or no row has both values."""
+    pts = [r for r in rows if r.get("miou") is not None and r.get("p50_ms") is not None]
+    if not pts:
+        return "no plot: pass --data to measure mIoU"
+    try:
+        import matplotlib
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install matplotlib)"
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runtime.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for r in pts:
+        ax.scatter(r["p50_ms"], r["miou"])
+        ax.annotate(r["model"], (r["p50_ms"], r["miou"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency per batch (ms, log)")
+    ax.set_ylabel("mIoU (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", required=True, help="model files: .pt, .onnx, .engine (any mix)")
+    p.add_argument("--size", help="input H x W for dynamic models (default: each model's own input size)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1; static models need their own)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
+    p.add_argument("--iters", type=int, default=100, help="timed calls (default 100)")
+    p.add_argument("--data", help="also score mIoU on this dataset (name:root or synthetic)")
+    p.add_argument("--split", default="val", help="dataset split for --data (default val)")
+    p.add_argument("--max-images", type=int, help="score mIoU on the first N images only")
+    p.add_argument("--backend", choices=sorted(BACKENDS), help="force one backend for every model")
+    p.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime intra-op / torch)")
+    p.add_argument("--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu")
+    p.add_argument("--out", default="runs/bench", help="folder for bench.json, bench.md, bench.png (default runs/bench)")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    from runtime.infer import parse_size
+    from runtime.io import atomic_write_text
+    from runtime.report import write_report
+
+    args = build_parser().parse_args(argv)
+    for name, v, low in (("--batch", args.batch, 1), ("--iters", args.iters, 1), ("--warmup", args.warmup, 0)):
+        if v < low:
+            raise UserError(f"{name} {v} must be at least {low}")
+    size = parse_size(args.size)
+    rows = []
+    for m in args.models:
+        print(f"benchmarking {m} ...", file=sys.stderr)
+        rows.append(bench_model(m, size, args.batch, args.warmup, args.iters, args.data, args.split,
+                                args.max_images, args.backend, threads=args.threads, providers=args.providers))
+    print(format_table(rows, COLUMNS, headers=HEADERS))
+    out = Path(args.out)
+    settings = {k: getattr(args, k) for k in ("size", "batch", "warmup", "iters", "data", "split", "max_images",
+                                              "backend", "threads", "providers")}
+    write_report(out / "bench.json", {"settings": settings, "columns": COLUMNS, "rows": rows}, threads=args.threads)
+    atomic_write_text(out / "bench.md", format_table(rows, COLUMNS, markdown=True, headers=HEADERS) + "\n")
+    note = plot(rows, out / "bench.png")
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}" + (f" ({note})" if note else f", {out / 'bench.png'}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

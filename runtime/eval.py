@@ -1,0 +1,122 @@
+"""Accuracy of any model file on a dataset: mIoU, per-class IoU and pixel accuracy.
+
+    python -m runtime.eval --model student.int8.cpu.onnx --data cityscapes:/data/cityscapes --json eval.json
+    python -m runtime.eval --model student.onnx --data synthetic --max-images 20
+
+Each image is pre-processed with the model's own DataInfo (runtime.preprocess) at the model's input size
+(or `--size` for dynamic models); the prediction is brought to the label's size (logits: bilinear
+upsampling then argmax; label outputs: nearest neighbour) and accumulated in one ConfusionMatrix
+(runtime.metrics), so every backend is scored by the same code.
+
+For `--data synthetic`, the generator's parameters come from the model's data block when training
+recorded them (`DataInfo.extra["synthetic"]`, e.g. {"size": [256, 512], "seed": 0, "difficulty": 1.0,
+"num_val": 60}), so that the model is scored on the scenes it was validated on; else the defaults.
+Without `--data`, `DataInfo.extra["dataset"]` is used when present, else `synthetic`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import time
+from typing import Any
+
+from runtime.backends import BACKENDS, Backend, load_backend
+from runtime.datasets import SegmentationDataset, build_dataset, dataset_classes, parse_data_spec
+from runtime.errors import UserError, cli_main
+from runtime.metadata import DataInfo
+from runtime.metrics import ConfusionMatrix
+from runtime.postprocess import labels_from_output
+from runtime.preprocess import preprocess_for
+
+
+def dataset_for_model(spec: str | None, split: str, info: DataInfo) -> SegmentationDataset:
+    """Build the dataset `spec` (`name:root` or `synthetic`); for synthetic data, with the generator
+    parameters recorded in the model's `info.extra["synthetic"]` (those the reader accepts)."""
+    spec = spec or str(info.extra.get("dataset") or "synthetic")
+    name, _ = parse_data_spec(spec)
+    options: dict[str, Any] = {}
+    if name == "synthetic" and isinstance(info.extra.get("synthetic"), dict):
+        params = inspect.signature(dataset_classes()["synthetic"].__init__).parameters
+        options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in info.extra["synthetic"].items()
+                   if k in params and k not in ("root", "split")}
+    return build_dataset(spec, split=split, **options)
+
+
+def evaluate(backend: Backend, dataset: SegmentationDataset, size: tuple[int, int] | None = None,
+             max_images: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Score `backend` on `dataset`: ConfusionMatrix.compute() plus image count, seconds and model ms."""
+    info = backend.info
+    if dataset.num_classes != info.num_classes:
+        raise UserError(f"{backend.path.name} predicts {info.num_classes} classes but the dataset has "
+                        f"{dataset.num_classes}; evaluate on the dataset the model was trained for")
+    cm = ConfusionMatrix(info.num_classes, dataset.ignore_index)
+    in_size = size or backend.input_size
+    n = len(dataset) if max_images is None else min(max_images, len(dataset))
+    infer_ms: list[float] = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        image, label, _name = dataset[i]
+        out = backend.infer(preprocess_for(info, image, in_size))
+        infer_ms.append(backend.last_ms)
+        cm.update(labels_from_output(out, label.shape[:2])[0], label)
+        if progress and (i + 1) % 10 == 0:
+            print(f"  {i + 1}/{n} images", file=sys.stderr)
+    result = cm.compute(list(info.classes))
+    result.update({"images": n, "seconds": time.perf_counter() - t0,
+                   "infer_ms_mean": sum(infer_ms) / len(infer_ms) if infer_ms else None,
+                   "confusion_matrix": cm.mat.tolist()})
+    return result
+
+
+def format_result(result: dict[str, Any]) -> str:
+    from runtime.report import format_table
+
+    rows = [{"class": k, "IoU": None if v is None else 100 * v} for k, v in result["per_class_iou"].items()]
+    rows.append({"class": "mIoU", "IoU": 100 * result["mIoU"]})
+    table = format_table(rows, ["class", "IoU"], headers=["class", "IoU %"], digits=1)
+    return (f"{table}\npixel accuracy {100 * result['pixel_acc']:.2f} %, mean class accuracy "
+            f"{100 * result['mean_acc']:.2f} %, {result['images']} images")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a .pt checkpoint, an .onnx model or a TensorRT .engine")
+    p.add_argument("--data", help="dataset as name:root (cityscapes:/data/cityscapes, voc:, camvid:, ade20k:, "
+                   "folder:) or synthetic (default: the model's training dataset when recorded, else synthetic)")
+    p.add_argument("--split", default="val", help="dataset split (default val)")
+    p.add_argument("--size", help="network input H x W for dynamic models (default: the model's input size)")
+    p.add_argument("--max-images", type=int, help="score only the first N images")
+    p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen from the suffix")
+    p.add_argument("--threads", type=int, help="CPU threads for inference")
+    p.add_argument("--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu")
+    p.add_argument("--json", help="write the result (with the environment) to this JSON file")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    from runtime.infer import parse_size
+    from runtime.report import write_report
+
+    args = build_parser().parse_args(argv)
+    if args.max_images is not None and args.max_images < 1:
+        raise UserError(f"--max-images {args.max_images} must be at least 1")
+    with load_backend(args.model, args.backend, threads=args.threads, providers=args.providers) as backend:
+        dataset = dataset_for_model(args.data, args.split, backend.info)
+        print(f"{backend.name}: {args.model} on {args.data or 'synthetic'}/{args.split} "
+              f"({len(dataset)} images)", file=sys.stderr)
+        result = evaluate(backend, dataset, parse_size(args.size), args.max_images, progress=True)
+    print(format_result(result))
+    if args.json:
+        report = {"model": str(args.model), "backend": backend.name, "data": args.data, "split": args.split,
+                  "size": list(parse_size(args.size) or backend.input_size), **result}
+        write_report(args.json, report, threads=args.threads)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

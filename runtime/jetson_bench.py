@@ -1,0 +1,139 @@
+"""Benchmark on an NVIDIA Jetson: latency, FPS, power, energy per frame and temperature, with the board's
+JetPack/L4T release, TensorRT version, power mode (nvpmodel) and clock state (jetson_clocks) recorded.
+
+    python -m runtime.jetson_bench --models s.fp16.engine s.int8.engine --duration 20 --interval-ms 100
+
+For each model: warm up, then call it back to back for `--duration` seconds while `tegrastats` samples the
+power rails every `--interval-ms` (runtime.tegrastats). Energy per frame (mJ) = mean power (W) * 1000 /
+FPS, with power from the module's input rail (VDD_IN or POM_5V_IN) or the sum of its rails (AGX Orin on
+JetPack 5, AGX Xavier). It is the whole module's energy, idle share included: fix the power mode and run
+`sudo jetson_clocks` first for repeatable figures (both are recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime.backends import BACKENDS, load_backend, model_format
+from runtime.bench import random_batch, time_backend
+from runtime.errors import UserError, cli_main
+from runtime.report import format_table, latency_summary
+from runtime.tegrastats import TegrastatsMonitor, summarize
+
+COLUMNS = ["model", "format", "status", "p50_ms", "p99_ms", "fps", "power_w", "energy_mj", "temp_c_max"]
+HEADERS = ["model", "format", "status", "p50 ms", "p99 ms", "FPS", "power W", "mJ/frame", "max temp C"]
+
+
+def _run(cmd: list[str]) -> str | None:
+    """stdout of `cmd` stripped, or None when the tool is missing or fails."""
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = (res.stdout or res.stderr).strip()
+    return text if text else None
+
+
+def jetson_info() -> dict[str, Any]:
+    """Board model, L4T release, JetPack and TensorRT versions, nvpmodel mode, jetson_clocks state."""
+    info: dict[str, Any] = {}
+    model = Path("/proc/device-tree/model")
+    info["board"] = model.read_text(errors="replace").strip("\x00\n ") if model.is_file() else None
+    rel = Path("/etc/nv_tegra_release")
+    info["l4t"] = rel.read_text(errors="replace").splitlines()[0].strip() if rel.is_file() else None
+    info["jetpack"] = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
+    trt = None
+    try:
+        from importlib import metadata
+
+        trt = metadata.version("tensorrt")
+    except metadata.PackageNotFoundError:
+        trt = _run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer-bin"]) or _run(
+            ["dpkg-query", "-W", "-f=${Version}", "tensorrt"])
+    info["tensorrt"] = trt
+    info["nvpmodel"] = _run(["nvpmodel", "-q"])
+    clocks = _run(["jetson_clocks", "--show"])
+    info["jetson_clocks"] = clocks if clocks else "unknown (jetson_clocks --show needs root: run with sudo)"
+    return info
+
+
+def bench_engine(path: str, duration_s: float, warmup: int, monitor: TegrastatsMonitor | None,
+                 batch: int = 1, backend: str | None = None) -> dict[str, Any]:
+    p = Path(path)
+    row: dict[str, Any] = {"model": p.name, "path": str(p), "format": model_format(p), "status": "ok"}
+    try:
+        with load_backend(p, backend) as b:
+            x = random_batch(batch, b.input_size)
+            time_backend(b, x, warmup=warmup, iters=1)
+            t0 = time.monotonic()
+            ms = time_backend(b, x, warmup=0, iters=None, duration_s=duration_s)
+            t1 = time.monotonic()
+    except UserError as e:
+        row["status"] = f"error: {e}"
+        return row
+    lat = latency_summary(ms, batch)
+    row.update({"p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "mean_ms": lat["mean"],
+                "fps": lat["fps"], "iters": lat["n"], "batch": batch})
+    if monitor is not None:
+        time.sleep(0.05)  # let the sample that covers t1 arrive
+        power = summarize(monitor.samples, t0, t1)
+        row.update(power)
+        row["power_w"] = power["power_w_mean"]
+        w = power["power_w_mean"]
+        row["energy_mj"] = w * 1000.0 / lat["fps"] if isinstance(w, float) and lat["fps"] > 0 else None
+    return row
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.jetson_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", required=True, help="TensorRT engines (or any model file)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of timed inference per model (default 20)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed calls first (default 20)")
+    p.add_argument("--interval-ms", type=int, default=100, help="tegrastats sampling interval (default 100)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--backend", choices=sorted(BACKENDS), help="force a backend (default: from each suffix)")
+    p.add_argument("--no-power", action="store_true", help="do not run tegrastats (latency and FPS only)")
+    p.add_argument("--out", default="runs/jetson_bench", help="folder for jetson_bench.json and .md")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    from runtime.io import atomic_write_text
+    from runtime.report import write_report
+
+    args = build_parser().parse_args(argv)
+    if args.duration <= 0 or args.interval_ms < 1 or args.batch < 1:
+        raise UserError("--duration, --interval-ms and --batch must be positive")
+    board = jetson_info()
+    print(f"board {board['board']}, {board['l4t']}, JetPack {board['jetpack']}, TensorRT {board['tensorrt']}, "
+          f"power mode: {(board['nvpmodel'] or 'unknown').splitlines()[0]}", file=sys.stderr)
+    monitor = None if args.no_power else TegrastatsMonitor(args.interval_ms).start()
+    rows = []
+    try:
+        for m in args.models:
+            print(f"benchmarking {m} for {args.duration:g} s ...", file=sys.stderr)
+            rows.append(bench_engine(m, args.duration, args.warmup, monitor, args.batch, args.backend))
+    finally:
+        if monitor is not None:
+            monitor.stop()
+    print(format_table(rows, COLUMNS, headers=HEADERS))
+    out = Path(args.out)
+    settings = {k: getattr(args, k) for k in ("duration", "warmup", "interval_ms", "batch", "backend", "no_power")}
+    write_report(out / "jetson_bench.json", {"jetson": board, "settings": settings, "columns": COLUMNS, "rows": rows})
+    atomic_write_text(out / "jetson_bench.md", format_table(rows, COLUMNS, markdown=True, headers=HEADERS) + "\n")
+    print(f"wrote {out / 'jetson_bench.json'}, {out / 'jetson_bench.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
