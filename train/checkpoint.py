@@ -34,9 +34,9 @@ from train.config import to_plain
 FORMAT_VERSION = 1
 CHECKPOINT_KEYS = ("format_version", "model", "arch", "data", "train")
 TRAINING_STATE = "training_state"
-# State-dict prefixes of modules that exist only for training; a model may override with
-# a `training_only_prefixes` attribute.
-TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("aux_head.",)
+# State-dict prefixes of modules that exist only for training (Segmentor's FCN auxiliary head); a model
+# may override them with a `training_only_prefixes` attribute.
+TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("aux.",)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,16 +59,24 @@ def _training_only(model: nn.Module) -> tuple[str, ...]:
 
 
 def deployable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The student's weights without training-only modules, on the CPU."""
+    """The student's weights without training-only modules (`model.deploy_state_dict()` when it has
+    one, else without the TRAINING_ONLY_PREFIXES keys), on the CPU."""
     m = unwrap(model)
-    drop = _training_only(m)
-    return {k: v.detach().cpu() for k, v in m.state_dict().items() if not k.startswith(drop)}
+    if hasattr(m, "deploy_state_dict"):
+        state = m.deploy_state_dict()
+    else:
+        drop = _training_only(m)
+        state = {k: v for k, v in m.state_dict().items() if not k.startswith(drop)}
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
-def model_arch(model: nn.Module) -> dict[str, Any]:
-    arch = getattr(unwrap(model), "arch", None)
+def model_arch(model: nn.Module, deploy: bool = False) -> dict[str, Any]:
+    """The model's `arch` dict (with `deploy=True` its `deploy_arch`, when it has one)."""
+    m = unwrap(model)
+    arch = getattr(m, "deploy_arch", None) if deploy else None
+    arch = arch if isinstance(arch, Mapping) else getattr(m, "arch", None)
     if not isinstance(arch, Mapping):
-        raise TypeError(f"{type(unwrap(model)).__name__} has no `arch` dict; build it with train.models.build_model")
+        raise TypeError(f"{type(m).__name__} has no `arch` dict; build it with train.models.build_model")
     return to_plain(dict(arch))
 
 
@@ -96,8 +104,10 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source
         result = m.load_state_dict(dict(state), strict=False)
     except RuntimeError as e:
         first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
-        raise UserError(f"{source} holds {theirs} but the model it is loaded into is {mine} ({first}); "
-                        f"use a checkpoint of the same architecture and class count") from e
+        what = f"{theirs} but the model it is loaded into is {mine}" if theirs != mine else \
+            f"{theirs} with other layer widths than the model it is loaded into"
+        raise UserError(f"{source} holds {what} ({first}); use a checkpoint of the same architecture and "
+                        f"class count") from e
     drop = _training_only(m)
     missing = [k for k in result.missing_keys if not k.startswith(drop)]
     unexpected = [k for k in result.unexpected_keys if not k.startswith(drop)]
@@ -167,7 +177,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, data_info: DataInfo, tra
     ckpt = {
         "format_version": FORMAT_VERSION,
         "model": deployable_state_dict(model),
-        "arch": model_arch(model),
+        "arch": model_arch(model, deploy=True),
         "data": data_info.to_dict(),
         "train": to_plain(dict(train_info)),
     }

@@ -26,13 +26,13 @@ class TinySeg(nn.Module):
         self.encoder = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width),
                                      nn.ReLU(), nn.Dropout2d(0.1))
         self.head = nn.Conv2d(width, num_classes, 1)
-        self.aux_head = nn.Conv2d(width, num_classes, 1) if aux else None
+        self.aux = nn.Conv2d(width, num_classes, 1) if aux else None
         self.feature_info = [FeatureInfo("decoder", width, 2)]
 
     def forward(self, x: torch.Tensor, detach_encoder: bool = False) -> SegOutput:
         f = self.encoder(x)
         g = f.detach() if detach_encoder else f
-        aux = self.aux_head(f) if self.aux_head is not None and self.training else None
+        aux = self.aux(f) if self.aux is not None and self.training else None
         return SegOutput(self.head(g), aux, {"decoder": g})
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
