@@ -14,8 +14,7 @@ from export.trt_calibrator import CalibrationBatches, make_entropy_calibrator
 from export.trt_plan import BuildPlan, Capabilities, Profile
 from runtime.errors import UserError
 from runtime.io import atomic_write_bytes
-from runtime.lazy import lazy_import
-from runtime.trt_version import parse_trt_version
+from runtime.trt_version import import_tensorrt, parse_trt_version
 
 if TYPE_CHECKING:
     import tensorrt
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 
 def require_tensorrt(purpose: str = "building TensorRT engines") -> ModuleType:
     """The tensorrt module, or MissingDependency with the install hint."""
-    return lazy_import("tensorrt", purpose)
+    return import_tensorrt(purpose)
 
 
 def detect_capabilities(trt: ModuleType) -> Capabilities:

@@ -1,4 +1,4 @@
-"""TensorRT version parsing and the JetPack <-> TensorRT table (no tensorrt import needed).
+"""TensorRT version parsing, the JetPack <-> TensorRT table, and importing tensorrt with a hint.
 
 Used by export.trt (build planning, the sidecar) and runtime.backends.tensorrt (engine compatibility),
 so that version rules live in one place and are testable without TensorRT installed.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import ModuleType
 
-from runtime.errors import UserError
+from runtime.errors import MissingDependency, UserError
+from runtime.lazy import INSTALL_HINTS, lazy_import
 
 
 @dataclass(frozen=True, order=True)
@@ -77,3 +79,14 @@ def engine_runs_on(built: TrtVersion, runtime: TrtVersion, version_compatible: b
     b = (built.major, built.minor, built.patch)
     r = (runtime.major, runtime.minor, runtime.patch)
     return b >= floor and r >= b
+
+
+def import_tensorrt(purpose: str) -> ModuleType:
+    """The real tensorrt module, or MissingDependency with the install hint. tensorrt-stubs alone
+    leaves a `tensorrt` folder of .pyi files that imports as an empty namespace package, so the module
+    must also have a __version__."""
+    trt = lazy_import("tensorrt", purpose)
+    if not hasattr(trt, "__version__"):
+        raise MissingDependency(f"tensorrt is not installed (needed for {purpose}; only its type stubs are): "
+                                f"{INSTALL_HINTS['tensorrt']}.")
+    return trt

@@ -23,9 +23,8 @@ import numpy as np
 
 from runtime.backends.base import Backend
 from runtime.errors import UserError
-from runtime.lazy import lazy_import
 from runtime.metadata import ONNX_DATA_KEY, DataInfo
-from runtime.trt_version import engine_runs_on, jetpacks_for, parse_trt_version
+from runtime.trt_version import engine_runs_on, import_tensorrt, jetpacks_for, parse_trt_version
 
 SIDECAR_FORMAT = 1
 SIDECAR_REQUIRED = ("tensorrt_version", "device", "precision", "inputs", "metadata")
@@ -72,11 +71,14 @@ def check_engine_compat(sidecar: dict[str, Any], trt_version: str, device: dict[
     rebuild = f"rebuild it on this machine with python -m export.trt --onnx {source}"
     built = parse_trt_version(str(sidecar["tensorrt_version"]))
     here = parse_trt_version(trt_version)
-    if not engine_runs_on(built, here, bool(sidecar.get("version_compatible", False))):
+    compatible = bool(sidecar.get("version_compatible", False))
+    if not engine_runs_on(built, here, compatible):
         jp = jetpacks_for(built)
         jp_note = f" (JetPack {'/'.join(jp)})" if jp else ""
+        rule = ("version-compatible engines load only under that version or a later one" if compatible
+                else "TensorRT engines only load under the version that built them")
         raise UserError(f"the engine was built with TensorRT {built.short}{jp_note} but this is TensorRT {here.short}, "
-                        f"and TensorRT engines only load under the version that built them: {rebuild}")
+                        f"and {rule}: {rebuild}")
     want_cc, got_cc = str(sidecar["device"].get("compute_capability")), str(device.get("compute_capability"))
     want_name, got_name = str(sidecar["device"].get("name", "")).strip(), str(device.get("name", "")).strip()
     if want_cc != got_cc or want_name != got_name:
@@ -157,7 +159,7 @@ class TensorRTBackend(Backend):
         super().__init__(path)
         self.sidecar = read_sidecar(self.path)
         self.info = info or info_from_sidecar(self.sidecar)
-        trt = lazy_import("tensorrt", "running TensorRT engines")
+        trt = import_tensorrt("running TensorRT engines")
         from runtime.backends.tensorrt_cuda import open_cuda
 
         self.cuda = open_cuda(device_index)
@@ -170,7 +172,7 @@ class TensorRTBackend(Backend):
             raise
 
     def _load(self) -> None:
-        import tensorrt  # typed by the tensorrt-stubs; lazy_import above gave the install hint
+        import tensorrt  # typed by the tensorrt-stubs; import_tensorrt above gave the install hint
 
         self.logger = tensorrt.Logger(tensorrt.Logger.WARNING)
         self.runtime = tensorrt.Runtime(self.logger)
