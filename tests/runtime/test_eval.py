@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import runtime.eval as ev
+from runtime.backends import load_backend
+from runtime.datasets import SegmentationDataset
+from runtime.errors import UserError
+from runtime.metadata import DataInfo, default_palette
+from runtime.preprocess import preprocess_for
+
+
+class ListDataset(SegmentationDataset):
+    def __init__(self, samples, k):
+        super().__init__(None, "val")
+        self.samples = samples
+        self.classes = [f"c{i}" for i in range(k)]
+        self.palette = default_palette(k)
+        self.items = [(None, None, str(i)) for i in range(len(samples))]
+
+    def load(self, i):
+        image, label = self.samples[i]
+        return image, label, str(i)
+
+
+def _dataset(k=4, n=3, size=(48, 80)):
+    rng = np.random.default_rng(0)
+    samples = []
+    for _ in range(n):
+        image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        label = rng.integers(0, k, size, dtype=np.uint8)
+        label[:4] = 255
+        samples.append((image, label))
+    return ListDataset(samples, k)
+
+
+def _miou_by_hand(preds, labels, k):
+    p = np.concatenate([x.ravel() for x in preds]).astype(int)
+    t = np.concatenate([x.ravel() for x in labels]).astype(int)
+    keep = t != 255
+    p, t = p[keep], t[keep]
+    ious = []
+    for c in range(k):
+        union = np.sum((p == c) | (t == c))
+        if union:
+            ious.append(np.sum((p == c) & (t == c)) / union)
+    return float(np.mean(ious)), float(np.mean(p == t))
+
+
+@pytest.mark.parametrize("output", ["logits", "labels"])
+def test_evaluate_equals_metrics_on_same_predictions(onnx_model, output):
+    ds = _dataset()
+    with load_backend(onnx_model(output=output)) as b:
+        res = ev.evaluate(b, ds)
+        preds = []
+        for image, label in ds.samples:
+            out = b.infer(preprocess_for(b.info, image))
+            if output == "logits":  # upsample logits bilinearly to the label size, then argmax
+                up = cv2.resize(out[0].transpose(1, 2, 0), (label.shape[1], label.shape[0]), interpolation=cv2.INTER_LINEAR)
+                preds.append(up.argmax(-1))
+            else:
+                preds.append(cv2.resize(out[0], (label.shape[1], label.shape[0]), interpolation=cv2.INTER_NEAREST))
+    miou, acc = _miou_by_hand(preds, [lb for _, lb in ds.samples], 4)
+    assert res["mIoU"] == pytest.approx(miou) and res["pixel_acc"] == pytest.approx(acc)
+    assert res["images"] == 3 and set(res["per_class_iou"]) == {"c0", "c1", "c2", "c3"}
+
+
+def test_class_count_mismatch(onnx_model):
+    with load_backend(onnx_model(k=3)) as b, pytest.raises(UserError, match="3 classes"):
+        ev.evaluate(b, _dataset(k=4))
+
+
+def test_synthetic_parameters_come_from_the_model():
+    info = DataInfo(classes=["x"], palette=[(0, 0, 0)],
+                    extra={"synthetic": {"size": [32, 64], "num_val": 3, "seed": 5, "cache": False, "unknown": 1}})
+    ds = ev.dataset_for_model("synthetic", "val", info)
+    assert len(ds) == 3 and ds.size == (32, 64) and ds.seed == 5 and ds.cache_dir is None
+    assert ds[0][0].shape == (32, 64, 3)
+
+
+def test_cli_on_synthetic_writes_json(onnx_model, tmp_path, capsys):
+    extra = {"synthetic": {"size": [32, 64], "num_val": 2, "cache": False}}
+    model = onnx_model(k=16, size=(32, 64), extra=extra)
+    js = tmp_path / "e.json"
+    assert ev.main(["--model", str(model), "--data", "synthetic", "--json", str(js)]) == 0
+    report = json.loads(js.read_text())
+    assert report["images"] == 2 and 0 <= report["mIoU"] <= 1 and len(report["per_class_iou"]) == 16
+    assert np.array(report["confusion_matrix"]).sum() == report["pixels"] and "environment" in report
+    assert "mIoU" in capsys.readouterr().out

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import colour_frames
+
+from runtime.backends import load_backend
+from runtime.infer import build_stages
+from runtime.pipeline import Pipeline
+from runtime.postprocess import labels_from_output
+from runtime.preprocess import preprocess_for
+from runtime.sources import Frame
+
+
+def _frames(n):
+    return [Frame(i, f, float(i), f"f{i}") for i, f in enumerate(colour_frames(n))]
+
+
+def test_threaded_pipeline_equals_direct_backend(onnx_model):
+    frames = _frames(8)
+    with load_backend(onnx_model(dynamic=True)) as b:
+        pipe = Pipeline(frames, build_stages(b, (32, 64), "overlay", 0.5), queue_size=1)
+        out = list(pipe.run())
+        direct = [labels_from_output(b.infer(preprocess_for(b.info, f.image, (32, 64))), (64, 128))[0]
+                  for f in frames]
+    assert [f.index for f, _, _ in out] == list(range(8))
+    for (_, labels, picture), ref in zip(out, direct):
+        np.testing.assert_array_equal(labels, ref)
+        assert picture.shape == (64, 128, 3)
+    s = pipe.summary()
+    assert s["frames_in"] == s["frames_out"] == 8 and s["dropped"] == 0
+    assert set(s["stages"]) == {"capture", "preprocess", "infer", "draw"} and s["stages"]["infer"]["n"] == 8
+
+
+def test_drop_oldest_keeps_the_freshest_frames():
+    exhausted = threading.Event()
+
+    def source():
+        yield from range(30)
+        exhausted.set()
+
+    def slow(i):  # the first item waits until capture has produced everything
+        exhausted.wait(5)
+        return i
+
+    pipe = Pipeline(source(), [("slow", slow)], queue_size=1, drop_oldest=True)
+    out = list(pipe.run())
+    assert out == sorted(out) and out[-1] == 29 and len(out) < 30
+    assert pipe.summary()["dropped"] == 30 - len(out)
+
+
+def test_without_drop_every_frame_arrives():
+    pipe = Pipeline(range(50), [("a", lambda i: i * 2), ("skip_odd", lambda i: None if i % 4 else i)], queue_size=1)
+    assert list(pipe.run()) == [i * 2 for i in range(50) if (i * 2) % 4 == 0]
+
+
+def test_stage_error_reaches_caller_and_threads_end():
+    def boom(i):
+        if i == 3:
+            raise ValueError("bad frame 3")
+        return i
+
+    pipe = Pipeline(range(100), [("boom", boom)], queue_size=2)
+    got = []
+    with pytest.raises(ValueError, match="bad frame 3"):
+        for i in pipe.run():
+            got.append(i)
+    assert got == [0, 1, 2]
+    assert not any(t.is_alive() for t in pipe._threads)
+
+
+def test_leaving_early_stops_an_endless_source():
+    closed = []
+
+    def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    pipe = Pipeline(endless(), [("id", lambda i: i)], close=lambda: closed.append(True))
+    run = pipe.run()
+    assert [next(run) for _ in range(5)] == [0, 1, 2, 3, 4]
+    run.close()
+    assert closed and pipe.stopped and not any(t.is_alive() for t in pipe._threads)
