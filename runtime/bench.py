@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends import BACKENDS, Backend, backend_name_for, load_backend, model_format
+from runtime.backends import Backend, add_backend_options, backend_name_for, load_backend, model_format
 from runtime.errors import UserError, cli_main
 from runtime.report import format_table, latency_summary
 
@@ -118,9 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="also score mIoU on this dataset (name:root or synthetic)")
     p.add_argument("--split", default="val", help="dataset split for --data (default val)")
     p.add_argument("--max-images", type=int, help="score mIoU on the first N images only")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="force one backend for every model")
-    p.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime intra-op / torch)")
-    p.add_argument("--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu")
+    add_backend_options(p)
     p.add_argument("--out", default="runs/bench", help="folder for bench.json, bench.md, bench.png (default runs/bench)")
     return p
 
@@ -140,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.models:
         print(f"benchmarking {m} ...", file=sys.stderr)
         rows.append(bench_model(m, size, args.batch, args.warmup, args.iters, args.data, args.split,
-                                args.max_images, args.backend, threads=args.threads, providers=args.providers))
+                                args.max_images, args.backend, threads=args.threads, providers=args.providers,
+                                device=args.device))
     print(format_table(rows, COLUMNS, headers=HEADERS))
     out = Path(args.out)
     settings = {k: getattr(args, k) for k in ("size", "batch", "warmup", "iters", "data", "split", "max_images",
-                                              "backend", "threads", "providers")}
+                                              "backend", "threads", "providers", "device")}
     write_report(out / "bench.json", {"settings": settings, "columns": COLUMNS, "rows": rows}, threads=args.threads)
     atomic_write_text(out / "bench.md", format_table(rows, COLUMNS, markdown=True, headers=HEADERS) + "\n")
     note = plot(rows, out / "bench.png")

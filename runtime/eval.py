@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from runtime.backends import BACKENDS, Backend, load_backend
+from runtime.backends import Backend, add_backend_options, load_backend
 from runtime.datasets import SegmentationDataset, build_dataset, dataset_classes, parse_data_spec
 from runtime.errors import UserError, cli_main
 from runtime.metadata import DataInfo
@@ -89,9 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="dataset split (default val)")
     p.add_argument("--size", help="network input H x W for dynamic models (default: the model's input size)")
     p.add_argument("--max-images", type=int, help="score only the first N images")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen from the suffix")
-    p.add_argument("--threads", type=int, help="CPU threads for inference")
-    p.add_argument("--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu")
+    add_backend_options(p)
     p.add_argument("--json", help="write the result (with the environment) to this JSON file")
     return p
 
@@ -104,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images {args.max_images} must be at least 1")
-    with load_backend(args.model, args.backend, threads=args.threads, providers=args.providers) as backend:
+    with load_backend(args.model, args.backend, threads=args.threads, providers=args.providers,
+                      device=args.device) as backend:
         dataset = dataset_for_model(args.data, args.split, backend.info)
         print(f"{backend.name}: {args.model} on {args.data or 'synthetic'}/{args.split} "
               f"({len(dataset)} images)", file=sys.stderr)

@@ -25,7 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from runtime.backends import BACKENDS, Backend, load_backend
+from runtime.backends import Backend, add_backend_options, load_backend
 from runtime.errors import UserError, cli_main
 from runtime.postprocess import colorize, labels_from_output, overlay
 from runtime.preprocess import preprocess_for
@@ -245,7 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera index (0) or /dev/videoN, csi://N (Jetson CSI camera), a video file, an image, "
                         "a folder, a glob ('dir/*.jpg'), an rtsp:// http:// udp:// URL, or a GStreamer pipeline "
                         "ending in appsink")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen from the model's suffix")
     p.add_argument("--show", action="store_true", help="show the result in a window (q or Esc quits); needs a "
                    "GUI-capable OpenCV and a display")
     p.add_argument("--save", help="write the drawn result to a video (out.mp4, .avi, .mkv) or, for a path "
@@ -260,10 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop the oldest waiting frame when inference falls behind (default: on for cameras "
                         "and streams, off for files)")
     p.add_argument("--queue", type=int, default=2, help="capacity of each queue between stages (default 2)")
-    p.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime intra-op / torch)")
-    p.add_argument("--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu or tensorrt,cuda,cpu "
-                   "(default: CUDA when available, then CPU)")
-    p.add_argument("--device", help="PyTorch device for .pt checkpoints: auto, cpu, cuda, cuda:N (default auto)")
+    add_backend_options(p)
     p.add_argument("--loop", action="store_true", help="start a video file or image folder over at its end")
     p.add_argument("--source-size", help="camera resolution to request, H x W; every frame is resized to it")
     p.add_argument("--source-fps", type=float, help="camera frame rate to request, or the pace to play files at")
