@@ -1,4 +1,5 @@
-"""Fixtures for runtime tests: tiny real ONNX models built with onnx.helper (no torch), and a test video."""
+"""Fixtures for runtime tests: tiny real ONNX models built with onnx.helper (no torch), and a test video.
+Helpers are handed out as fixtures (not imported), since several test folders have a conftest.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from runtime.metadata import ONNX_DATA_KEY, DataInfo, default_palette
 
 
-def tiny_weights(k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _tiny_weights(k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((k, 3)).astype(np.float32), rng.standard_normal(k).astype(np.float32) * 0.1
 
@@ -24,7 +25,7 @@ def make_onnx(path: Path, k: int = 4, size: tuple[int, int] = (64, 128), output:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w, b = tiny_weights(k, seed)
+    w, b = _tiny_weights(k, seed)
     h, wd = size
     dims: list = ["N", 3, "H", "W"] if dynamic else [1, 3, h, wd]
     nodes = [helper.make_node("Conv", ["images", "w", "b"], ["c"], kernel_shape=[1, 1], strides=[stride, stride])]
@@ -64,7 +65,7 @@ def onnx_model(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def colour_frames(n: int, size: tuple[int, int] = (64, 128)) -> list[np.ndarray]:
+def _colour_frames(n: int, size: tuple[int, int] = (64, 128)) -> list[np.ndarray]:
     """n RGB frames: a gradient whose red level and a moving block differ per frame."""
     h, w = size
     frames = []
@@ -91,4 +92,16 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path
 @pytest.fixture
 def video(tmp_path: Path) -> Path:
     """A 10-frame 64 x 128 mp4v video at 10 FPS."""
-    return write_video(tmp_path / "clip.mp4", colour_frames(10))
+    return write_video(tmp_path / "clip.mp4", _colour_frames(10))
+
+
+@pytest.fixture
+def colour_frames() -> Callable[..., list[np.ndarray]]:
+    """colour_frames(n, size=(64, 128)) -> the frames the `video` fixture holds (first n)."""
+    return _colour_frames
+
+
+@pytest.fixture
+def tiny_weights() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """tiny_weights(k, seed=0) -> the (k x 3 weight, k bias) of make_onnx's 1x1 convolution."""
+    return _tiny_weights

@@ -4,7 +4,6 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import colour_frames
 
 from runtime.backends import load_backend
 from runtime.infer import build_stages
@@ -14,12 +13,8 @@ from runtime.preprocess import preprocess_for
 from runtime.sources import Frame
 
 
-def _frames(n):
-    return [Frame(i, f, float(i), f"f{i}") for i, f in enumerate(colour_frames(n))]
-
-
-def test_threaded_pipeline_equals_direct_backend(onnx_model):
-    frames = _frames(8)
+def test_threaded_pipeline_equals_direct_backend(onnx_model, colour_frames):
+    frames = [Frame(i, f, float(i), f"f{i}") for i, f in enumerate(colour_frames(8))]
     with load_backend(onnx_model(dynamic=True)) as b:
         pipe = Pipeline(frames, build_stages(b, (32, 64), "overlay", 0.5), queue_size=1)
         out = list(pipe.run())

@@ -9,7 +9,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-from conftest import colour_frames
 
 import runtime.sources.capture as capture
 from runtime.errors import UserError
@@ -17,7 +16,7 @@ from runtime.sources import classify_source, open_source
 from runtime.sources.capture import CaptureSource
 
 
-def test_video_file_frames_then_clean_end(video):
+def test_video_file_frames_then_clean_end(video, colour_frames):
     src = open_source(str(video))
     assert src.kind == "video" and not src.live and src.native_fps == pytest.approx(10.0)
     frames = list(src)
@@ -43,7 +42,7 @@ def _write_pngs(folder, frames, names):
         cv2.imwrite(str(folder / n), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
 
 
-def test_folder_glob_and_single_image(tmp_path):
+def test_folder_glob_and_single_image(tmp_path, colour_frames):
     frames = colour_frames(3)
     _write_pngs(tmp_path / "imgs", frames, ["b.png", "a.png", "c.png"])
     (tmp_path / "imgs" / "notes.txt").write_text("not an image")

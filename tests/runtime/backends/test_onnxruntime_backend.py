@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_weights
 
 from runtime.backends import SUFFIXES, backend_name_for, load_backend, model_format
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_providers
@@ -10,7 +9,7 @@ from runtime.errors import UserError
 from runtime.metadata import DataInfo
 
 
-def test_logits_match_numpy_and_metadata(onnx_model):
+def test_logits_match_numpy_and_metadata(onnx_model, tiny_weights):
     path = onnx_model(k=5, stride=1)
     x = np.random.default_rng(1).standard_normal((1, 3, 64, 128)).astype(np.float32)
     with load_backend(path, threads=1) as b:
