@@ -16,11 +16,11 @@ def upsample_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (h, w) == tuple(size):
         return logits
     out = np.empty((k, size[0], size[1]), np.float32)
-    # cv2.resize handles at most 512 channels per call; chunk to stay safe.
-    for s in range(0, k, 256):
-        chunk = np.ascontiguousarray(logits[s:s + 256].transpose(1, 2, 0).astype(np.float32))
+    # cv2.resize takes at most CV_CN_MAX channels per call: 512 in OpenCV 4, 128 in OpenCV 5 (ADE20K has 150).
+    for s in range(0, k, 128):
+        chunk = np.ascontiguousarray(logits[s:s + 128].transpose(1, 2, 0).astype(np.float32))
         r = cv2.resize(chunk, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        out[s:s + 256] = r.reshape(size[0], size[1], -1).transpose(2, 0, 1)
+        out[s:s + 128] = r.reshape(size[0], size[1], -1).transpose(2, 0, 1)
     return out
 
 
