@@ -84,6 +84,16 @@ class SegmentationDataset:
                         ignore_index=self.ignore_index)
 
     # helpers for subclasses -------------------------------------------------------------------
+    def require_root(self) -> Path:
+        if self.root is None:
+            raise UserError(f"{type(self).__name__} needs a root folder (--data name:/path); expected layout:\n"
+                            f"{self.layout}")
+        return self.root
+
+    def require_items(self, where: Path, what: str) -> None:
+        if not self.items:
+            raise UserError(f"no {what} in {where}; expected layout under the root:\n{self.layout}")
+
     def require_dir(self, path: Path) -> Path:
         if not path.is_dir():
             raise UserError(f"dataset folder {path} does not exist; expected layout under the root:\n{self.layout}")
