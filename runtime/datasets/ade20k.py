@@ -71,17 +71,15 @@ class ADE20K(SegmentationDataset):
 
     def __init__(self, root: str | Path | None, split: str = "train", skip_bad: bool = False) -> None:
         super().__init__(root, split, skip_bad)
-        if self.root is None:
-            raise UserError(f"ade20k needs a root folder; expected layout:\n{self.layout}")
+        root = self.require_root()
         if split not in SPLIT_DIRS:
             raise UserError(f"unknown ADE20K split '{split}'; choose train or val")
         sub = SPLIT_DIRS[split]
-        img_dir = self.require_dir(self.root / "images" / sub)
-        lbl_dir = self.require_dir(self.root / "annotations" / sub)
+        img_dir = self.require_dir(root / "images" / sub)
+        lbl_dir = self.require_dir(root / "annotations" / sub)
         for img in sorted(img_dir.glob("*.jpg")):
             self.items.append((img, lbl_dir / f"{img.stem}.png", img.stem))
-        if not self.items:
-            raise UserError(f"no .jpg images in {img_dir}; expected layout:\n{self.layout}")
+        self.require_items(img_dir, ".jpg images")
 
     def convert_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """0 -> 255, 1..150 -> 0..149; ids above 150 are a bad sample."""

@@ -30,16 +30,14 @@ class CamVid(SegmentationDataset):
 
     def __init__(self, root: str | Path | None, split: str = "train", skip_bad: bool = False) -> None:
         super().__init__(root, split, skip_bad)
-        if self.root is None:
-            raise UserError(f"camvid needs a root folder; expected layout:\n{self.layout}")
+        root = self.require_root()
         if split not in SPLITS:
             raise UserError(f"unknown CamVid split '{split}'; choose one of {', '.join(SPLITS)}")
-        img_dir = self.require_dir(self.root / split)
-        lbl_dir = self.require_dir(self.root / f"{split}annot")
+        img_dir = self.require_dir(root / split)
+        lbl_dir = self.require_dir(root / f"{split}annot")
         for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
             self.items.append((img, lbl_dir / f"{img.stem}.png", img.stem))
-        if not self.items:
-            raise UserError(f"no images in {img_dir}; expected layout:\n{self.layout}")
+        self.require_items(img_dir, "images")
 
     def convert_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """Void (11) -> 255; 0..10 unchanged; anything else is a bad sample."""

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from runtime.datasets.base import IGNORE_INDEX, BadSample, SegmentationDataset
-from runtime.errors import UserError
 
 # (name, id, trainId, colour RGB), as in cityscapesscripts/helpers/labels.py ('license plate', id -1,
 # is left out: it never appears in labelIds images).
@@ -80,10 +79,9 @@ class Cityscapes(SegmentationDataset):
 
     def __init__(self, root: str | Path | None, split: str = "train", skip_bad: bool = False) -> None:
         super().__init__(root, split, skip_bad)
-        if self.root is None:
-            raise UserError(f"cityscapes needs a root folder; expected layout:\n{self.layout}")
-        img_dir = self.require_dir(self.root / "leftImg8bit" / split)
-        gt_dir = self.root / "gtFine" / split
+        root = self.require_root()
+        img_dir = self.require_dir(root / "leftImg8bit" / split)
+        gt_dir = root / "gtFine" / split
         if split != "test":
             self.require_dir(gt_dir)
         for img in sorted(img_dir.glob("*/*_leftImg8bit.png")):
@@ -92,8 +90,7 @@ class Cityscapes(SegmentationDataset):
             if split == "test" and not lbl.is_file():  # type: ignore[union-attr]
                 lbl = None
             self.items.append((img, lbl, f"{img.parent.name}/{stem}"))
-        if not self.items:
-            raise UserError(f"no *_leftImg8bit.png images under {img_dir}; expected layout:\n{self.layout}")
+        self.require_items(img_dir, "<city>/*_leftImg8bit.png images")
 
     def convert_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """labelIds -> trainIds; ids that Cityscapes does not define (34..255) are a bad sample."""

@@ -38,11 +38,10 @@ class FolderDataset(SegmentationDataset):
     def __init__(self, root: str | Path | None, split: str = "train", skip_bad: bool = False,
                  num_classes: int | None = None) -> None:
         super().__init__(root, split, skip_bad)
-        if self.root is None:
-            raise UserError(f"the folder dataset needs a root folder; expected layout:\n{self.layout}")
-        images = self.require_dir(self.root / "images")
-        labels = self.require_dir(self.root / "labels")
-        self.classes, self.palette = _read_classes(self.root, num_classes)
+        root = self.require_root()
+        images = self.require_dir(root / "images")
+        labels = self.require_dir(root / "labels")
+        self.classes, self.palette = _read_classes(root, num_classes)
         if (images / split).is_dir():
             images, labels = images / split, self.require_dir(labels / split)
         elif any(p.is_dir() for p in images.iterdir()):
@@ -50,8 +49,7 @@ class FolderDataset(SegmentationDataset):
             raise UserError(f"split '{split}' not found in {images}; it has split folders {', '.join(splits)}")
         for img in sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS):
             self.items.append((img, labels / f"{img.stem}.png", img.stem))
-        if not self.items:
-            raise UserError(f"no images ({', '.join(IMAGE_EXTS)}) in {images}; expected layout:\n{self.layout}")
+        self.require_items(images, f"images ({', '.join(IMAGE_EXTS)})")
 
 
 def _read_classes(root: Path, num_classes: int | None) -> tuple[list[str], list[tuple[int, int, int]]]:

@@ -34,11 +34,10 @@ class PascalVOC(SegmentationDataset):
 
     def __init__(self, root: str | Path | None, split: str = "train", skip_bad: bool = False) -> None:
         super().__init__(root, split, skip_bad)
-        if self.root is None:
-            raise UserError(f"voc needs a root folder; expected layout:\n{self.layout}")
-        img_dir = self.require_dir(self.root / "JPEGImages")
-        lbl_dir = self.require_dir(self.root / ("SegmentationClassAug" if split == "train_aug" else "SegmentationClass"))
-        list_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        root = self.require_root()
+        img_dir = self.require_dir(root / "JPEGImages")
+        lbl_dir = self.require_dir(root / ("SegmentationClassAug" if split == "train_aug" else "SegmentationClass"))
+        list_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not list_file.is_file():
             raise UserError(f"split list {list_file} does not exist; VOC splits are train, val, trainval and "
                             f"train_aug (with SBD); expected layout:\n{self.layout}")
@@ -47,5 +46,4 @@ class PascalVOC(SegmentationDataset):
         names = sorted({Path(n).stem for n in names})
         for n in names:
             self.items.append((img_dir / f"{n}.jpg", lbl_dir / f"{n}.png", n))
-        if not self.items:
-            raise UserError(f"split list {list_file} is empty")
+        self.require_items(list_file, "image names")

@@ -54,6 +54,8 @@ def test_test_split_without_labels_is_all_ignore(tmp_path, files):
 def test_missing_root_names_folder_and_layout(tmp_path):
     with pytest.raises(UserError, match=r"leftImg8bit.*does not exist(.|\n)*gtFine_labelIds"):
         Cityscapes(tmp_path / "nowhere", "val")
+    with pytest.raises(UserError, match="Cityscapes needs a root folder"):
+        Cityscapes(None, "val")
 
 
 def test_corrupt_image_and_out_of_range_id_name_the_file(tmp_path, files):
