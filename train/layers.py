@@ -1,0 +1,256 @@
+"""Rank a teacher's layers by knowledge quality for FKD (METHODS.md, "FKD"):
+
+    python -m train.layers --teacher runs/demo/teacher/best.pt --images 200 --top-k 2 --out fkd.yaml
+
+Runs the frozen teacher on a few hundred training images (runtime readers + runtime.preprocess at the
+teacher's input size), takes every candidate layer (each encoder stage and `decoder`) from the same
+forward pass, keeps a uniform random sample of up to `--per-class` pixels per class per layer (labels
+nearest-downsampled to the layer's size), and computes separation S, information I, efficiency E and
+Q = S + √(I·E) per layer (train/losses/quality.py). Prints the table, writes it as JSON, and writes a
+config snippet with the top-k (student stage, teacher layer) pairs, each teacher layer paired with the
+student stage of the same stride (the deepest if several).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from runtime.datasets import SegmentationDataset
+from runtime.errors import UserError, cli_main
+from runtime.eval import dataset_for_model
+from runtime.io import atomic_write_json, atomic_write_text
+from runtime.metadata import DataInfo
+from runtime.preprocess import preprocess_for, resize_label
+from runtime.report import format_table
+from train.checkpoint import describe_arch, model_from_checkpoint
+from train.config import ModelConfig
+from train.distributed import resolve_device
+from train.env import environment
+from train.losses.quality import knowledge_quality
+from train.models import build_model
+from train.models.output import FeatureInfo
+
+
+class PixelReservoir:
+    """A uniform random sample, without replacement, of at most `per_class` pixels per class among all
+    pixels added so far: every pixel gets a uniform random key and each class keeps its `per_class`
+    smallest keys. Memory stays K · per_class · C however many images are added."""
+
+    def __init__(self, per_class: int, generator: torch.Generator) -> None:
+        self.per_class = per_class
+        self.generator = generator
+        self.keys: dict[int, torch.Tensor] = {}
+        self.x: dict[int, torch.Tensor] = {}
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Add pixels x [n, C] with labels y [n] (already without ignored pixels)."""
+        keys = torch.rand(y.numel(), generator=self.generator)
+        for c in torch.unique(y).tolist():
+            idx = torch.nonzero(y == c).flatten()
+            k = keys[idx]
+            if k.numel() > self.per_class:  # the batch's own best keys first: gather few feature rows
+                top = torch.topk(k, self.per_class, largest=False).indices
+                idx, k = idx[top], k[top]
+            k = torch.cat([self.keys[c], k]) if c in self.keys else k
+            xs = torch.cat([self.x[c], x[idx].float().cpu()]) if c in self.x else x[idx].float().cpu()
+            if k.numel() > self.per_class:
+                top = torch.topk(k, self.per_class, largest=False).indices
+                k, xs = k[top], xs[top]
+            self.keys[c], self.x[c] = k, xs
+
+    def samples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """X [n, C] float32 and y [n] int64, grouped by class."""
+        classes = sorted(self.x)
+        if not classes:
+            return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+        return (torch.cat([self.x[c] for c in classes]),
+                torch.cat([torch.full((self.x[c].shape[0],), c, dtype=torch.long) for c in classes]))
+
+
+def pixels(features: torch.Tensor, labels: torch.Tensor, ignore: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """N x C x h x w features and N x H x W labels -> valid pixel rows [n, C] and labels [n]
+    (labels nearest-downsampled to h x w, ignored pixels dropped)."""
+    n, c, h, w = features.shape
+    y = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].long().flatten()
+    x = features.detach().permute(0, 2, 3, 1).reshape(-1, c)
+    keep = y != ignore
+    return x[keep], y[keep]
+
+
+def match_student_stage(reduction: int, student: list[FeatureInfo]) -> str | None:
+    """The student encoder stage with the same reduction (the deepest if several); else the deepest of
+    those with the smallest larger reduction (FKD pools the teacher feature down to the student's size);
+    None when every student stage is finer than the teacher layer."""
+    stages = [f for f in student if f.name.startswith("stage")]
+    coarser = [f.reduction for f in stages if f.reduction >= reduction]
+    if not coarser:
+        return None
+    target = min(coarser)
+    return [f.name for f in stages if f.reduction == target][-1]
+
+
+def rank_layers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add `rank` (1 = highest Q) to every row; rows keep their order."""
+    order = sorted(range(len(rows)), key=lambda i: -rows[i]["Q"])
+    for r, i in enumerate(order, 1):
+        rows[i]["rank"] = r
+    return rows
+
+
+def top_pairs(rows: list[dict[str, Any]], student: list[FeatureInfo], k: int) -> list[list[str]]:
+    """[[student stage, teacher layer], ...] for the k best-ranked teacher layers that have a student match."""
+    pairs = []
+    for row in sorted(rows, key=lambda r: r["rank"]):
+        if len(pairs) == k:
+            break
+        s = match_student_stage(row["stride"], student)
+        if s is not None:
+            pairs.append([s, row["layer"]])
+    return pairs
+
+
+def fkd_snippet(pairs: list[list[str]], teacher: str, recipe: str, rows: list[dict[str, Any]]) -> str:
+    """The YAML config snippet (`distill: {method: fkd, fkd: {pairs: ...}}`) with a comment header."""
+    q = {r["layer"]: r["Q"] for r in rows}
+    lines = [f"# FKD layer choice for the teacher {teacher} (python -m train.layers): the top-{len(pairs)} teacher",
+             f"# layers by knowledge quality Q, each paired with the {recipe} student stage of the same stride.",
+             *[f"#   {t}: Q = {q[t]:.4f} -> student {s}" for s, t in pairs]]
+    body = yaml.safe_dump({"distill": {"method": "fkd", "fkd": {"pairs": pairs}}}, sort_keys=False,
+                          default_flow_style=None)
+    return "\n".join(lines) + "\n" + body
+
+
+def dataset_for_teacher(spec: str | None, split: str, ckpt: dict[str, Any], info: DataInfo) -> SegmentationDataset:
+    """`spec` (`name:root`), or the dataset the teacher was trained on (its data block's `extra`, else its
+    config's `data` block, with the synthetic generator's options), else synthetic."""
+    data = ((ckpt.get("train") or {}).get("config") or {}).get("data") or {}
+    extra = dict(info.extra)
+    if "dataset" not in extra and data.get("dataset"):
+        name, root = data["dataset"], data.get("root")
+        extra["dataset"] = f"{name}:{root}" if root and ":" not in name else name
+    if "synthetic" not in extra and isinstance(data.get("synthetic"), dict):
+        extra["synthetic"] = data["synthetic"]
+    return dataset_for_model(spec, split, dataclasses.replace(info, extra=extra))
+
+
+@torch.no_grad()
+def collect(model: torch.nn.Module, dataset: SegmentationDataset, info: DataInfo, size: tuple[int, int],
+            images: int, per_class: int, batch: int, seed: int, device: torch.device
+            ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int]:
+    """Layer name -> (X, y) pixel samples over `images` random images of `dataset`; also the image count."""
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.permutation(len(dataset))[:images].tolist())
+    gen = torch.Generator().manual_seed(seed)
+    reservoirs: dict[str, PixelReservoir] = {}
+    for start in range(0, len(chosen), batch):
+        samples = [dataset[i] for i in chosen[start:start + batch]]
+        x = torch.from_numpy(preprocess_for(info, [s[0] for s in samples], size)).to(device)
+        y = torch.from_numpy(np.stack([resize_label(s[1], size) for s in samples])).to(device)
+        out = model(x)
+        for name, feat in out.features.items():
+            res = reservoirs.setdefault(name, PixelReservoir(per_class, gen))
+            res.add(*pixels(feat, y, info.ignore_index))
+    return {name: r.samples() for name, r in reservoirs.items()}, len(chosen)
+
+
+def layer_table(samples: dict[str, tuple[torch.Tensor, torch.Tensor]], info: list[FeatureInfo]
+                ) -> list[dict[str, Any]]:
+    """One row per layer (in the model's feature order): layer, stride, width, S, I, E, Q, n, d, rank."""
+    rows = []
+    for f in info:
+        if f.name not in samples:
+            continue
+        x, y = samples[f.name]
+        q = knowledge_quality(x, y)
+        rows.append({"layer": f.name, "stride": f.reduction, "width": f.channels, **q})
+    return rank_layers(rows)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise UserError(f"--size '{text}' is not HxW (e.g. 256x512)") from None
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.layers",
+        description="Rank every candidate layer of a teacher (encoder stages and decoder) by knowledge quality "
+                    "Q = S + sqrt(I*E) (separation, information, efficiency of per-class pixel features), print the "
+                    "table, write it as JSON and write an FKD config snippet with the top-k "
+                    "(student stage, teacher layer) pairs.",
+        epilog="example:\n  python -m train.layers --teacher runs/demo/teacher/best.pt --images 200 --top-k 2 "
+               "--student-recipe deeplabv3_resnet18 --out runs/layers/fkd.yaml\n"
+               "then: python -m train.distill --config runs/layers/fkd.yaml ... or copy its distill block",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
+    p.add_argument("--data", help="dataset as name:root, or synthetic (default: the teacher's training dataset)")
+    p.add_argument("--split", default="train", help="split to sample images from (default: train)")
+    p.add_argument("--images", type=int, default=200, help="number of random images (default 200)")
+    p.add_argument("--per-class", type=int, default=500, help="pixel samples per class and layer (default 500)")
+    p.add_argument("--top-k", type=int, default=2, help="number of pairs in the snippet (default 2)")
+    p.add_argument("--student-recipe", default=ModelConfig().recipe,
+                   help="student recipe whose stages are matched by stride (default: %(default)s)")
+    p.add_argument("--size", help="input size HxW (default: the teacher's input size)")
+    p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image and pixel sampling (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--out", help="config snippet path (default runs/layers-<teacher stem>/fkd.yaml); "
+                                 "the JSON table goes beside it with the suffix .json")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for opt in ("images", "per_class", "top_k", "batch"):
+        if getattr(args, opt) < 1:
+            raise UserError(f"--{opt.replace('_', '-')} {getattr(args, opt)}: give at least 1")
+    if not Path(args.teacher).is_file():
+        raise UserError(f"teacher checkpoint {args.teacher} does not exist; pass --teacher path/to/teacher.pt")
+    device = resolve_device(args.device)
+    model, info, ckpt = model_from_checkpoint(args.teacher, device)
+    student = build_model(ModelConfig(recipe=args.student_recipe), info.num_classes).feature_info
+    dataset = dataset_for_teacher(args.data, args.split, ckpt, info)
+    if len(dataset) == 0:
+        raise UserError(f"the {args.split} split of {args.data or 'the teacher dataset'} has no images")
+    size = parse_size(args.size) if args.size else tuple(info.input_size)
+    samples, n_images = collect(model, dataset, info, size, args.images, args.per_class, args.batch, args.seed,
+                                device)
+    rows = layer_table(samples, model.feature_info)
+    pairs = top_pairs(rows, student, args.top_k)
+    out = Path(args.out or f"runs/layers-{Path(args.teacher).stem}/fkd.yaml")
+    report = {
+        "teacher": str(args.teacher),
+        "teacher_arch": describe_arch(ckpt["arch"]),
+        "data": args.data or "teacher's training dataset",
+        "split": args.split,
+        "images": n_images,
+        "per_class": args.per_class,
+        "size": list(size),
+        "student_recipe": args.student_recipe,
+        "student_stages": [{"name": f.name, "stride": f.reduction, "width": f.channels} for f in student],
+        "layers": rows,
+        "pairs": pairs,
+        "env": environment(device),
+    }
+    atomic_write_json(out.with_suffix(".json"), report)
+    atomic_write_text(out, fkd_snippet(pairs, str(args.teacher), args.student_recipe, rows))
+    print(format_table(rows, ["layer", "stride", "width", "S", "I", "E", "Q", "rank"], digits=4))
+    print(f"top-{len(pairs)} pairs [student, teacher]: {pairs}")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
