@@ -1,0 +1,168 @@
+"""Distil a student from a frozen teacher (DESIGN.md, "Commands"):
+
+    python -m train.distill --config configs/demo.yaml method=lfd budget=30m teacher=runs/demo/teacher/best.pt
+
+Loads the teacher checkpoint (rebuilt from its `arch`; the engine keeps it frozen, in eval mode, under
+no_grad), checks that teacher and dataset name the same classes, builds the student from `model.*`, the
+objective from `distill.*` with both models' `feature_info`, and the loaders from `data.*`, then trains with
+the shared engine (train/engine.py) for `train.budget`. The run folder `runs/<name>/` (default
+`<config stem>-<method>-s<seed>`) gets best.pt and final.pt (deployable: student only), last.pt (with the
+training-only modules, for resuming), log.jsonl and results.json, to which this command adds a `teacher`
+and a `student` block (mIoU, parameters, GFLOPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from runtime.errors import UserError, cli_main
+from runtime.io import atomic_write_json
+from runtime.metadata import DataInfo
+from runtime.report import format_table
+from train import distributed as D
+from train.checkpoint import check_same_classes, describe_arch, load_checkpoint, model_from_checkpoint, unwrap
+from train.config import Config, load_config, parse_budget
+from train.engine import Trainer, default_run_dir
+from train.losses import METHODS, build_objective, parse_method
+from train.models import build_model, count_params, gflops
+
+
+def needs_teacher(method: str) -> bool:
+    """Whether `method` (e.g. 'kd+cwd') has a part that reads the teacher (UserError for unknown names)."""
+    return any(METHODS[n].needs_teacher for n in parse_method(method))
+
+
+def read_teacher(path: str | Path | None, method: str) -> dict[str, Any] | None:
+    """The teacher checkpoint dict (weights on the CPU), or None when the method needs none and none is given."""
+    if path is None:
+        if needs_teacher(method):
+            raise UserError(f"method '{method}' needs a teacher: pass teacher=path/to/teacher.pt "
+                            f"(train one with python -m train.teacher --config ...)")
+        return None
+    if not Path(path).is_file():
+        raise UserError(f"teacher checkpoint {path} does not exist; pass teacher=path/to/teacher.pt "
+                        f"(python -m train.teacher writes runs/<name>/best.pt)")
+    return load_checkpoint(path)
+
+
+def checkpoint_miou(ckpt: dict[str, Any]) -> float | None:
+    """The validation mIoU a checkpoint's training recorded (best, else final), or None."""
+    train = ckpt.get("train") or {}
+    for key in ("best_miou", "val_miou"):
+        if train.get(key) is not None:
+            return float(train[key])
+    return None
+
+
+def model_summary(model: nn.Module, size: tuple[int, int]) -> dict[str, Any]:
+    """Parameters of the deployable graph and GFLOPs of one `size` image (on the model's device)."""
+    m = unwrap(model)
+    return {"params": count_params(m), "gflops": gflops(m, tuple(size)), "gflops_size": list(size),  # type: ignore[arg-type]
+            "arch": describe_arch(m.arch)}
+
+
+def summary_table(teacher: dict[str, Any] | None, student: dict[str, Any]) -> str:
+    """Console table: mIoU, parameters (M) and GFLOPs of teacher and student."""
+    rows = []
+    for who, s in (("teacher", teacher), ("student", student)):
+        if s is not None:
+            miou = s.get("miou")
+            rows.append({"model": who, "arch": s.get("arch"), "mIoU": None if miou is None else 100 * miou,
+                         "params (M)": s["params"] / 1e6, "GFLOPs": s["gflops"]})
+    return format_table(rows, ["model", "arch", "mIoU", "params (M)", "GFLOPs"], digits=2)
+
+
+def distill(cfg: Config) -> dict[str, Any]:
+    """Train `cfg.model` from the teacher `cfg.distill.teacher` with `cfg.distill.method`; returns results.json."""
+    method = cfg.distill.method
+    budget = parse_budget(cfg.train.budget)
+    teacher_ckpt = read_teacher(cfg.distill.teacher, method)
+    cfg.train.name = default_run_dir(cfg, method).name
+    run_dir = Path(cfg.train.runs_dir) / cfg.train.name
+
+    from train.data import build_loaders  # the data pipeline imports the readers; keep --help fast
+
+    env = D.init_distributed(cfg.train.device)
+    try:
+        train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world)
+        if teacher_ckpt is not None:
+            check_same_classes(teacher_ckpt["data"], data_info.to_dict(), f"the teacher {cfg.distill.teacher}",
+                               f"the student's dataset ({cfg.data.dataset})")
+        student = build_model(cfg.model, data_info.num_classes)
+        teacher = None
+        if teacher_ckpt is not None and needs_teacher(method):
+            teacher, _, _ = model_from_checkpoint(teacher_ckpt, env.device)
+            teacher.requires_grad_(False)
+        objective = build_objective(cfg.distill, student.feature_info,
+                                    teacher.feature_info if teacher is not None else None,
+                                    data_info.num_classes, budget.is_time,
+                                    teacher_num_classes=len(teacher_ckpt["data"]["classes"]) if teacher_ckpt else None)
+        trainer = Trainer(cfg, student, objective, train_loader, val_loader, data_info, teacher=teacher,
+                          run_dir=run_dir, dist_env=env, method=method)
+        results = trainer.fit()
+        if env.is_main:
+            # after fit(): building the teacher for its summary must not count in the peak memory
+            results.update(summaries(trainer.student, teacher, teacher_ckpt, cfg.distill.teacher, data_info,
+                                     results))
+            atomic_write_json(run_dir / "results.json", results)
+        return results
+    finally:
+        D.cleanup()
+
+
+def summaries(student: nn.Module, teacher: nn.Module | None, teacher_ckpt: dict[str, Any] | None,
+              teacher_path: str | None, data_info: DataInfo, results: dict[str, Any]) -> dict[str, Any]:
+    """The `student` and `teacher` blocks of results.json (GFLOPs at the data's input size)."""
+    size = tuple(data_info.input_size)
+    s = {**model_summary(student, size), "miou": results.get("final_miou"), "best_miou": results.get("best_miou"),
+         "checkpoint": results.get("best_checkpoint") or results.get("final_checkpoint")}
+    t = None
+    if teacher_ckpt is not None:
+        if teacher is None:
+            teacher, _, _ = model_from_checkpoint(teacher_ckpt, "cpu")
+        t = {**model_summary(teacher, size), "miou": checkpoint_miou(teacher_ckpt), "checkpoint": teacher_path}
+    return {"student": s, "teacher": t}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.distill",
+        description="Distil a compact student from a frozen teacher checkpoint with LFD or a canonical method, "
+                    "for an iteration or wall-clock budget. Writes runs/<name>/ (best.pt, final.pt: deployable "
+                    "student; last.pt: resumable state; log.jsonl; results.json) and prints teacher and student "
+                    "mIoU, parameters and GFLOPs. Re-running the same command resumes from last.pt.",
+        epilog="examples:\n"
+               "  python -m train.distill --config configs/demo.yaml method=lfd budget=30m "
+               "teacher=runs/demo/teacher/best.pt\n"
+               "  python -m train.distill --config configs/demo.yaml method=kd+cwd budget=4000 seed=1\n"
+               f"methods: baseline, {', '.join(METHODS)} (combine with '+')",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="recipe YAML under configs/ (default: the built-in defaults)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. method=lfd budget=30m teacher=T.pt seed=1 name=my-run "
+                        "distill.lfd.beta=0.3 data.batch_size=4 (short keys: method, teacher, budget, recipe, "
+                        "name, seed, lr, batch, dataset)")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    parse_method(cfg.distill.method)  # an unknown method fails before any work
+    results = distill(cfg)
+    if "student" in results:  # rank 0 only
+        print(summary_table(results.get("teacher"), results["student"]))
+        print(f"{results['iterations']} iterations in {results['elapsed_s']:.1f}s "
+              f"({results['s_per_iter']:.3f} s/iter), peak memory {results['peak_mem_mb']:.0f} MB")
+        ckpt = results["student"]["checkpoint"]
+        print(f"student checkpoint: {ckpt}\nexport it with: python -m export.onnx --checkpoint {ckpt}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
