@@ -1,0 +1,81 @@
+import pytest
+import torch
+from loss_refs import batch, tiny_pair
+
+from runtime.errors import UserError
+from train.config import DistillConfig
+from train.losses import METHODS, Combined, build_objective, parse_method
+from train.objective import StepInfo
+
+STEP = StepInfo(iteration=0, progress=0.0)
+
+
+def build(method: str, **kw):
+    student, teacher = tiny_pair()
+    cfg = DistillConfig(method=method)
+    for key, value in kw.items():
+        section, field = key.split("__")
+        setattr(getattr(cfg, section), field, value)
+    obj = build_objective(cfg, student.feature_info, teacher.feature_info, 3, budget_is_time=False)
+    return obj, student, teacher
+
+
+def run(obj: Combined, student, teacher) -> dict[str, torch.Tensor]:
+    x, y = batch()
+    s = student(x, detach_encoder=obj.detach_encoder)
+    with torch.no_grad():
+        t = teacher(x) if obj.needs_teacher else None
+    return obj(s, t, y, STEP)
+
+
+def test_method_strings_compose():
+    assert parse_method("baseline") == [] and parse_method(" KD + cwd ") == ["kd", "cwd"]
+    obj, student, teacher = build("baseline")
+    assert not obj.needs_teacher and not obj.detach_encoder and list(run(obj, student, teacher)) == ["ce"]
+    obj, student, teacher = build("kd+cwd", cwd__features=True)
+    assert obj.needs_teacher and set(run(obj, student, teacher)) == {"ce", "kd", "cwd", "cwd_fea"}
+    obj, student, teacher = build("fkd+kd")
+    assert obj.detach_encoder and set(run(obj, student, teacher)) == {"ce", "fkd", "kd"}
+    obj, student, teacher = build("fitnet+at")
+    assert set(run(obj, student, teacher)) == {"ce", "fitnet", "at"}
+
+
+def test_lfd_normalises_the_task_and_keeps_raw_values_for_logs():
+    obj, student, teacher = build("lfd", lfd__aux_stages=["stage2", "stage3"])
+    terms = run(obj, student, teacher)
+    assert list(terms) == ["task", "fea", "aux", "shared_H", "shared", "kl"]
+    assert terms["task"].item() == pytest.approx(1.0) and obj.last_raw["task"].item() > 0.5
+    assert "fea" in obj.last_raw
+    # the training-only modules are the objective's parameters (saved in last.pt, not the deployable model)
+    names = {n.split(".")[2] for n, _ in obj.named_parameters()}
+    assert names == {"phi", "aux_heads", "shared_head"}
+    obj, student, teacher = build("lfd", lfd__self_normalize=False)
+    assert set(run(obj, student, teacher)) >= {"ce", "fea"}
+
+
+def test_unknown_method_suggests_the_closest():
+    with pytest.raises(UserError, match=r"unknown distillation method 'lfdd'.*baseline, kd, .*Did you mean 'lfd'"):
+        build("lfdd")
+    with pytest.raises(UserError, match="twice"):
+        build("kd+kd")
+    assert set(METHODS) == {"kd", "cwd", "fitnet", "at", "lfd", "fkd"}
+
+
+def test_missing_stage_lists_the_available_ones():
+    with pytest.raises(UserError, match=r"student has no feature stage 'stage9'.*stage1 \(4 ch, stride 2\), "
+                                        r".*decoder \(8 ch, stride 4\)"):
+        build("lfd", lfd__aux_stages=["stage9"])
+    with pytest.raises(UserError, match=r"teacher has no feature stage 'layer4'.*stage4 \(12 ch, stride 4\)"):
+        build("fkd", fkd__pairs=[["stage4", "layer4"]])
+    with pytest.raises(UserError, match=r"teacher has no feature stage 'stage0'"):
+        build("lfd", lfd__extra_pairs=[["stage2", "stage0"]])
+
+
+def test_teacher_problems_are_user_errors():
+    student, teacher = tiny_pair()
+    with pytest.raises(UserError, match="teacher predicts 5 classes but the student 3"):
+        build_objective(DistillConfig(method="kd"), student.feature_info, teacher.feature_info, 3, False,
+                        teacher_num_classes=5)
+    with pytest.raises(UserError, match="needs a teacher"):
+        build_objective(DistillConfig(method="lfd"), student.feature_info, None, 3, False)
+    assert not build_objective(DistillConfig(), student.feature_info, None, 3, False).needs_teacher

@@ -1,0 +1,107 @@
+"""Training objectives: the task loss plus any distillation methods, composed from `distill.method`.
+
+`METHODS` maps each method name to its class (METHODS.md gives the math; each module restates it).
+`build_objective(cfg.distill, student.feature_info, teacher.feature_info, num_classes, budget.is_time)`
+parses `method` ('baseline', 'kd', 'kd+cwd', 'lfd', 'fkd+kd', ...) and returns one `Combined` objective:
+the task loss (`ce`, `aux_ce`) and every method's named terms, with needs_teacher / detach_encoder set
+from its parts. LFD with `self_normalize` turns the task terms into one term `task` = L_task / L_task
+(detached); the raw values stay readable in `Combined.last_raw` for logging.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+from torch import nn
+
+from runtime.errors import UserError
+from train.config import DistillConfig
+from train.losses._common import BuildContext, describe_stages
+from train.losses.at import AT
+from train.losses.cwd import CWD
+from train.losses.fitnet import FitNet
+from train.losses.fkd import FKD
+from train.losses.kd import KD
+from train.losses.lfd import LFD
+from train.losses.task import TaskLoss
+from train.models.output import FeatureInfo, SegOutput
+from train.objective import Objective, StepInfo
+
+METHODS: dict[str, type] = {"kd": KD, "cwd": CWD, "fitnet": FitNet, "at": AT, "lfd": LFD, "fkd": FKD}
+BASELINE = "baseline"
+
+
+class Combined(Objective):
+    """Task loss + distillation terms. Term names come from the parts; a clash is prefixed `method.`."""
+
+    def __init__(self, task: Objective, methods: dict[str, Objective]) -> None:
+        super().__init__()
+        self.task = task
+        self.methods = nn.ModuleDict(methods)
+        self.needs_teacher = task.needs_teacher or any(m.needs_teacher for m in methods.values())
+        self.detach_encoder = task.detach_encoder or any(m.detach_encoder for m in methods.values())
+        self.normalize_task = any(getattr(m, "normalize_task", False) for m in methods.values())
+        self.last_raw: dict[str, torch.Tensor] = {}  # detached un-normalised values, for logs only
+
+    @property
+    def method(self) -> str:
+        return "+".join(self.methods) or BASELINE
+
+    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
+                ) -> dict[str, torch.Tensor]:
+        terms = self.task(s, t, labels, step)
+        self.last_raw = {}
+        if self.normalize_task:
+            total = torch.stack([v.float() for v in terms.values()]).sum()
+            self.last_raw["task"] = total.detach()
+            terms = {"task": total / total.detach().clamp_min(1e-12)}
+        for name, m in self.methods.items():
+            for key, value in m(s, t, labels, step).items():
+                terms[f"{name}.{key}" if key in terms else key] = value
+            self.last_raw.update(getattr(m, "last_raw", {}))
+        return terms
+
+
+def parse_method(method: str) -> list[str]:
+    """'kd+cwd' -> ['kd', 'cwd']; 'baseline' -> []. Unknown names raise a UserError with a hint."""
+    names = [n.strip().lower() for n in str(method).split("+")]
+    valid = [BASELINE, *METHODS]
+    out: list[str] = []
+    for n in names:
+        if n not in valid:
+            close = difflib.get_close_matches(n, valid, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"unknown distillation method '{n or method}' in method='{method}'; choose from "
+                            f"{', '.join(valid)}, combined with '+' (e.g. kd+cwd).{hint}")
+        if n == BASELINE:
+            continue
+        if n in out:
+            raise UserError(f"method='{method}' names '{n}' twice; give each method once")
+        out.append(n)
+    return out
+
+
+def build_objective(cfg: DistillConfig, student_info: list[FeatureInfo], teacher_info: list[FeatureInfo] | None,
+                    num_classes: int, budget_is_time: bool, teacher_num_classes: int | None = None) -> Combined:
+    """The objective for `cfg.method`; its parameters (adapters, heads) are the training-only modules.
+
+    Raises UserError for an unknown method, a feature stage that a model does not have (listing the
+    available stages, widths and strides), a method that needs a teacher without one, or a teacher
+    whose class count differs from the student's.
+    """
+    names = parse_method(cfg.method)
+    needs_teacher = any(METHODS[n].needs_teacher for n in names)
+    if needs_teacher and teacher_info is None:
+        raise UserError(f"method '{cfg.method}' needs a teacher; set distill.teacher to a teacher checkpoint (.pt)")
+    if needs_teacher and teacher_num_classes is not None and teacher_num_classes != num_classes:
+        raise UserError(f"the teacher predicts {teacher_num_classes} classes but the student {num_classes}; "
+                        f"distil with a teacher trained on the student's dataset and classes")
+    if not student_info:
+        raise UserError("the student model reports no feature stages; its recipe must set feature_info")
+    ctx = BuildContext(cfg, student_info, teacher_info, num_classes, budget_is_time)
+    methods = {n: METHODS[n].from_config(ctx) for n in names}
+    return Combined(TaskLoss(), methods)
+
+
+__all__ = ["METHODS", "Combined", "build_objective", "describe_stages", "parse_method", "TaskLoss"]

@@ -1,0 +1,66 @@
+"""FKD: feature-only distillation (METHODS.md, "FKD: feature-only distillation with knowledge-quality
+layer choice"), after Cooper et al. 2025.
+
+For each chosen (student stage, teacher stage) pair j, a 1x1 conv projector P_j (C_S→C_T, no bias) and
+
+    L_fkd = (1/J) Σ_j (1/B) Σ_b mean_{c,i} (P_j(F_S^j)_b − pool(F_T^j)_b)²,
+
+pool = adaptive average pooling of the teacher feature to the student's h x w. `detach_encoder = True`:
+the engine feeds detached encoder features to the decode head, so the task CE trains the head only and
+the backbone learns from L_fkd alone. `fkd+kd` adds the logit KD term (kd.py). Default pair
+(stage4, stage4), λ = 1; `python -m train.layers` ranks teacher layers by knowledge quality (quality.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.errors import UserError
+from train.losses._common import BuildContext, conv1x1, feature, require_teacher, stage
+from train.models.output import SegOutput
+from train.objective import Objective, StepInfo
+
+
+def fkd_pair_loss(f_s_projected: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    """Per-sample MSE, averaged over the batch, with F_T adaptive-average-pooled to the student's size."""
+    f_t = F.adaptive_avg_pool2d(f_t.float(), f_s_projected.shape[-2:])
+    per_sample = (f_s_projected.float() - f_t).pow(2).flatten(1).mean(1)
+    return per_sample.mean()
+
+
+class FKD(Objective):
+    """Term `fkd` = λ · L_fkd; the decode head sees detached encoder features."""
+
+    needs_teacher = True
+    detach_encoder = True
+
+    def __init__(self, pairs: list[tuple[str, str]], student_channels: dict[str, int],
+                 teacher_channels: dict[str, int], weight: float = 1.0) -> None:
+        super().__init__()
+        if not pairs:
+            raise UserError("distill.fkd.pairs is empty; give at least one [student_stage, teacher_stage]")
+        self.pairs = list(pairs)
+        self.projectors = nn.ModuleList(conv1x1(student_channels[a], teacher_channels[b]) for a, b in pairs)
+        self.weight = weight
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> FKD:
+        pairs = []
+        for pair in ctx.cfg.fkd.pairs:
+            if len(pair) != 2:
+                raise UserError(f"distill.fkd.pairs entry {pair!r} must be [student_stage, teacher_stage]")
+            pairs.append((str(pair[0]), str(pair[1])))
+        s_ch = {a: stage(ctx.student_info, a, "student", "fkd").channels for a, _ in pairs}
+        t_ch = {b: stage(ctx.teacher_info, b, "teacher", "fkd").channels for _, b in pairs}
+        return cls(pairs, s_ch, t_ch, ctx.cfg.fkd.weight)
+
+    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
+                ) -> dict[str, torch.Tensor]:
+        t = require_teacher(t)
+        total = torch.stack([
+            fkd_pair_loss(proj(feature(s, a, "student")), feature(t, b, "teacher").detach())
+            for (a, b), proj in zip(self.pairs, self.projectors)
+        ]).mean()
+        return {"fkd": self.weight * total}
