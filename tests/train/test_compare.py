@@ -1,0 +1,93 @@
+"""train.compare: the table and gap-closed math on given numbers, the run commands, log parsing, and an
+end-to-end comparison of two methods on tiny synthetic data (subprocesses), resumed by a second call."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime.errors import UserError
+from train.compare import (
+    compare,
+    default_val_every,
+    distill_command,
+    gap_closed,
+    markdown_report,
+    read_val_curve,
+    summarize,
+    table,
+)
+
+
+def result(miou: float, best: float, it: int, spi: float, mem: float) -> dict:
+    return {"final_miou": miou, "best_miou": best, "iterations": it, "s_per_iter": spi, "elapsed_s": it * spi,
+            "peak_mem_mb": mem, "peak_mem_kind": "cpu_peak_rss"}
+
+
+def test_gap_closed() -> None:
+    assert gap_closed(0.52, 0.42, 0.62) == pytest.approx(0.5)
+    assert gap_closed(0.42, 0.42, 0.62) == 0.0
+    assert gap_closed(0.37, 0.42, 0.62) == pytest.approx(-0.25)  # worse than the student alone
+    assert gap_closed(0.5, 0.42, 0.42) is None  # no gap to close
+    assert gap_closed(0.5, None, 0.62) is None and gap_closed(0.5, 0.42, None) is None
+
+
+def test_summarize_means_stds_and_gap() -> None:
+    runs = {
+        "baseline": [result(0.40, 0.41, 100, 0.5, 900), result(0.44, 0.45, 110, 0.45, 950)],
+        "kd": [result(0.50, 0.50, 80, 0.6, 1200), result(0.54, 0.56, 84, 0.55, 1100)],
+    }
+    rows = {r["method"]: r for r in summarize(runs, teacher_miou=0.62)}
+    b, k = rows["baseline"], rows["kd"]
+    assert b["miou_mean"] == pytest.approx(0.42) and k["miou_mean"] == pytest.approx(0.52)
+    assert b["miou_std"] == pytest.approx(math.sqrt(((0.40 - 0.42) ** 2 + (0.44 - 0.42) ** 2) / 1))
+    assert k["best_miou_mean"] == pytest.approx(0.53)
+    assert k["gap_closed"] == pytest.approx((0.52 - 0.42) / (0.62 - 0.42)) and b["gap_closed"] == 0.0
+    assert k["iterations"] == 82 and k["s_per_iter"] == pytest.approx(0.575)
+    assert k["peak_mem_mb"] == 1200 and b["peak_mem_mb"] == 950  # the max over seeds
+    assert k["miou_per_seed"] == [0.50, 0.54]
+    one = summarize({"kd": [result(0.5, 0.5, 1, 1.0, 1.0)]}, teacher_miou=0.6)[0]
+    assert one["miou_std"] == 0.0 and one["gap_closed"] is None  # no baseline among the methods
+
+    text = table(list(rows.values()))
+    assert "52.00 ± 2.83" in text and "50.0 %" in text and "peak RSS MB" in text and "1200" in text
+    md = markdown_report(list(rows.values()), 0.62, "10m", 2)
+    assert "| kd | 52.00 ± 2.83 | 50.0 % | 82 | 0.575 | 1200 |" in md
+    assert "teacher mIoU 62.00 %" in md and "600s" in md
+
+
+def test_default_val_every_and_commands(tmp_path: Path) -> None:
+    assert default_val_every("10m") == "60s"
+    assert default_val_every("100") == "10"
+    assert default_val_every("5") == "1"
+    cmd = distill_command("configs/compare.yaml", "kd", 3, "10m", "t.pt", tmp_path, "60s", ["optim.lr=0.1"])
+    assert cmd[:5] == [sys.executable, "-m", "train.distill", "--config", "configs/compare.yaml"]
+    assert cmd[5] == "optim.lr=0.1"  # user overrides first: the comparison's own keys come after them
+    assert set(cmd[6:]) == {"method=kd", "budget=10m", "seed=3", f"train.runs_dir={tmp_path}",
+                            "train.val_every=60s", "name=compare-kd-s3", "teacher=t.pt"}
+
+
+def test_reserved_overrides_and_missing_teacher(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--budget"):
+        compare(None, ["baseline"], "10", 1, None, tmp_path, ["budget=5"])
+    with pytest.raises(UserError, match="--teacher"):
+        compare(None, ["baseline", "kd"], "10", 1, None, tmp_path, [])
+    with pytest.raises(UserError, match="nope.pt"):
+        compare(None, ["kd"], "10", 1, str(tmp_path / "nope.pt"), tmp_path, [])
+    with pytest.raises(UserError, match="choose from"):
+        compare(None, ["kdd"], "10", 1, None, tmp_path, [])
+    with pytest.raises(UserError, match="accepted|use iterations"):
+        compare(None, ["baseline"], "ten minutes", 1, None, tmp_path, [])
+
+
+def test_read_val_curve(tmp_path: Path) -> None:
+    lines = [{"kind": "train", "iteration": 1, "elapsed": 0.5, "loss": 2.0},
+             {"kind": "val", "iteration": 2, "elapsed": 1.25, "mIoU": 0.1},
+             {"kind": "val", "iteration": 4, "elapsed": 2.5, "mIoU": 0.3}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert read_val_curve(tmp_path / "log.jsonl") == [(1.25, 0.1), (2.5, 0.3)]
+    assert read_val_curve(tmp_path / "missing.jsonl") == []

@@ -1,0 +1,320 @@
+"""Budget-matched comparison of distillation methods (METHODS.md, "Budget-matched comparison"):
+
+    python -m train.compare --config configs/compare.yaml --teacher T.pt \\
+        --methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 10m --seeds 2 --out runs/compare
+
+Every method gets the same budget, data order and seeds: seed index i runs with `train.seed = seed + i`
+for every method. Each (method, seed) is one `python -m train.distill` subprocess (so peak memory is
+measured per method) writing `<out>/<config stem>-<method>-s<seed>/`; a run whose results.json exists is
+skipped and an interrupted one resumes from its last.pt, so re-running the command continues a comparison.
+
+Per method the report gives the final validation mIoU (the weights at the end of the budget; choosing
+the best validation point would select on the evaluation split) as mean ± sample std over seeds, iterations
+reached, seconds per iteration, peak memory (GPU allocator peak, or peak RSS on CPU; the max over seeds)
+and the share of the teacher-student gap closed,
+
+    gap = (mIoU_method - mIoU_baseline) / (mIoU_teacher - mIoU_baseline),
+
+with the teacher scored by the engine's own validation on the same split. Outputs: compare.json,
+compare.md and compare.png (validation mIoU against the budget clock, one line per seed) in `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import UserError, cli_main
+from runtime.io import atomic_write_json, atomic_write_text
+from runtime.report import format_table
+from train.config import ALIASES, Config, load_config, parse_budget
+from train.losses import parse_method
+
+RESERVED = ("distill.method", "train.budget", "train.seed", "train.name", "distill.teacher", "train.runs_dir")
+
+
+def run_name(stem: str, method: str, seed: int) -> str:
+    return f"{stem}-{method}-s{seed}"
+
+
+def default_val_every(budget: str, points: int = 10) -> str:
+    """A validation period that gives about `points` points per curve: budget / points (same form)."""
+    b = parse_budget(budget)
+    if b.is_time:
+        return f"{float(b.seconds or 0) / points:g}s"
+    return str(max(1, (b.iterations or 0) // points))
+
+
+def distill_command(config: str | None, method: str, seed: int, budget: str, teacher: str | None,
+                    out: Path, val_every: str, overrides: Sequence[str]) -> list[str]:
+    """The `python -m train.distill` command line of one run (the comparison's keys come last and win)."""
+    cmd = [sys.executable, "-m", "train.distill"]
+    if config:
+        cmd += ["--config", config]
+    cmd += [*overrides, f"method={method}", f"budget={budget}", f"seed={seed}", f"train.runs_dir={out}",
+            f"train.val_every={val_every}", f"name={run_name(stem_of(config), method, seed)}"]
+    if teacher:
+        cmd.append(f"teacher={teacher}")
+    return cmd
+
+
+def stem_of(config: str | None) -> str:
+    return Path(config).stem if config else "default"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (0 for a single value; None for none)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def gap_closed(miou: float | None, baseline: float | None, teacher: float | None) -> float | None:
+    """`(miou - baseline) / (teacher - baseline)`: 0 = no better than the student alone, 1 = the teacher's
+    mIoU. None when a value is missing or the teacher is not better than the baseline."""
+    if miou is None or baseline is None or teacher is None or teacher - baseline <= 0:
+        return None
+    return (miou - baseline) / (teacher - baseline)
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]], teacher_miou: float | None,
+              baseline: str = "baseline") -> list[dict[str, Any]]:
+    """One row per method from its runs' results.json dicts (engine fields final_miou, best_miou,
+    iterations, s_per_iter, peak_mem_mb, peak_mem_kind); mIoU as fractions."""
+    rows = []
+    for method, results in runs.items():
+        mious = [r["final_miou"] for r in results if r.get("final_miou") is not None]
+        mean, std = mean_std(mious)
+        rows.append({
+            "method": method,
+            "seeds": [r.get("seed") for r in results],
+            "miou_per_seed": mious,
+            "miou_mean": mean,
+            "miou_std": std,
+            "best_miou_mean": mean_std([r["best_miou"] for r in results if r.get("best_miou") is not None])[0],
+            "iterations": mean_std([r["iterations"] for r in results])[0],
+            "s_per_iter": mean_std([r["s_per_iter"] for r in results])[0],
+            "elapsed_s": mean_std([r["elapsed_s"] for r in results])[0],
+            "peak_mem_mb": max(r["peak_mem_mb"] for r in results),
+            "peak_mem_kind": results[0].get("peak_mem_kind"),
+        })
+    base = next((r["miou_mean"] for r in rows if r["method"] == baseline), None)
+    for r in rows:
+        r["gap_closed"] = gap_closed(r["miou_mean"], base, teacher_miou)
+    return rows
+
+
+def markdown_report(rows: list[dict[str, Any]], teacher_miou: float | None, budget: str, seeds: int) -> str:
+    """compare.md: a header line and the table (mIoU in %)."""
+    teacher = "-" if teacher_miou is None else f"{100 * teacher_miou:.2f}"
+    head = (f"# Budget-matched comparison\n\nBudget {parse_budget(budget)} per run, {seeds} seed(s), "
+            f"teacher mIoU {teacher} %. mIoU: final weights, mean ± std over seeds; gap closed = "
+            f"(mIoU − baseline) / (teacher − baseline).\n\n")
+    return head + table(rows, markdown=True) + "\n"
+
+
+def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    cells = [{
+        "method": r["method"],
+        "mIoU": "-" if r["miou_mean"] is None else f"{100 * r['miou_mean']:.2f} ± {100 * r['miou_std']:.2f}",
+        "gap": "-" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.1f} %",
+        "it": f"{r['iterations']:.0f}",
+        "s/it": f"{r['s_per_iter']:.3f}",
+        "mem": f"{r['peak_mem_mb']:.0f}",
+    } for r in rows]
+    mem = "peak GPU MB" if rows and rows[0].get("peak_mem_kind") == "cuda_max_allocated" else "peak RSS MB"
+    return format_table(cells, ["method", "mIoU", "gap", "it", "s/it", "mem"], markdown=markdown,
+                        headers=["method", "mIoU (%)", "gap closed", "iterations", "s/iter", mem])
+
+
+def read_val_curve(log_path: str | Path) -> list[tuple[float, float]]:
+    """(budget-clock seconds, mIoU) of every validation line of a run's log.jsonl."""
+    p = Path(log_path)
+    if not p.is_file():
+        return []
+    points = []
+    for line in p.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if rec.get("kind") == "val" and rec.get("mIoU") is not None:
+                points.append((float(rec["elapsed"]), float(rec["mIoU"])))
+    return points
+
+
+def plot_curves(curves: dict[str, list[list[tuple[float, float]]]], teacher_miou: float | None,
+                path: str | Path, title: str) -> Path:
+    """compare.png: validation mIoU (%) against the budget clock, one colour per method, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    colours = plt.get_cmap("tab10")
+    for i, (method, runs) in enumerate(curves.items()):
+        for j, pts in enumerate(runs):
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, [100 * v for v in y], marker="o", ms=3, color=colours(i % 10),
+                        alpha=1.0 if j == 0 else 0.6, label=method if j == 0 else None)
+    if teacher_miou is not None:
+        ax.axhline(100 * teacher_miou, color="black", ls="--", lw=1, label="teacher")
+    ax.set_xlabel("training time (s, budget clock)")
+    ax.set_ylabel("validation mIoU (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p)
+    plt.close(fig)
+    return p
+
+
+def teacher_miou_on(cfg: Config, teacher: str, out: Path) -> float:
+    """The teacher's mIoU on `cfg`'s validation split, scored by the engine's own `validate` (same
+    transforms, precision and resizing as the students); cached in `<out>/teacher.json`."""
+    cache = out / "teacher.json"
+    if cache.is_file():
+        rec = json.loads(cache.read_text())
+        if rec.get("teacher") == str(teacher):
+            return float(rec["miou"])
+    from train.checkpoint import check_same_classes, model_from_checkpoint
+    from train.data import build_loaders
+    from train.engine import Trainer
+    from train.losses import TaskLoss
+
+    train_loader, val_loader, data_info = build_loaders(cfg, False, 0, 1)
+    model, info, _ = model_from_checkpoint(teacher, "cpu")
+    check_same_classes(info.to_dict(), data_info.to_dict(), f"the teacher {teacher}",
+                       f"the dataset ({cfg.data.dataset})")
+    trainer = Trainer(cfg, model, TaskLoss(), train_loader, val_loader, data_info, run_dir=out / "teacher-eval")
+    metrics = trainer.validate()
+    atomic_write_json(cache, {"teacher": str(teacher), "miou": metrics["mIoU"], "metrics": metrics})
+    return float(metrics["mIoU"])
+
+
+def compare(config: str | None, methods: list[str], budget: str, seeds: int, teacher: str | None, out: Path,
+            overrides: list[str], val_every: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every method x seed, then write compare.json, compare.md and compare.png."""
+    for m in methods:
+        parse_method(m)
+    parse_budget(budget)
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if ALIASES.get(key, key) in RESERVED:
+            raise UserError(f"override '{item}' is set by the comparison; use --methods, --budget, --seeds, "
+                            f"--teacher or --out instead")
+    cfg = load_config(config, overrides)
+    teacher = teacher or cfg.distill.teacher
+    if teacher is None and any(m != "baseline" for m in methods):
+        raise UserError("distillation methods need a teacher: pass --teacher path/to/teacher.pt")
+    if teacher is not None and not Path(teacher).is_file():
+        raise UserError(f"teacher checkpoint {teacher} does not exist; pass --teacher path/to/teacher.pt")
+    val_every = val_every or default_val_every(budget)
+    seed_values = [cfg.train.seed + i for i in range(seeds)]
+    budget_text = str(parse_budget(budget))
+
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    curves: dict[str, list[list[tuple[float, float]]]] = {m: [] for m in methods}
+    failed = []
+    for seed in seed_values:
+        for method in methods:
+            run_dir = out / run_name(stem_of(config), method, seed)
+            results_path = run_dir / "results.json"
+            if results_path.is_file():
+                print(f"[compare] {run_dir.name}: finished earlier, reusing {results_path}", flush=True)
+            else:
+                print(f"[compare] {run_dir.name}: running", flush=True)
+                cmd = distill_command(config, method, seed, budget, teacher, out, val_every, overrides)
+                rc = subprocess.run(cmd, check=False).returncode
+                if rc != 0 or not results_path.is_file():
+                    failed.append({"method": method, "seed": seed, "exit_code": rc, "command": cmd})
+                    print(f"[compare] {run_dir.name} failed with exit code {rc}; continuing", flush=True)
+                    continue
+            result = json.loads(results_path.read_text())
+            if result.get("budget") != budget_text:
+                raise UserError(f"{results_path} is a run with budget {result.get('budget')}, not {budget_text}; "
+                                f"pass another --out for a new comparison")
+            runs[method].append({**result, "seed": seed})
+            curves[method].append(read_val_curve(run_dir / "log.jsonl"))
+
+    t_miou = teacher_miou_on(cfg, teacher, out) if teacher is not None else None
+    rows = summarize({m: r for m, r in runs.items() if r}, t_miou)
+    report = {
+        "config": config,
+        "budget": budget_text,
+        "val_every": val_every,
+        "seeds": seed_values,
+        "teacher": {"checkpoint": teacher, "miou": t_miou},
+        "methods": rows,
+        "runs": {m: [{k: r.get(k) for k in ("seed", "run_dir", "final_miou", "best_miou", "iterations",
+                                              "elapsed_s", "s_per_iter", "peak_mem_mb")} for r in rs]
+                 for m, rs in runs.items()},
+        "failed": failed,
+        "env": next((r["env"] for rs in runs.values() for r in rs if "env" in r), None),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "compare.json", report)
+    atomic_write_text(out / "compare.md", markdown_report(rows, t_miou, budget, seeds))
+    plot_curves({m: c for m, c in curves.items() if c}, t_miou, out / "compare.png",
+                f"{stem_of(config)}: {budget_text} per run")
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.compare",
+        description="Run every distillation method with the same budget, data order and seeds (one "
+                    "train.distill subprocess per method and seed), then report mIoU mean ± std, iterations, "
+                    "s/iter, peak memory and the share of the teacher-student gap closed as compare.json, "
+                    "compare.md and a compare.png of validation mIoU against training time. Finished runs are "
+                    "reused, interrupted ones resume: re-run the same command to continue.",
+        epilog="example:\n  python -m train.compare --config configs/compare.yaml --teacher runs/demo/teacher/best.pt "
+               "--methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 10m --seeds 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="recipe YAML for every run (data, student model, optimiser)")
+    p.add_argument("--methods", default="baseline,kd,cwd,fitnet,at,lfd,fkd",
+                   help="comma-separated methods; '+' combines methods in one run (e.g. baseline,kd,kd+cwd,lfd); "
+                        "include 'baseline' for the gap-closed column (default: %(default)s)")
+    p.add_argument("--budget", required=True,
+                   help="per-run budget: iterations (4000) or wall-clock (90s, 10m, 2h)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per method: train.seed, +1, ... (default 1)")
+    p.add_argument("--teacher", help="teacher checkpoint (default: distill.teacher of the config)")
+    p.add_argument("--out", help="comparison folder (default: runs/compare-<config stem>-<budget>)")
+    p.add_argument("--val-every", help="validation period of each run, iterations or wall-clock "
+                                       "(default: a tenth of the budget, i.e. 10 points per curve)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides for every run (e.g. data.batch_size=4 optim.lr=0.02)")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise UserError("--methods is empty; give e.g. --methods baseline,kd,lfd")
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds}: give at least 1")
+    out = Path(args.out or f"runs/compare-{stem_of(args.config)}-{args.budget}")
+    report = compare(args.config, methods, args.budget, args.seeds, args.teacher, out, args.overrides,
+                     args.val_every)
+    t = report["teacher"]["miou"]
+    print(f"\nteacher mIoU: {'-' if t is None else f'{100 * t:.2f} %'}; budget {report['budget']} per run")
+    print(table(report["methods"]))
+    for f in report["failed"]:
+        print(f"failed: {f['method']} seed {f['seed']} (exit code {f['exit_code']}): {' '.join(f['command'])}")
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
+    return 1 if report["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
