@@ -146,11 +146,16 @@ def _torch_load(path: str | Path, what: str) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UserError(f"{p} holds pickled Python objects, not the plain types of an LFD-Edge {what}; "
-                        f"re-export it with this version of LFD-Edge") from e
+        if "safe_globals" in str(e):  # a readable file that holds classes, e.g. a whole pickled nn.Module
+            raise UserError(f"{p} holds pickled Python objects, not the plain types of an LFD-Edge {what}; "
+                            f"re-export it with this version of LFD-Edge") from e
+        raise _corrupt(p, what, "not a PyTorch file") from e
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"{what} {p} is truncated or corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                        f"copy it again, or re-train / re-export it") from e
+        raise _corrupt(p, what, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+
+def _corrupt(p: Path, what: str, detail: str) -> UserError:
+    return UserError(f"{what} {p} is truncated or corrupt ({detail}); copy it again, or re-train / re-export it")
 
 
 def _check_dict(obj: Any, p: Path, what: str, required: tuple[str, ...]) -> dict[str, Any]:
