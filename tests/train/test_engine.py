@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -175,3 +177,25 @@ def test_schedule_helpers():
     with pytest.raises(UserError, match="fp16 is for GPUs"):
         choose_amp_dtype(True, "fp16", torch.device("cpu"))
     assert choose_amp_dtype(True, "bf16", torch.device("cpu")) == torch.bfloat16
+
+
+class CtrlCAt(ScaledTask):
+    def forward(self, s, t, labels, step):
+        if step.iteration == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().forward(s, t, labels, step)
+
+
+def test_ctrl_c_finishes_the_iteration_and_saves_last(tmp_path):
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tiny_cfg(tmp_path), CtrlCAt()).fit()
+    assert load_training_state(tmp_path / "tiny/last.pt")["iteration"] == 3
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_bf16_autocast_trains(tmp_path):
+    cfg = tiny_cfg(tmp_path, budget="2", amp=True, amp_dtype="bf16")
+    res = trainer(cfg, val=False).fit()
+    assert res["precision"] == "bfloat16"
+    assert all(math.isfinite(ln["loss"]) for ln in train_lines(tmp_path / "tiny"))
