@@ -1,0 +1,4 @@
+"""Export: a student checkpoint to ONNX (`python -m export.onnx`) and to TensorRT engines (`export.trt`).
+
+Export wraps the model (export/onnx_graph.py) and never modifies it; the artefacts and their metadata
+are described in DESIGN.md ("Artefacts" 2 and 4)."""

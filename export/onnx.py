@@ -1,0 +1,135 @@
+"""`python -m export.onnx --checkpoint S.pt`: a student checkpoint -> ONNX, checked for parity.
+
+Exports the deployable graph (export/onnx_graph.py), then runs PyTorch and ONNX Runtime on real frames
+(export/onnx_parity.py) and writes `<out>.export.json` with the figures. The export is refused (exit 2,
+the ONNX file is not written) when the argmax agreement is below 99.9 %, unless `--force`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import UserError, cli_main
+from runtime.io import atomic_write_json, sha256_file
+
+MIN_AGREEMENT = 0.999
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`"512x1024"` (or `512,1024`) -> (512, 1024)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
+    if not m:
+        raise UserError(f"--size '{text}' is not HxW, e.g. --size 512x1024")
+    return int(m.group(1)), int(m.group(2))
+
+
+def default_out(checkpoint: Path, argmax: bool) -> Path:
+    return checkpoint.with_suffix(".labels.onnx" if argmax else ".onnx")
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, size: tuple[int, int] | None = None,
+                      dynamic: bool = False, argmax: bool = False, opset: int = 17, data: str | None = None,
+                      parity_images: int = 8, force: bool = False) -> dict[str, Any]:
+    """Export, check parity, and return the report (also written to `<out>.export.json`).
+
+    Raises UserError when the agreement is below `MIN_AGREEMENT` and `force` is false."""
+    from export.onnx_graph import export_graph
+    from export.onnx_parity import compare, dataset_spec_from_config, parity_frames
+    from train.checkpoint import model_from_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise UserError(f"checkpoint {checkpoint} does not exist; pass a student .pt written by train.distill")
+    model, info, ckpt = model_from_checkpoint(checkpoint, device="cpu")
+    config = (ckpt.get("train") or {}).get("config") or {}
+    if size is None:
+        export_size = (config.get("export") or {}).get("size") or info.input_size
+        size = (int(export_size[0]), int(export_size[1]))
+    out = Path(out) if out is not None else default_out(checkpoint, argmax)
+    source = {
+        "checkpoint": checkpoint.name,
+        "sha256": sha256_file(checkpoint),
+        "options": {"size": list(size), "dynamic": dynamic, "argmax": argmax, "opset": opset},
+        "arch": ckpt.get("arch"),
+        "method": (ckpt.get("train") or {}).get("method"),
+    }
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    t0 = time.perf_counter()
+    try:
+        export_graph(model, info, tmp, size=size, dynamic=dynamic, argmax=argmax, opset=opset, source=source)
+        export_s = time.perf_counter() - t0
+        spec, options = (data, {}) if data else dataset_spec_from_config(config)
+        batch, names = parity_frames(spec, options, info, size, parity_images)
+        parity = compare(model, tmp, batch, argmax)
+        accepted = parity["argmax_agreement"] >= MIN_AGREEMENT or force
+        if accepted:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    report = {"onnx": str(out), "written": accepted, "source": source, "data": spec, "frames": names,
+              "parity": parity, "min_agreement": MIN_AGREEMENT, "forced": force and
+              parity["argmax_agreement"] < MIN_AGREEMENT, "export_seconds": round(export_s, 3),
+              "versions": _versions()}
+    atomic_write_json(f"{out}.export.json", report)
+    if not accepted:
+        raise UserError(f"ONNX Runtime agrees with PyTorch on only {100 * parity['argmax_agreement']:.3f} % of "
+                        f"pixels (< {100 * MIN_AGREEMENT:.1f} %); {out} was not written (see {out}.export.json); "
+                        "pass --force to keep it anyway")
+    return report
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="student checkpoint (.pt) from train.distill / train.teacher")
+    p.add_argument("--size", type=parse_size, default=None,
+                   help="input H x W, e.g. 512x1024 (default: the config's export.size, else the data block's)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (default: static shapes)")
+    p.add_argument("--argmax", action="store_true",
+                   help="output the label map `labels` (N x H x W uint8, int32 above 255 classes) instead of logits")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    p.add_argument("--out", default=None, help="output .onnx (default: beside the checkpoint, S.onnx / S.labels.onnx)")
+    p.add_argument("--data", default=None,
+                   help="frames for the parity check, name:root or synthetic (default: the checkpoint's dataset)")
+    p.add_argument("--parity-images", type=int, default=8, help="frames for the parity check (default 8)")
+    p.add_argument("--force", action="store_true", help=f"keep the export even below {100 * MIN_AGREEMENT:.1f} %% agreement")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.parity_images < 1:
+        raise UserError("--parity-images must be at least 1")
+    r = export_checkpoint(args.checkpoint, args.out, size=args.size, dynamic=args.dynamic, argmax=args.argmax,
+                          opset=args.opset, data=args.data, parity_images=args.parity_images, force=args.force)
+    par = r["parity"]
+    diff = "-" if par["max_abs_diff"] is None else f"{par['max_abs_diff']:.2e}"
+    print(f"{'onnx':<10} {r['onnx']}\n{'size':<10} {'x'.join(map(str, r['source']['options']['size']))}"
+          f"{' (dynamic)' if r['source']['options']['dynamic'] else ''}\n"
+          f"{'frames':<10} {par['frames']} from {r['data']}\n{'max |diff|':<10} {diff}\n"
+          f"{'agreement':<10} {100 * par['argmax_agreement']:.4f} %\n{'report':<10} {r['onnx']}.export.json")
+    if r["forced"]:
+        print(f"warning: agreement below {100 * MIN_AGREEMENT:.1f} %, kept because of --force")
+    print(f"run it:      python -m runtime.infer --model {r['onnx']} --source video.mp4 --show")
+    print(f"quantize it: python -m calib.quantize --onnx {r['onnx']} --data {r['data']} --target cpu")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,97 @@
+"""The deployable graph and its ONNX file: wrap, trace, simplify, stamp metadata, check.
+
+The wrapper calls `model.segment(x)` (logits upsampled to the input size inside the graph) and, for the
+`--argmax` variant, takes the class-axis argmax and casts it (ONNX ArgMax gives int64) to uint8 when
+K <= 255, else int32. Input `images` (float32 N x 3 x H x W, normalised by runtime.preprocess), output
+`logits` (N x K x H x W float32) or `labels` (N x H x W). The model itself is never changed for export.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from runtime.errors import UserError
+from runtime.io import atomic_write_bytes
+from runtime.metadata import ONNX_DATA_KEY, ONNX_SOURCE_KEY, DataInfo
+
+INPUT_NAME = "images"
+MIN_OPSET = 17
+
+
+class DeployGraph(nn.Module):
+    """`images -> model.segment(images)` (and argmax + cast with `argmax=True`)."""
+
+    def __init__(self, model: nn.Module, num_classes: int, argmax: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.argmax = argmax
+        self.label_dtype = torch.uint8 if num_classes <= 255 else torch.int32
+
+    @property
+    def output_name(self) -> str:
+        return "labels" if self.argmax else "logits"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model.segment(images)  # type: ignore[operator]
+        if not self.argmax:
+            return logits
+        return logits.argmax(dim=1).to(self.label_dtype)
+
+
+def export_graph(model: nn.Module, info: DataInfo, out: str | Path, *, size: tuple[int, int],
+                 dynamic: bool = False, argmax: bool = False, opset: int = MIN_OPSET,
+                 source: dict[str, Any] | None = None) -> Path:
+    """Export `model` (eval mode, CPU, with a `segment` method) to `out` and return the path.
+
+    `info.input_size` is replaced by `size` in the stored data block; `source` is stored as JSON under
+    `lfd_edge.source`. The file is simplified with onnxslim and passes `onnx.checker` (full check)."""
+    if opset < MIN_OPSET:
+        raise UserError(f"--opset {opset} is too old; use {MIN_OPSET} or newer")
+    h, w = size
+    if h <= 0 or w <= 0:
+        raise UserError(f"--size {h}x{w} must be positive, e.g. 512x1024")
+    graph = DeployGraph(model.eval(), info.num_classes, argmax).eval()
+    dummy = torch.zeros(1, 3, h, w)
+    axes = None
+    if dynamic:
+        out_axes = {0: "batch", 1: "height", 2: "width"} if argmax else {0: "batch", 2: "height", 3: "width"}
+        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, graph.output_name: out_axes}
+    import io
+
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
+        torch.onnx.export(graph, (dummy,), buf, input_names=[INPUT_NAME], output_names=[graph.output_name],
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+    proto = simplify(onnx.load_from_string(buf.getvalue()))
+    if not argmax:  # shape inference may leave the class axis symbolic after a dynamic Resize
+        proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = info.num_classes
+    data = DataInfo(**{**info.__dict__, "input_size": (h, w)})
+    set_metadata(proto, {ONNX_DATA_KEY: data.to_json(), ONNX_SOURCE_KEY: json.dumps(source or {})})
+    proto.producer_name = "lfd-edge"
+    onnx.checker.check_model(proto, full_check=True)
+    return atomic_write_bytes(out, proto.SerializeToString())
+
+
+def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim: constant folding, dead-node removal, shape inference."""
+    import onnxslim
+
+    return onnxslim.slim(proto)
+
+
+def set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
+    """Set (replace) `metadata_props` entries."""
+    keep = [p for p in proto.metadata_props if p.key not in props]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for k, v in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v

@@ -1,0 +1,69 @@
+"""Parity between the PyTorch model and its ONNX export on real frames.
+
+Frames come from the checkpoint's training dataset (its resolved config's `data.dataset`, the val split)
+or a `--data name:root` override, pre-processed by runtime.preprocess at the export size. Reported:
+`max_abs_diff` = max |logits_torch - logits_onnx| over all frames and pixels (None for the argmax
+variant, whose output has no logits) and `argmax_agreement` = fraction of pixels where the ONNX labels
+equal argmax of the PyTorch logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from runtime.datasets import build_dataset
+from runtime.metadata import DataInfo
+from runtime.preprocess import preprocess_for
+
+
+def dataset_spec_from_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A resolved training config -> (`name[:root]`, reader options)."""
+    data = config.get("data", {}) if isinstance(config, dict) else {}
+    name = str(data.get("dataset", "synthetic"))
+    root = data.get("root")
+    spec = f"{name}:{root}" if root and ":" not in name else name
+    options: dict[str, Any] = {}
+    if spec.split(":")[0] == "synthetic" and isinstance(data.get("synthetic"), dict):
+        syn = data["synthetic"]
+        options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in syn.items()
+                   if k in ("num_train", "num_val", "size", "seed", "difficulty", "cache")}
+    return spec, options
+
+
+def parity_frames(spec: str, options: dict[str, Any], info: DataInfo, size: tuple[int, int], count: int,
+                  split: str = "val") -> tuple[np.ndarray, list[str]]:
+    """The first `count` frames of `split` as a float32 N x 3 x H x W batch at `size`, with their names."""
+    ds = build_dataset(spec, split, **options)
+    n = min(count, len(ds))
+    samples = [ds[i] for i in range(n)]
+    return preprocess_for(info, [s[0] for s in samples], size), [s[2] for s in samples]
+
+
+def compare(model: nn.Module, onnx_path: str | Path, batch: np.ndarray, argmax: bool) -> dict[str, Any]:
+    """Run `model.segment` and the ONNX file frame by frame; return the parity figures."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    max_diff = 0.0
+    agree = total = 0
+    for x in batch:
+        with torch.no_grad():
+            ref = model.segment(torch.from_numpy(x[None])).float().numpy()  # type: ignore[operator]
+        got = sess.run(None, {name: x[None]})[0]
+        ref_labels = ref.argmax(1)
+        if argmax:
+            labels = got.astype(np.int64)
+        else:
+            max_diff = max(max_diff, float(np.abs(ref - got).max()))
+            labels = got.argmax(1)
+        agree += int((labels == ref_labels).sum())
+        total += ref_labels.size
+    return {"frames": int(len(batch)), "max_abs_diff": None if argmax else max_diff,
+            "argmax_agreement": agree / max(total, 1)}
