@@ -1,0 +1,64 @@
+"""Opening ONNX files with one-sentence errors: a truncated or corrupt file names the file, a model
+without LFD-Edge metadata says how to re-export it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+from google.protobuf.message import DecodeError
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from runtime.errors import UserError
+from runtime.metadata import ONNX_DATA_KEY, DataInfo
+
+# What ONNX Runtime raises for unreadable or invalid model files.
+ORT_LOAD_ERRORS = (ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.Fail, ort_state.NoSuchFile,
+                   ort_state.InvalidArgument, ort_state.NotImplemented)
+
+
+def load_onnx(path: str | Path, check: bool = True) -> onnx.ModelProto:
+    """onnx.load + onnx.checker, raising UserError naming `path` for a missing, truncated or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ONNX model {path} does not exist; export one with python -m export.onnx")
+    try:
+        model = onnx.load(str(path))
+        if check:
+            onnx.checker.check_model(model)
+    except (DecodeError, onnx.checker.ValidationError) as e:
+        raise UserError(f"{path} is not a readable ONNX model (truncated or corrupt: {str(e).splitlines()[0]}); "
+                        "export it again") from e
+    if not model.graph.node:
+        raise UserError(f"{path} holds no graph (truncated or corrupt?); export it again")
+    return model
+
+
+def session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU ONNX Runtime session, raising UserError naming `path` when ONNX Runtime cannot load it."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except ORT_LOAD_ERRORS as e:
+        raise UserError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0][:200]}); export it again") from e
+
+
+def data_info(model: onnx.ModelProto, path: str | Path) -> DataInfo:
+    """The model's `lfd_edge.data` block."""
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_DATA_KEY not in props:
+        raise UserError(f"{path} has no '{ONNX_DATA_KEY}' metadata; export it with python -m export.onnx")
+    return DataInfo.from_json(props[ONNX_DATA_KEY])
+
+
+def input_size(model: onnx.ModelProto, info: DataInfo) -> tuple[int, int]:
+    """The static H x W of input 0, else the data block's input size (dynamic models)."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) == 4 and dims[2].dim_value > 0 and dims[3].dim_value > 0:
+        return int(dims[2].dim_value), int(dims[3].dim_value)
+    return int(info.input_size[0]), int(info.input_size[1])

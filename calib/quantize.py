@@ -1,0 +1,275 @@
+"""`python -m calib.quantize --onnx S.onnx --data synthetic --target cpu|trt [--fp16]`: reduced precision.
+
+- `--target cpu` -> `S.int8.cpu.onnx`: ONNX Runtime QDQ (u8s8, per-channel weights), fast on CPUs.
+- `--target trt` -> `S.int8.trt.onnx`: symmetric int8 Q/DQ as TensorRT requires (nvidia-modelopt when
+  installed, else ONNX Runtime), checked by calib.qdq_check.
+- `--fp16` -> `S.fp16.onnx`: float16 weights and compute, float32 inputs and outputs.
+
+Calibration images are TRAINING images covering every class (calib/dataset.py, cached); the mIoU of the
+FP32 and reduced-precision models is measured on the first `--val-images` of the val split. With
+`--max-drop D`, the accuracy guard (calib/sensitivity.py) keeps the most sensitive nodes in float until
+the drop is at most D points. Each output gets `<output>.calib.json`: images, method, target, excluded
+nodes, FP32 and INT8 mIoU, drop, timings and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from calib.dataset import DEFAULT_CACHE_DIR, build_calibration_set, evaluation_set
+from calib.onnx_io import data_info, input_size, load_onnx, session
+from runtime.datasets import SegmentationDataset, build_dataset
+from runtime.errors import UserError, cli_main
+from runtime.io import atomic_write_bytes, atomic_write_json, sha256_file
+
+TARGETS = ("cpu", "trt")
+
+
+@dataclass
+class QuantizeOptions:
+    target: str | None = "cpu"  # cpu | trt | None (FP16 only)
+    method: str | None = None  # minmax | entropy | percentile (None: minmax for cpu, entropy for trt)
+    images: int = 200
+    max_drop: float | None = None
+    fp16: bool = False
+    val_images: int = 50
+    seed: int = 0
+    cache_dir: str = str(DEFAULT_CACHE_DIR)
+    allow_missing_classes: bool = False
+    reduce_range: bool | None = None  # None: on x86 CPUs without VNNI
+    quantizer: str = "auto"  # auto | modelopt | ort (trt target)
+    threads: int | None = None
+    probe_images: int = 4  # images for the sensitivity ranking
+
+
+def output_path(src: Path, kind: str) -> Path:
+    """S.onnx -> S.int8.cpu.onnx / S.int8.trt.onnx / S.fp16.onnx."""
+    return src.with_name(f"{src.name.removesuffix('.onnx')}.{kind}.onnx")
+
+
+def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out: str | Path | None = None,
+             dataset_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Write the requested models with their `.calib.json` reports; returns the reports.
+
+    `dataset_options` go to the reader (`build_dataset(data, split, **dataset_options)`)."""
+    ds_opts = dict(dataset_options or {})
+    src = Path(onnx_path)
+    model = load_onnx(src)
+    session(src)  # ONNX Runtime must load it too; fails with the file named
+    info = data_info(model, src)
+    size = input_size(model, info)
+    if opts.target is None and not opts.fp16:
+        raise UserError("nothing to do: pass --target cpu|trt and/or --fp16")
+    if opts.target is not None and opts.target not in TARGETS:
+        raise UserError(f"--target {opts.target}: choose cpu or trt")
+    if out is not None and opts.target is not None and opts.fp16:
+        raise UserError("--out names one file; with both --target and --fp16 leave it out")
+    if opts.target is not None and data is None:
+        raise UserError("INT8 needs calibration images: pass --data name:root (or --data synthetic)")
+    timings: dict[str, float] = {}
+    val = None
+    if data is not None:
+        t0 = time.perf_counter()
+        val = evaluation_set(build_dataset(data, "val", **ds_opts), info, size, opts.val_images)
+        timings["load_val_s"] = time.perf_counter() - t0
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="lfd-calib-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        fp32 = None
+        if val is not None:
+            from calib.sensitivity import miou, predict
+
+            t0 = time.perf_counter()
+            fp32_pred = predict(src, val[0], opts.threads)
+            fp32 = {"pred": fp32_pred, "miou": miou(fp32_pred, val[1], info)}
+            timings["eval_fp32_s"] = time.perf_counter() - t0
+        if opts.target is not None and data is not None:  # data is checked above
+            dst = Path(out) if out else output_path(src, f"int8.{opts.target}")
+            train = build_dataset(data, "train", **ds_opts)
+            reports.append(_int8(src, model, data, ds_opts, train, info, size, opts, dst, tmp, val, fp32,
+                                 dict(timings)))
+        if opts.fp16:
+            dst = Path(out) if out else output_path(src, "fp16")
+            reports.append(_fp16(src, model, data, info, opts, dst, val, fp32, dict(timings)))
+    return reports
+
+
+def _int8(src: Path, model: onnx.ModelProto, data: str, ds_opts: dict[str, Any], train: SegmentationDataset, info: Any, size: tuple[int, int], opts: QuantizeOptions,
+          dst: Path, tmp: Path, val: tuple[np.ndarray, np.ndarray] | None, fp32: dict[str, Any] | None,
+          timings: dict[str, float]) -> dict[str, Any]:
+    from calib import int8
+    from calib.qdq_check import check_qdq
+    from calib.sensitivity import guard
+
+    method = opts.method or ("minmax" if opts.target == "cpu" else "entropy")
+    t0 = time.perf_counter()
+    spec = f"{data} {json.dumps(ds_opts, sort_keys=True, default=str)}" if ds_opts else data
+    calib = build_calibration_set(train, spec, info, size, opts.images, opts.seed,
+                                  opts.cache_dir, opts.allow_missing_classes)
+    timings["calibration_set_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prepared = int8.prepare(src, tmp / "prepared.onnx")
+    prepared_model = onnx.load(str(prepared))
+    use_modelopt = opts.target == "trt" and (opts.quantizer == "modelopt" or
+                                              (opts.quantizer == "auto" and int8.has_modelopt()))
+    ranges = tmp / "ranges.json"
+
+    def run(exclude: list[str] | tuple[str, ...], path: Path) -> Path:
+        if opts.target == "cpu":
+            return int8.quantize_cpu(prepared, path, calib.images, method, exclude, ranges, opts.reduce_range)
+        if use_modelopt:
+            return int8.quantize_trt_modelopt(prepared, path, calib.images, method, exclude)
+        return int8.quantize_trt_ort(prepared, path, calib.images, method, exclude, ranges)
+
+    if val is None or fp32 is None:
+        raise UserError("INT8 needs the val split of --data to measure the mIoU drop")
+    probe = calib.images[:opts.probe_images]
+    chosen = guard(run, prepared_model, tmp, val[0], val[1], probe, info, fp32["miou"], opts.max_drop,
+                   threads=opts.threads)
+    timings["quantize_and_guard_s"] = time.perf_counter() - t0
+    q = onnx.load(str(chosen["path"]))
+    _copy_metadata(model, q)
+    violations = check_qdq(q) if opts.target == "trt" else []
+    if violations:
+        raise UserError(f"the TensorRT Q/DQ model breaks TensorRT's rules ({len(violations)}): "
+                        + "; ".join(violations[:5]) + ("; ..." if len(violations) > 5 else ""))
+    atomic_write_bytes(dst, q.SerializeToString())
+    int8_pred = _predict_final(dst, val[0], opts.threads)
+    report = _report(src, dst, "int8", opts, info, fp32, val, int8_pred, timings)
+    report.update({"target": opts.target, "method": method, "quantizer": "modelopt" if use_modelopt else "onnxruntime",
+                   "calibration": {"images": calib.names, "count": len(calib.names), "cache": str(calib.path),
+                                   "dataset": data, "split": "train", "seed": opts.seed,
+                                   "classes_missing": calib.manifest.get("classes_missing", [])},
+                   "excluded_nodes": chosen["excluded"], "max_drop": opts.max_drop, "guard_rounds": chosen["rounds"],
+                   "sensitivity": chosen["ranking"], "qdq_violations": violations})
+    atomic_write_json(f"{dst}.calib.json", report)
+    return report
+
+
+def _fp16(src: Path, model: onnx.ModelProto, data: str | None, info: Any, opts: QuantizeOptions, dst: Path,
+          val: tuple[np.ndarray, np.ndarray] | None, fp32: dict[str, Any] | None,
+          timings: dict[str, float]) -> dict[str, Any]:
+    from calib.fp16 import convert_fp16
+
+    t0 = time.perf_counter()
+    half = convert_fp16(model)
+    _copy_metadata(model, half)
+    atomic_write_bytes(dst, half.SerializeToString())
+    timings["convert_s"] = time.perf_counter() - t0
+    pred = _predict_final(dst, val[0], opts.threads) if val is not None else None
+    report = _report(src, dst, "fp16", opts, info, fp32, val, pred, timings)
+    report.update({"target": "fp16", "method": None, "calibration": None, "excluded_nodes": [], "dataset": data})
+    atomic_write_json(f"{dst}.calib.json", report)
+    return report
+
+
+def _predict_final(path: Path, images: np.ndarray, threads: int | None) -> np.ndarray:
+    from calib.sensitivity import predict
+
+    return predict(path, images, threads)
+
+
+def _report(src: Path, dst: Path, precision: str, opts: QuantizeOptions, info: Any, fp32: dict[str, Any] | None,
+            val: tuple[np.ndarray, np.ndarray] | None, pred: np.ndarray | None,
+            timings: dict[str, float]) -> dict[str, Any]:
+    from calib.sensitivity import miou
+
+    acc: dict[str, Any] = {"val_images": 0}
+    if val is not None and fp32 is not None and pred is not None:
+        m = miou(pred, val[1], info)
+        acc = {"val_images": int(len(val[0])), "fp32_miou": fp32["miou"], f"{precision}_miou": m,
+               "drop": 100.0 * (fp32["miou"] - m), "agreement_with_fp32": float((pred == fp32["pred"]).mean())}
+    return {"model": str(dst), "precision": precision, "source": {"onnx": str(src), "sha256": sha256_file(src)},
+            "accuracy": acc, "timings": {k: round(v, 3) for k, v in timings.items()}, "versions": _versions()}
+
+
+def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
+    keys = {p.key for p in dst.metadata_props}
+    for p in src.metadata_props:
+        if p.key not in keys:
+            dst.metadata_props.add(key=p.key, value=p.value)
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    from runtime.lazy import has_module
+
+    v = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+    if has_module("modelopt"):
+        import modelopt
+
+        v["modelopt"] = getattr(modelopt, "__version__", "?")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m calib.quantize", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx", required=True, help="FP32 ONNX model from python -m export.onnx")
+    p.add_argument("--data", default=None, help="dataset as name:root, or synthetic (calibration + val mIoU)")
+    p.add_argument("--target", choices=TARGETS, default=None,
+                   help="cpu: ONNX Runtime QDQ for CPUs; trt: symmetric Q/DQ for TensorRT")
+    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default=None,
+                   help="calibration method (default: minmax for cpu, entropy for trt)")
+    p.add_argument("--images", type=int, default=200, help="calibration images from the train split (default 200)")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="largest acceptable mIoU drop in points; keeps sensitive nodes in float until met")
+    p.add_argument("--fp16", action="store_true", help="also (or only) write an FP16 model with float32 I/O")
+    p.add_argument("--val-images", type=int, default=50, help="val images for the mIoU comparison (default 50)")
+    p.add_argument("--out", default=None, help="output .onnx (default: S.int8.<target>.onnx or S.fp16.onnx)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration image choice (default 0)")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="calibration set cache folder")
+    p.add_argument("--allow-missing-classes", action="store_true",
+                   help="calibrate even when some of the model's classes appear in no training image")
+    p.add_argument("--reduce-range", choices=("auto", "yes", "no"), default="auto",
+                   help="cpu target: 7-bit weights (auto: on x86 CPUs without VNNI)")
+    p.add_argument("--quantizer", choices=("auto", "modelopt", "ort"), default="auto",
+                   help="trt target: nvidia-modelopt or ONNX Runtime (auto: modelopt when installed)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for the evaluation")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.images < 1 or args.val_images < 1:
+        raise UserError("--images and --val-images must be at least 1")
+    opts = QuantizeOptions(target=args.target, method=args.method, images=args.images, max_drop=args.max_drop,
+                           fp16=args.fp16, val_images=args.val_images, seed=args.seed, cache_dir=args.cache_dir,
+                           allow_missing_classes=args.allow_missing_classes,
+                           reduce_range={"auto": None, "yes": True, "no": False}[args.reduce_range],
+                           quantizer=args.quantizer, threads=args.threads)
+    reports = quantize(args.onnx, args.data, opts, args.out)
+    print(f"{'model':<40} {'precision':<9} {'fp32 mIoU':>9} {'mIoU':>7} {'drop':>6} {'agree':>7} excluded")
+    for r in reports:
+        a = r["accuracy"]
+        prec = r["precision"] + (f"/{r['target']}" if r["precision"] == "int8" else "")
+        if a["val_images"]:
+            mi = a.get("int8_miou", a.get("fp16_miou"))
+            nums = f"{100 * a['fp32_miou']:>9.2f} {100 * mi:>7.2f} {a['drop']:>6.2f} {100 * a['agreement_with_fp32']:>6.2f}%"
+        else:
+            nums = f"{'-':>9} {'-':>7} {'-':>6} {'-':>7}"
+        print(f"{Path(r['model']).name:<40} {prec:<9} {nums} {len(r['excluded_nodes'])}")
+    for r in reports:
+        print(f"report: {r['model']}.calib.json")
+        if r.get("target") == "trt":
+            print(f"build it: python -m export.trt --onnx {r['model']} --precision int8")
+        else:
+            print(f"run it:   python -m runtime.infer --model {r['model']} --source video.mp4 --show")
+    print(f"compare:  python -m runtime.bench --models {args.onnx} " + " ".join(r["model"] for r in reports))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
