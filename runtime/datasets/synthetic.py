@@ -173,13 +173,9 @@ def _noise_banks(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     key = (h, w)
     if key not in _BANKS:
         rng = np.random.default_rng(20240607)
-        fine = rng.standard_normal((h + _PAD, w + _PAD, 3)).astype(np.float32)
-        fine = cv2.GaussianBlur(fine, (0, 0), 0.6)
-        fine /= fine.std()
-        coarse = rng.standard_normal((h + _PAD, w + _PAD)).astype(np.float32)
-        coarse = cv2.GaussianBlur(coarse, (0, 0), 3.0)
-        coarse /= coarse.std()
-        _BANKS[key] = (fine, coarse)
+        fine = cv2.GaussianBlur(rng.standard_normal((h + _PAD, w + _PAD, 3)).astype(np.float32), (0, 0), 0.6)
+        coarse = cv2.GaussianBlur(rng.standard_normal((h + _PAD, w + _PAD)).astype(np.float32), (0, 0), 3.0)
+        _BANKS[key] = (np.asarray(fine / fine.std(), np.float32), np.asarray(coarse / coarse.std(), np.float32))
     return _BANKS[key]
 
 
@@ -516,23 +512,27 @@ def _windows(cv: _Canvas, pal: _Palette, rng: np.random.Generator, xf: float, za
     zs = zs[cv.f / np.maximum(zs, 0.3) * win_h >= 3.0][:24]  # drop windows too small to see
     if len(zs) == 0:
         return
-    zz, yy = np.meshgrid(zs, ys)
-    zz, yy = zz.ravel(), yy.ravel()
-    n = len(zz)
-    corners = np.stack([np.full(n, xf), yy, zz, np.full(n, xf), yy, zz + win_w,
-                        np.full(n, xf), yy + win_h, zz + win_w, np.full(n, xf), yy + win_h, zz], 1)
-    pts = cv.proj_array(corners.reshape(-1, 3)).reshape(n, 4, 2)
-    lit = rng.random(n) < 0.15
-    cv2.fillPoly(cv.img, list(pts[~lit]), glass)
-    if lit.any():
-        cv2.fillPoly(cv.img, list(pts[lit]), pal.jitter((200, 190, 140), 20))
+    # corners on the facade plane X = xf: x depends on z only, y on (height, z)
+    n_r, n_c = len(ys), len(zs)
+    xa = np.broadcast_to(cv.xv + cv.f * xf / zs, (n_r, n_c))
+    xb = np.broadcast_to(cv.xv + cv.f * xf / (zs + win_w), (n_r, n_c))
+    yb = (cv.cam_h - ys)[:, None]
+    yt = (cv.cam_h - ys - win_h)[:, None]
+    y0a, y0b = cv.yh + cv.f * yb / zs, cv.yh + cv.f * yb / (zs + win_w)
+    y1a, y1b = cv.yh + cv.f * yt / zs, cv.yh + cv.f * yt / (zs + win_w)
+    pts = np.stack([xa, y0a, xb, y0b, xb, y1b, xa, y1a], -1).reshape(-1, 4, 2)
+    pts = np.clip(pts, -cv.lim, cv.lim).astype(np.int32)
+    cv2.fillPoly(cv.img, pts, glass)
+    lit = pts[rng.random(len(pts)) < 0.12]
+    if len(lit):
+        cv2.fillPoly(cv.img, lit, pal.jitter((200, 190, 140), 20))
     if frame_on:
-        cv2.polylines(cv.img, list(pts), True, pal.shade(col, 1.2), 1)
+        cv2.polylines(cv.img, pts, True, pal.shade(col, 1.2), 1)
 
 
 def _tree_row(cv: _Canvas, pal: _Palette, rng: np.random.Generator, x: float, za: float, zb: float,
               sky: Colour, haze: float) -> None:
-    for z in np.arange(zb, za, -rng.uniform(5, 10)):
+    for z in np.arange(zb, za, -rng.uniform(6, 12)):
         _tree(cv, pal, rng, x + rng.uniform(-1, 1), max(z, 2.0), _mix(pal.vegetation(), sky, haze))
 
 
@@ -665,7 +665,7 @@ def _tree(cv: _Canvas, pal: _Palette, rng: np.random.Generator, x: float, z: flo
         cv.circle((int(cx + ox * r), int(cy + oy * 0.8 * r)), max(1, int(r * (0.7 + 0.2 * k))),
                   pal.shade(col, 1.0 + 0.25 * k), VEG)
     if r >= 8:
-        _speckle(cv, pal, np.array([[cx - r, cy - r], [cx + r, cy + r]]), col, VEG, 12)
+        _speckle(cv, pal, np.array([[cx - r, cy - r], [cx + r, cy + r]]), col, VEG, 10)
 
 
 def _pole(cv: _Canvas, pal: _Palette, rng: np.random.Generator, x: float, z: float, side: int) -> None:
@@ -747,7 +747,7 @@ def _traffic(cv: _Canvas, pal: _Palette, rng: np.random.Generator, d: float,
             out.append((z, _bind(_truck, cv, pal, rng, x, z)))
         else:
             out.append((z, _bind(_car, cv, pal, rng, x, z)))
-    for _ in range(int(rng.poisson(1.0 * d))):  # cyclists
+    for _ in range(int(rng.poisson(1.3 * d))):  # cyclists
         z = float(rng.uniform(5, 50))
         x = rng.uniform(rl + 0.5, rl + 1.5) if rng.random() < 0.5 else rng.uniform(rr - 1.5, rr - 0.5)
         out.append((z, _bind(_cyclist, cv, pal, rng, x, z)))
@@ -816,10 +816,10 @@ def _pedestrians(cv: _Canvas, pal: _Palette, rng: np.random.Generator, d: float,
             key = "l" if rng.random() < 0.5 else "r"
             a, b = sorted((s[f"sw_in_{key}"], s[f"sw_out_{key}"]))
             x = rng.uniform(a, b) if b - a > 0.5 else a
-        if rng.random() < 0.85:
+        if rng.random() < 0.78:
             out.append((z, _bind(_person, cv, pal, rng, x, z, PERSON)))
         else:
-            out.append((z, _bind(_bicycle, cv, pal, rng, x, z)))
+            out.append((z, _bind(_parked_bicycle, cv, pal, rng, x, z)))
     return out
 
 
@@ -873,6 +873,10 @@ def _bicycle(cv: _Canvas, pal: _Palette, rng: np.random.Generator, x: float, z: 
                  (crank, bar)]:
         cv.line((int(a[0]), int(a[1])), (int(b[0]), int(b[1])), col, BICYCLE, t)
     return float(saddle[0]), float(saddle[1]), sc
+
+
+def _parked_bicycle(cv: _Canvas, pal: _Palette, rng: np.random.Generator, x: float, z: float) -> None:
+    _bicycle(cv, pal, rng, x, z)
 
 
 def _cyclist(cv: _Canvas, pal: _Palette, rng: np.random.Generator, x: float, z: float) -> None:
