@@ -89,7 +89,7 @@ def test_matches_cityscapesscripts_evaluation(tmp_path):
     from PIL import Image
 
     ev = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
-    from cityscapesscripts.helpers.labels import trainId2label
+    from cityscapesscripts.helpers.labels import trainId2label  # type: ignore[import-untyped]
 
     to_id = np.zeros(256, np.uint8)
     for t in range(19):

@@ -24,7 +24,7 @@ def make_city(root: Path, files, split: str = "train", labels: bool = True) -> l
 
 
 def test_label_table_matches_cityscapesscripts():
-    from cityscapesscripts.helpers.labels import labels, trainId2label
+    from cityscapesscripts.helpers.labels import labels, trainId2label  # type: ignore[import-untyped]
 
     lut = id_to_train_id_lut()
     for lab in labels:
