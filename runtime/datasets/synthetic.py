@@ -95,6 +95,7 @@ class SyntheticStreets(SegmentationDataset):
             # `root`, when given, is taken as the cache folder (so `synthetic:/path` exports there).
             base = cache_dir or root or default_cache_dir(self.size, self.seed, self.difficulty)
             self.cache_dir = Path(base)
+            self._check_cache_params(self.cache_dir / "params.json")
 
     def __len__(self) -> int:
         return self.length
@@ -123,6 +124,18 @@ class SyntheticStreets(SegmentationDataset):
         image, label = render_scene(self.size, self.seed, self.split, i, self.difficulty)
         self._write_cache(name, image, label)
         return image, label, name
+
+    def _check_cache_params(self, path: Path) -> None:
+        """A cache folder holds samples of one parameter set; refuse to mix in samples of another."""
+        if not path.is_file():
+            return
+        try:
+            cached = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return  # unreadable: it is rewritten with the first sample
+        if cached != self.params():
+            raise UserError(f"the synthetic cache {path.parent} was made with {cached}, not {self.params()}; "
+                            "choose another cache_dir or delete that folder")
 
     def _write_cache(self, name: str, image: np.ndarray, label: np.ndarray) -> None:
         if self.cache_dir is None:

@@ -75,6 +75,8 @@ def test_cache_round_trip(tmp_path):
     folder = FolderDataset(tmp_path, "train")
     assert folder.classes == CLASSES and folder.palette == PALETTE
     assert np.array_equal(folder[0][1], fresh[0][1])
+    with pytest.raises(UserError, match="made with .*'seed': 0"):
+        synth(seed=1, cache=True, cache_dir=tmp_path)
 
 
 def test_write_folder_dataset(tmp_path):
