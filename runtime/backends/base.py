@@ -39,7 +39,7 @@ class Backend(abc.ABC):
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: most backends hold nothing to free)
         """Free device memory and handles; safe to call twice."""
 
     # --- inference -------------------------------------------------------------------------
