@@ -62,8 +62,9 @@ def deployable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The student's weights without training-only modules (`model.deploy_state_dict()` when it has
     one, else without the TRAINING_ONLY_PREFIXES keys), on the CPU."""
     m = unwrap(model)
-    if hasattr(m, "deploy_state_dict"):
-        state = m.deploy_state_dict()
+    deploy = getattr(m, "deploy_state_dict", None)
+    if callable(deploy):
+        state = deploy()
     else:
         drop = _training_only(m)
         state = {k: v for k, v in m.state_dict().items() if not k.startswith(drop)}

@@ -184,7 +184,7 @@ class Trainer:
 
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.amp_dtype = choose_amp_dtype(cfg.train.amp, cfg.train.amp_dtype, self.device)
-        self.student = model.to(self.device, memory_format=self.memory_format)
+        self.student = model.to(self.device).to(memory_format=self.memory_format)
         self.objective = objective.to(self.device)
         self.teacher = self._freeze(teacher) if objective.needs_teacher else None
         self.loader = train_loader if _is_stateful_iterator(train_loader) else _infinite(train_loader)
@@ -192,7 +192,7 @@ class Trainer:
 
         self.optimizer = self._build_optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        student_fwd = torch.compile(self.student) if cfg.train.compile else self.student
+        student_fwd: nn.Module = torch.compile(self.student) if cfg.train.compile else self.student  # type: ignore[assignment]
         step: nn.Module = _Step(student_fwd, self.objective)
         if self.env.distributed:
             has_extra = any(p.requires_grad for p in self.objective.parameters()) or self.objective.detach_encoder
@@ -216,7 +216,7 @@ class Trainer:
     def _freeze(self, teacher: nn.Module | None) -> nn.Module | None:
         if teacher is None:
             return None
-        teacher = unwrap(teacher).to(self.device, memory_format=self.memory_format).eval()
+        teacher = unwrap(teacher).to(self.device).to(memory_format=self.memory_format).eval()
         teacher.requires_grad_(False)
         return teacher
 
@@ -225,6 +225,7 @@ class Trainer:
         extra = [p for p in self.objective.parameters() if p.requires_grad]
         student = [p for p in self.student.parameters() if p.requires_grad]
         encoder = getattr(self.student, "encoder", None)
+        groups: list[dict[str, Any]]
         if o.head_lr_mult != 1.0 and isinstance(encoder, nn.Module):
             enc_ids = {id(p) for p in encoder.parameters()}
             groups = [{"params": [p for p in student if id(p) in enc_ids], "lr_mult": 1.0},
