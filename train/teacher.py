@@ -35,13 +35,13 @@ def teacher_model_config(cfg: Config, which: str = "auto") -> ModelConfig:
 
 def train_teacher(cfg: Config, which: str = "auto") -> dict[str, Any]:
     """Train the chosen model with TaskLoss; returns results.json (engine results + `model` summary)."""
+    model_cfg = teacher_model_config(cfg, which)
     from train.data import build_loaders
     from train.distill import model_summary
     from train.engine import Trainer
     from train.losses.task import TaskLoss
     from train.models import build_model
 
-    model_cfg = teacher_model_config(cfg, which)
     cfg.train.name = cfg.train.name or f"teacher-{model_cfg.recipe}-s{cfg.train.seed}"
     run_dir = Path(cfg.train.runs_dir) / cfg.train.name
     env = D.init_distributed(cfg.train.device)
