@@ -1,10 +1,13 @@
 """Accuracy of a (quantized) model on a held-out split, per-tensor quantization sensitivity, and the
 accuracy guard that keeps the most sensitive nodes in float until the mIoU drop is within budget.
 
-Sensitivity (cheap: one pass of the Q/DQ model over a few images, no re-quantization per layer): for
-every activation Q -> DQ pair, SQNR = 10 log10(sum x^2 / sum (x - DQ(Q(x)))^2) in dB between the tensor
-entering the QuantizeLinear and the one leaving its DequantizeLinear, accumulated over the images: the
-noise that quantizing that tensor alone adds. For every quantized weight, the SQNR of the weight against
+Sensitivity (cheap: one pass of the FLOAT model over a few images, no re-quantization per layer): for
+every activation the Q/DQ model quantizes, take its float value x from the float model, fake-quantize it
+with the Q/DQ model's own scale and zero point, and measure the per-channel
+SQNR_c = 10 log10(sum x_c^2 / sum (x_c - DQ(Q(x_c)))^2) in dB, accumulated over the images and averaged
+over channels (capped at 100 dB): the noise that quantizing that tensor alone adds, with float inputs,
+so that errors made upstream do not make downstream tensors look sensitive. Per channel, because activations share one scale per tensor: an outlier channel widens the range
+and wipes out the others, which a whole-tensor SQNR (dominated by the outlier's power) would hide. For every quantized weight, the SQNR of the weight against
 its dequantized int8 copy. Lowest SQNR = most sensitive. Keeping an activation tensor in float means
 excluding the node that produces it and every node that consumes it (ONNX Runtime quantizes a tensor
 when any quantized node touches it); keeping a weight in float excludes its node. This ignores how
@@ -55,53 +58,70 @@ class Sensitivity:
 
 
 def rank_tensors(float_model: onnx.ModelProto, qdq_path: str | Path, images: np.ndarray) -> list[Sensitivity]:
-    """Quantized tensors of the Q/DQ model at `qdq_path`, most sensitive (lowest SQNR) first."""
+    """Quantized tensors of the Q/DQ model at `qdq_path` (made from `float_model`), most sensitive first."""
     qdq = onnx.load(str(qdq_path))
     producer = {o: n.name for n in float_model.graph.node for o in n.output}
     consumers: dict[str, list[str]] = defaultdict(list)
     for n in float_model.graph.node:
         for i in n.input:
             consumers[i].append(n.name)
-    q_of = {n.output[0]: n for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
-    pairs = {}  # original tensor -> (pre-Q name, post-DQ name)
+    inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    quant: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}  # float tensor -> (scale, zero point, axis)
     for n in qdq.graph.node:
-        if n.op_type == "DequantizeLinear" and n.input[0] in q_of:
-            pre = q_of[n.input[0]].input[0]
-            pairs[pre.removesuffix("_QuantizeLinear_Input")] = (pre, n.output[0])
-    result = _activation_sqnr(qdq, pairs, images)
+        if n.op_type == "QuantizeLinear" and n.input[1] in inits:
+            zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros((), np.uint8)
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            quant[n.input[0].removesuffix("_QuantizeLinear_Input")] = (inits[n.input[1]], zp, axis)
+    result = _activation_sqnr(float_model, quant, images)
     out = [Sensitivity(t, db, sorted({producer[t]} if t in producer else set()) + sorted(set(consumers[t])))
            for t, db in result.items()]
     out += _weight_sqnr(qdq, float_model)
     return sorted(out, key=lambda s: s.sqnr_db)
 
 
-def _activation_sqnr(qdq: onnx.ModelProto, pairs: dict[str, tuple[str, str]], images: np.ndarray
-                     ) -> dict[str, float]:
+def _activation_sqnr(float_model: onnx.ModelProto, quant: dict[str, tuple[np.ndarray, np.ndarray, int]],
+                     images: np.ndarray) -> dict[str, float]:
+    """Run the float model, fake-quantize each tensor with its Q/DQ scale and zero point, return dB."""
     aug = onnx.ModelProto()
-    aug.CopyFrom(qdq)
-    have = {o.name for o in aug.graph.output}
-    for pre, post in pairs.values():
-        for name in (pre, post):
-            if name not in have:
-                aug.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-                have.add(name)
+    aug.CopyFrom(float_model)
+    have = {o.name for o in aug.graph.output} | {i.name for i in aug.graph.input}
+    for name in quant:
+        if name not in have:
+            aug.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     import tempfile
 
+    signal: dict[str, np.ndarray] = {}
+    noise: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "augmented.onnx"
         onnx.save(aug, str(path))
         sess = session(path)
         names = [o.name for o in sess.get_outputs()]
-        signal: dict[str, float] = defaultdict(float)
-        noise: dict[str, float] = defaultdict(float)
         iname = sess.get_inputs()[0].name
         for x in images:
             got = dict(zip(names, sess.run(None, {iname: x[None]})))
-            for t, (pre, post) in pairs.items():
-                a, b = got[pre].astype(np.float64), got[post].astype(np.float64)
-                signal[t] += float((a * a).sum())
-                noise[t] += float(((a - b) ** 2).sum())
-    return {t: _db(signal[t], noise[t]) for t in pairs}
+            got[iname] = x[None]
+            for t, (scale, zp, axis) in quant.items():
+                if t not in got:
+                    continue
+                a = got[t].astype(np.float64)
+                err = a - _fake_quantize(a, scale, zp, axis)
+                axes = tuple(i for i in range(a.ndim) if i != 1) if a.ndim >= 2 else None
+                signal[t] = signal.get(t, 0) + (a * a).sum(axis=axes)
+                noise[t] = noise.get(t, 0) + (err * err).sum(axis=axes)
+    return {t: _channel_db(signal[t], noise[t]) for t in signal}
+
+
+def _fake_quantize(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
+    """DequantizeLinear(QuantizeLinear(x)): round half to even, saturate to the zero point's type."""
+    shape = [1] * x.ndim
+    if scale.size > 1:
+        shape[axis] = -1
+    s = scale.astype(np.float64).reshape(shape)
+    z = zp.astype(np.float64).reshape(shape) if zp.size > 1 else float(zp)
+    info = np.iinfo(zp.dtype)
+    q = np.clip(np.round(x / s) + z, info.min, info.max)
+    return (q - z) * s
 
 
 def _weight_sqnr(qdq: onnx.ModelProto, float_model: onnx.ModelProto) -> list[Sensitivity]:
@@ -135,10 +155,20 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: i
     return (q.astype(np.float64) - z) * scale.astype(np.float64).reshape(shape)
 
 
+def _channel_db(signal: np.ndarray, noise: np.ndarray) -> float:
+    """Mean over channels (with signal) of the per-channel SQNR in dB; inf when nothing was lost."""
+    signal, noise = np.atleast_1d(signal), np.atleast_1d(noise)
+    live = signal > 0
+    if not live.any():
+        return float("inf")
+    db = [_db(float(s), float(n)) for s, n in zip(signal[live], noise[live])]
+    return float(np.mean(np.minimum(db, 100.0)))  # cap lossless channels so one cannot dominate the mean
+
+
 def _db(signal: float, noise: float) -> float:
     if noise <= 0:
         return float("inf")
-    return 10.0 * np.log10(max(signal, 1e-30) / noise)
+    return float(10.0 * np.log10(max(signal, 1e-30) / noise))
 
 
 def guard(quantize: Callable[[Sequence[str], Path], Path], float_model: onnx.ModelProto, tmp: Path,
