@@ -24,7 +24,7 @@ from runtime.errors import UserError
 from runtime.io import atomic_write_json
 from runtime.metadata import DataInfo
 
-GENERATOR_VERSION = 1  # bump when the rendering changes, so caches of older samples are not reused
+GENERATOR_VERSION = 2  # bump when the rendering changes, so caches of older samples are not reused
 
 CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
            "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bicycle"]
@@ -216,10 +216,11 @@ class _Canvas:
         f, xv, yh, ch, lim = self.f, self.xv, self.yh, self.cam_h, self.lim
         out = []
         for x, y, z in pts:
-            z = z if z > 0.3 else 0.3
-            px = xv + f * x / z
-            py = yh + f * (ch - y) / z
-            out.append((round(min(max(px, -lim), lim)), round(min(max(py, -lim), lim))))
+            k = f / (z if z > 0.3 else 0.3)
+            px, py = xv + k * x, yh + k * (ch - y)
+            if not (-lim < px < lim and -lim < py < lim):
+                px, py = min(max(px, -lim), lim), min(max(py, -lim), lim)
+            out.append((int(px + 0.5) if px >= 0 else -int(0.5 - px), int(py + 0.5) if py >= 0 else -int(0.5 - py)))
         return np.array(out, np.int32)
 
     def proj_array(self, pts: np.ndarray) -> np.ndarray:
@@ -419,7 +420,7 @@ def _draw_ground(cv: _Canvas, pal: _Palette, rng: np.random.Generator, d: float)
             cv.wpoly([(a, 0, 0.5), (b, 0, 0.5), (b, 0, zfar), (a, 0, zfar)], sidewalk, SIDEWALK)
             # paving joints across the sidewalk
             joint = pal.shade(sidewalk, 0.8)
-            for z in np.arange(rng.uniform(1, 3), 30, rng.uniform(1.0, 2.5)):
+            for z in np.arange(rng.uniform(1, 3), 20, rng.uniform(1.0, 2.5)):
                 p = cv.proj([(a, 0, z), (b, 0, z)])
                 if p[0, 1] - cv.yh < 6:
                     break
@@ -440,7 +441,7 @@ def _draw_ground(cv: _Canvas, pal: _Palette, rng: np.random.Generator, d: float)
     xc = (s["road_l"] + s["road_r"]) / 2 + rng.uniform(-0.5, 0.5)
     dash, gap = rng.uniform(2, 4), rng.uniform(3, 8)
     z = rng.uniform(0.5, 3)
-    while z < 120:
+    while z < 70:
         cv.wpoly([(xc - 0.07, 0, z), (xc + 0.07, 0, z), (xc + 0.07, 0, z + dash), (xc - 0.07, 0, z + dash)], paint, ROAD)
         z += dash + gap
     for xe in (s["road_l"] + 0.3, s["road_r"] - 0.3):
