@@ -123,3 +123,14 @@ def test_matches_cityscapesscripts_evaluation(tmp_path):
         else:
             assert ours["per_class_iou"][name] == pytest.approx(theirs[name], abs=1e-9), name
     assert ours["mIoU"] == pytest.approx(result["averageScoreClasses"], abs=1e-9)
+
+
+def test_prediction_outside_classes_counts_only_as_wrong():
+    """A predicted id outside 0..K-1 is wrong for its true class and adds to no other class's union."""
+    cm = ConfusionMatrix(3)
+    cm.update(np.array([0, 255, 2]), np.array([0, 0, 2]))
+    iou = cm.iou()
+    assert iou[0] == 0.5  # tp 1, union = 2 true pixels of class 0
+    assert np.isnan(iou[1])  # class 1 absent from target and prediction
+    assert iou[2] == 1.0  # the 255 did not become a class-2 false positive
+    assert cm.compute()["pixel_acc"] == 2 / 3
