@@ -1,0 +1,324 @@
+"""Training data: runtime readers -> paired augmentation -> normalised tensors -> loaders.
+
+Training samples (torchvision.transforms.v2 on `tv_tensors.Image` / `tv_tensors.Mask`, so image and
+label get the same geometry):
+  1. random scale: resize to `s * base`, s ~ U(scale_range), base = `val_size` or the image's own size
+     (so training sees objects at the validation scale on average; image bilinear, label nearest);
+  2. random crop to `crop_size`, padding when smaller (image 0, label 255 = ignore);
+  3. horizontal flip (p = 0.5); 4. colour jitter on the image only;
+  5. `x = (image / 255 - mean) / std` (runtime.preprocess.normalize's math, in torch).
+Validation samples: optional resize to `val_size` with runtime.preprocess (image bilinear, label
+nearest), then the same normalisation. Items are (image float32 3 x H x W, label int64 H x W).
+
+Determinism: `TrainSampler` draws the order and one augmentation seed per sample from
+(seed, epoch), and the dataset seeds torch's RNG with it (in a forked RNG state) for that sample, so
+the same seed gives the same batches for every method, any number of workers and after a resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from runtime.datasets import BadSample, SegmentationDataset, build_dataset
+from runtime.errors import UserError
+from runtime.metadata import DataInfo
+from runtime.preprocess import normalize, resize_image, resize_label
+from train.config import Config, DataConfig
+
+IGNORE_INDEX = 255
+_MAX_BAD_IN_A_ROW = 100
+
+
+class RandomScale(v2.Transform):
+    """Resize image and mask to `s * base_size`, s ~ U(scale_range) (base: the input's own size if None)."""
+
+    def __init__(self, scale_range: tuple[float, float], base_size: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.scale_range = scale_range
+        self.base_size = base_size
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = self.base_size or v2.query_size(flat_inputs)
+        lo, hi = self.scale_range
+        s = lo + (hi - lo) * float(torch.rand(()))
+        return {"size": [max(1, round(h * s)), max(1, round(w * s))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            # NEAREST_EXACT samples at pixel centres like bilinear; plain NEAREST is shifted by up to
+            # half a source pixel against the image.
+            return TF.resize(inpt, params["size"], interpolation=v2.InterpolationMode.NEAREST_EXACT)
+        return TF.resize(inpt, params["size"], antialias=True)
+
+
+def train_transform(crop_size: tuple[int, int], scale_range: tuple[float, float], flip: bool,
+                    color_jitter: float, base_size: tuple[int, int] | None = None) -> v2.Compose:
+    """The paired geometric + photometric augmentation (uint8 tv_tensors in, uint8 tv_tensors out)."""
+    steps: list[v2.Transform] = [
+        RandomScale(scale_range, base_size),
+        v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
+    ]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip(0.5))
+    if color_jitter > 0:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    return v2.Compose(steps)
+
+
+def normalize_tensor(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 3 x H x W -> float32 `(x - 255 mean) / (255 std)`: runtime.preprocess.normalize in torch."""
+    m = torch.tensor(mean, dtype=torch.float32).mul_(255.0).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).mul_(255.0).view(3, 1, 1)
+    return (image.to(torch.float32) - m) / s
+
+
+class SegmentationTorchDataset(Dataset):
+    """A runtime reader as a torch Dataset with training augmentation or validation resizing.
+
+    Index with an int, or with `(index, seed)` (what `TrainSampler` yields) for a reproducible
+    augmentation of that sample. With `reader.skip_bad`, a corrupt sample is replaced by the next one."""
+
+    def __init__(self, reader: SegmentationDataset, train: bool, crop_size: tuple[int, int] = (512, 1024),
+                 scale_range: tuple[float, float] = (0.5, 2.0), flip: bool = True, color_jitter: float = 0.0,
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 val_size: tuple[int, int] | None = None) -> None:
+        self.reader = reader
+        self.train = train
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.val_size = tuple(val_size) if val_size else None
+        self.transform = train_transform(tuple(crop_size), tuple(scale_range), flip, color_jitter,  # type: ignore[arg-type]
+                                         self.val_size) if train else None  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image, label = self._read(int(index))
+        if not self.train:
+            return self._validation(image, label)
+        if seed is None:
+            return self._augment(image, label)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._augment(image, label)
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        for k in range(min(len(self.reader), _MAX_BAD_IN_A_ROW)):
+            try:
+                image, label, _ = self.reader[(index + k) % len(self.reader)]
+                return image, label
+            except BadSample:
+                if not self.reader.skip_bad:
+                    raise
+        raise UserError(f"{_MAX_BAD_IN_A_ROW} samples in a row from index {index} are corrupt; check the dataset")
+
+    def _augment(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        mask = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(label))[None])
+        assert self.transform is not None
+        img, mask = self.transform(img, mask)
+        x = normalize_tensor(img.as_subclass(torch.Tensor), self.mean, self.std)
+        return x, mask.as_subclass(torch.Tensor)[0].to(torch.int64)
+
+    def _validation(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.val_size:
+            image, label = resize_image(image, self.val_size), resize_label(label, self.val_size)
+        x = torch.from_numpy(normalize(image, self.mean, self.std))
+        return x, torch.from_numpy(np.ascontiguousarray(label)).to(torch.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Samplers
+
+
+class TrainSampler(Sampler[tuple[int, int]]):
+    """Shuffled `(index, augmentation seed)` pairs, a function of (seed, epoch) only.
+
+    Each of `world` ranks gets every world-th sample of the epoch's permutation, `len(self)` each (the
+    tail that does not divide is dropped so ranks stay in step). `skip(k)` makes the next pass start at
+    its k-th sample (resume in the middle of an epoch without loading the skipped samples)."""
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world: int = 1, shuffle: bool = True) -> None:
+        self.size, self.seed, self.rank, self.world, self.shuffle = size, int(seed), rank, world, shuffle
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip(self, samples: int) -> None:
+        self._skip = int(samples)
+
+    def __len__(self) -> int:
+        return self.size // self.world
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
+        seeds = torch.randint(0, 2**62, (self.size,), generator=g)
+        n = len(self)
+        mine = order[self.rank: n * self.world: self.world].tolist()
+        mine_seeds = seeds[self.rank: n * self.world: self.world].tolist()
+        start, self._skip = self._skip, 0
+        for i in range(start, n):
+            yield mine[i], mine_seeds[i]
+
+
+class ShardSampler(DistributedSampler):
+    """Validation shard `rank::world` with no padding, so summed confusion matrices count each image once
+    (a DistributedSampler, so the engine knows to all-reduce)."""
+
+    def __init__(self, dataset: Dataset, rank: int, world: int) -> None:
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=False)
+        self.indices = list(range(rank, len(dataset), world))  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def pad_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack samples; images of different sizes are padded bottom/right (image 0, label 255 = ignore)."""
+    h = max(x.shape[-2] for x, _ in batch)
+    w = max(x.shape[-1] for x, _ in batch)
+    images = torch.zeros(len(batch), 3, h, w)
+    labels = torch.full((len(batch), h, w), IGNORE_INDEX, dtype=torch.int64)
+    for i, (x, y) in enumerate(batch):
+        images[i, :, : x.shape[-2], : x.shape[-1]] = x
+        labels[i, : y.shape[-2], : y.shape[-1]] = y
+    return images, labels
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker start: seed numpy/random from torch's per-worker seed; one OpenCV thread."""
+    import cv2
+
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+    cv2.setNumThreads(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loaders
+
+
+def data_spec(data: DataConfig) -> str:
+    """`dataset` or `dataset:root` for runtime.datasets.build_dataset."""
+    if ":" in data.dataset or not data.root:
+        return data.dataset
+    return f"{data.dataset}:{data.root}"
+
+
+def build_readers(data: DataConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """(train reader, val reader) from the data config."""
+    spec = data_spec(data)
+    opts: dict[str, Any] = {"skip_bad": data.skip_bad}
+    if spec.split(":")[0].strip().lower() == "synthetic":
+        syn = data.synthetic
+        opts.update(num_train=syn.num_train, num_val=syn.num_val, size=tuple(syn.size), seed=syn.seed,
+                     difficulty=syn.difficulty, cache=syn.cache)
+    return build_dataset(spec, data.train_split, **opts), build_dataset(spec, data.val_split, **opts)
+
+
+def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: int = 1
+                  ) -> tuple[DataLoader, DataLoader, DataInfo]:
+    """Train loader (shuffled by `cfg.train.seed`, augmented, drop_last), val loader, and the DataInfo
+    (classes, palette, mean/std, input size = val_size or the first val image's size)."""
+    d = cfg.data
+    train_reader, val_reader = build_readers(d)
+    if not distributed:
+        rank, world = 0, 1
+    per_rank = len(train_reader) // world
+    if per_rank < d.batch_size:
+        raise UserError(f"the {d.train_split} split has {len(train_reader)} images, fewer than one batch of "
+                        f"{d.batch_size} per process; lower data.batch_size or use more data")
+    train_set = SegmentationTorchDataset(train_reader, True, d.crop_size, d.scale_range, d.flip, d.color_jitter,
+                                         d.mean, d.std, d.val_size)
+    val_set: Dataset = SegmentationTorchDataset(val_reader, False, mean=d.mean, std=d.std, val_size=d.val_size)
+    if d.max_val_images is not None:
+        val_set = torch.utils.data.Subset(val_set, range(min(d.max_val_images, len(val_reader))))
+    pin = torch.cuda.is_available() and cfg.train.device != "cpu"
+    common: dict[str, Any] = dict(num_workers=d.workers, pin_memory=pin, persistent_workers=d.workers > 0,
+                                  worker_init_fn=seed_worker)
+    train_loader = DataLoader(train_set, batch_size=d.batch_size, drop_last=True,
+                              sampler=TrainSampler(len(train_reader), cfg.train.seed, rank, world),
+                              generator=torch.Generator().manual_seed(cfg.train.seed), **common)
+    val_sampler = ShardSampler(val_set, rank, world) if distributed else None
+    val_loader = DataLoader(val_set, batch_size=d.val_batch_size, shuffle=False, sampler=val_sampler,
+                            collate_fn=pad_collate, **common)
+    if d.val_size:
+        size = tuple(d.val_size)
+    elif len(val_reader):
+        size = val_reader[0][0].shape[:2]
+    else:
+        size = tuple(d.crop_size)
+    info = dataclasses.replace(train_reader.data_info(tuple(size)), mean=tuple(d.mean), std=tuple(d.std))
+    return train_loader, val_loader, info
+
+
+class InfiniteLoader:
+    """Endless batches from a DataLoader, advancing the sampler's epoch (`set_epoch`) at each pass.
+
+    `state_dict()` = {epoch, position (batches consumed in this epoch)}; after `load_state_dict` the
+    iteration continues with the same batches (the sampler skips the consumed ones when it can)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.epoch = 0
+        self.position = 0
+        self._it: Iterator[Any] | None = None
+
+    def __iter__(self) -> InfiniteLoader:
+        return self
+
+    def __next__(self) -> Any:
+        for _ in range(2):
+            if self._it is None:
+                self._it = self._start()
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                self._it = None
+                self.epoch += 1
+                self.position = 0
+                continue
+            self.position += 1
+            return batch
+        raise UserError("the training loader yields no batches; lower data.batch_size or use more data")
+
+    def _start(self) -> Iterator[Any]:
+        sampler = self.loader.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        skipped = 0
+        if self.position and hasattr(sampler, "skip") and self.loader.batch_size:
+            sampler.skip(self.position * self.loader.batch_size)
+            skipped = self.position
+        it = iter(self.loader)
+        for _ in range(self.position - skipped):  # samplers that cannot skip: consume the batches
+            next(it)
+        return it
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self._it = None
