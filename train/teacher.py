@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         m = results["model"]
         best, final = results["best_miou"], results["final_miou"]
         scores = "no validation" if final is None else f"val mIoU {100 * best:.2f} (best), {100 * final:.2f} (final)"
-        print(f"{m['arch']}: {scores}; {m['params'] / 1e6:.2f} M parameters, {m['gflops']:.1f} GFLOPs at "
+        print(f"{m['arch']}: {scores}; {m['params'] / 1e6:.2f} M parameters, {m['gflops']:.3g} GFLOPs at "
               f"{m['gflops_size'][0]}x{m['gflops_size'][1]}")
         print(f"{results['iterations']} iterations in {results['elapsed_s']:.1f}s ({results['s_per_iter']:.3f} "
               f"s/iter), peak memory {results['peak_mem_mb']:.0f} MB")
