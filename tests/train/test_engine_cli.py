@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from train import teacher
 from train.checkpoint import load_checkpoint
@@ -41,3 +42,31 @@ def test_teacher_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         teacher.main(["--help"])
     assert "--which" in capsys.readouterr().out
+
+
+def test_resume_is_exact_with_the_real_data_pipeline(tmp_path):
+    pytest.importorskip("train.data")
+    from engine_standins import ScaledTask, TinySeg
+
+    from train.config import load_config
+    from train.data import build_loaders
+    from train.engine import Trainer
+
+    def run(root, crash_at=None, seed=0):
+        cfg = load_config(None, overrides(root, "4") + ["train.ckpt_every=2", "data.synthetic.num_train=8"])
+        train_loader, val_loader, info = build_loaders(cfg)
+        torch.manual_seed(seed)
+        return Trainer(cfg, TinySeg(num_classes=info.num_classes), ScaledTask(crash_at=crash_at), train_loader,
+                       val_loader, info).fit()
+
+    run(tmp_path / "a")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path / "b", crash_at=3)
+    assert run(tmp_path / "b", seed=1)["resumed_from"] == 2
+
+    def losses(root):
+        return [{k: v for k, v in json.loads(ln).items() if k not in ("elapsed", "s_per_iter")}
+                for ln in (root / "t/log.jsonl").read_text().splitlines()]
+
+    assert len(losses(tmp_path / "a")) == 5  # 4 train lines + the final validation
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
