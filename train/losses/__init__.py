@@ -17,7 +17,7 @@ from torch import nn
 
 from runtime.errors import UserError
 from train.config import DistillConfig
-from train.losses._common import BuildContext, describe_stages
+from train.losses._common import BuildContext, DistillMethod, describe_stages
 from train.losses.at import AT
 from train.losses.cwd import CWD
 from train.losses.fitnet import FitNet
@@ -28,14 +28,14 @@ from train.losses.task import TaskLoss
 from train.models.output import FeatureInfo, SegOutput
 from train.objective import Objective, StepInfo
 
-METHODS: dict[str, type] = {"kd": KD, "cwd": CWD, "fitnet": FitNet, "at": AT, "lfd": LFD, "fkd": FKD}
+METHODS: dict[str, type[DistillMethod]] = {"kd": KD, "cwd": CWD, "fitnet": FitNet, "at": AT, "lfd": LFD, "fkd": FKD}
 BASELINE = "baseline"
 
 
 class Combined(Objective):
     """Task loss + distillation terms. Term names come from the parts; a clash is prefixed `method.`."""
 
-    def __init__(self, task: Objective, methods: dict[str, Objective]) -> None:
+    def __init__(self, task: Objective, methods: dict[str, DistillMethod]) -> None:
         super().__init__()
         self.task = task
         self.methods = nn.ModuleDict(methods)

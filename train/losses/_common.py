@@ -12,6 +12,7 @@ from torch import nn
 from runtime.errors import UserError
 from train.config import DistillConfig
 from train.models.output import FeatureInfo, SegOutput
+from train.objective import Objective
 
 IGNORE_INDEX = 255
 DEEP = "decoder"  # the input of each model's classifier: F in METHODS.md
@@ -26,6 +27,17 @@ class BuildContext:
     teacher_info: list[FeatureInfo] | None
     num_classes: int
     budget_is_time: bool = False
+
+
+class DistillMethod(Objective):
+    """One distillation method: its named terms (the task loss is added by `Combined`)."""
+
+    needs_teacher = True
+
+    @classmethod
+    def from_config(cls, ctx: BuildContext) -> DistillMethod:
+        """Build from the config section and the models' feature contracts (UserError on bad stages)."""
+        raise NotImplementedError
 
 
 def describe_stages(info: list[FeatureInfo]) -> str:

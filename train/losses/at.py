@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from train.losses._common import DEEP, BuildContext, feature, require_teacher, resize, stage
+from train.losses._common import DEEP, BuildContext, DistillMethod, feature, require_teacher, resize, stage
 from train.models.output import SegOutput
-from train.objective import Objective, StepInfo
+from train.objective import StepInfo
 
 
 def attention_map(f: torch.Tensor, size: tuple[int, int] | torch.Size | None = None) -> torch.Tensor:
@@ -31,10 +31,9 @@ def at_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     return (attention_map(f_s) - attention_map(f_t, size)).pow(2).mean()
 
 
-class AT(Objective):
+class AT(DistillMethod):
     """Term `at` = λ · L_at."""
 
-    needs_teacher = True
 
     def __init__(self, weight: float = 10000.0) -> None:
         super().__init__()

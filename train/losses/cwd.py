@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from train.losses._common import (
     DEEP,
     BuildContext,
+    DistillMethod,
     conv1x1,
     feature,
     pixel_kl,
@@ -25,7 +26,7 @@ from train.losses._common import (
     teacher_logits,
 )
 from train.models.output import SegOutput
-from train.objective import Objective, StepInfo
+from train.objective import StepInfo
 
 
 def cwd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
@@ -36,10 +37,9 @@ def cwd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
     return tau**2 * pixel_kl(log_qt, log_qs, dim=2).sum() / (b * k)
 
 
-class CWD(Objective):
+class CWD(DistillMethod):
     """Terms `cwd` (logits) and, with `features`, `cwd_fea` (adapted deep features)."""
 
-    needs_teacher = True
 
     def __init__(self, tau: float = 4.0, weight: float = 3.0, feature_channels: tuple[int, int] | None = None,
                  feature_tau: float = 4.0, feature_weight: float = 50.0) -> None:

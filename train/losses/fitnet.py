@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import torch
 
-from train.losses._common import DEEP, BuildContext, conv1x1, feature, require_teacher, resize, stage
+from train.losses._common import (
+    DEEP,
+    BuildContext,
+    DistillMethod,
+    conv1x1,
+    feature,
+    require_teacher,
+    resize,
+    stage,
+)
 from train.models.output import SegOutput
-from train.objective import Objective, StepInfo
+from train.objective import StepInfo
 
 
 def fitnet_loss(f_s_adapted: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
@@ -19,10 +28,9 @@ def fitnet_loss(f_s_adapted: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     return (f_s_adapted.float() - f_t.float()).pow(2).mean()
 
 
-class FitNet(Objective):
+class FitNet(DistillMethod):
     """Term `fitnet` = λ · L_fitnet."""
 
-    needs_teacher = True
 
     def __init__(self, student_channels: int, teacher_channels: int, weight: float = 10.0) -> None:
         super().__init__()

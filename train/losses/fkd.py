@@ -18,22 +18,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.errors import UserError
-from train.losses._common import BuildContext, conv1x1, feature, require_teacher, stage
+from train.losses._common import BuildContext, DistillMethod, conv1x1, feature, require_teacher, stage
 from train.models.output import SegOutput
-from train.objective import Objective, StepInfo
+from train.objective import StepInfo
 
 
 def fkd_pair_loss(f_s_projected: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     """Per-sample MSE, averaged over the batch, with F_T adaptive-average-pooled to the student's size."""
-    f_t = F.adaptive_avg_pool2d(f_t.float(), f_s_projected.shape[-2:])
+    f_t = F.adaptive_avg_pool2d(f_t.float(), (f_s_projected.shape[-2], f_s_projected.shape[-1]))
     per_sample = (f_s_projected.float() - f_t).pow(2).flatten(1).mean(1)
     return per_sample.mean()
 
 
-class FKD(Objective):
+class FKD(DistillMethod):
     """Term `fkd` = λ · L_fkd; the decode head sees detached encoder features."""
 
-    needs_teacher = True
     detach_encoder = True
 
     def __init__(self, pairs: list[tuple[str, str]], student_channels: dict[str, int],

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from train.losses._common import BuildContext, pixel_kl, teacher_logits
+from train.losses._common import BuildContext, DistillMethod, pixel_kl, teacher_logits
 from train.models.output import SegOutput
-from train.objective import Objective, StepInfo
+from train.objective import StepInfo
 
 
 def kd_pixel_map(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
@@ -26,10 +26,9 @@ def kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
     return tau**2 * kd_pixel_map(z_s, z_t, tau).mean()
 
 
-class KD(Objective):
+class KD(DistillMethod):
     """Term `kd` = λ · L_kd."""
 
-    needs_teacher = True
 
     def __init__(self, tau: float = 1.0, weight: float = 1.0) -> None:
         super().__init__()

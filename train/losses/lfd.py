@@ -38,6 +38,7 @@ from train.losses._common import (
     DEEP,
     IGNORE_INDEX,
     BuildContext,
+    DistillMethod,
     conv1x1,
     downsample_labels,
     feature,
@@ -50,7 +51,7 @@ from train.losses._common import (
     zero,
 )
 from train.models.output import SegOutput
-from train.objective import Objective, StepInfo
+from train.objective import StepInfo
 
 MASKS = ("kl", "entropy", "uniform")
 DEFAULT_KL_START_ITERS = 1000
@@ -116,10 +117,9 @@ def shared_kl(h_t: torch.Tensor, h_s: torch.Tensor, tau: float) -> torch.Tensor:
                              F.log_softmax(h_s.float() / tau, 1)).mean()
 
 
-class LFD(Objective):
+class LFD(DistillMethod):
     """The LFD distillation terms (the task term is added, and normalised, by the combined objective)."""
 
-    needs_teacher = True
 
     def __init__(self, cfg: LFDConfig, student_channels: dict[str, int], teacher_channels: dict[str, int],
                  num_classes: int, budget_is_time: bool = False, ignore_index: int = IGNORE_INDEX) -> None:

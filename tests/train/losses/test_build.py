@@ -79,3 +79,17 @@ def test_teacher_problems_are_user_errors():
     with pytest.raises(UserError, match="needs a teacher"):
         build_objective(DistillConfig(method="lfd"), student.feature_info, None, 3, False)
     assert not build_objective(DistillConfig(), student.feature_info, None, 3, False).needs_teacher
+
+
+@pytest.mark.parametrize("method", ["kd+cwd+fitnet+at", "lfd", "fkd+kd"])
+def test_every_term_is_finite_float32_under_bf16_autocast(method):
+    obj, student, teacher = build(method, cwd__features=True, lfd__kl_start=0, lfd__extra_pairs=[["stage2", "stage3"]])
+    x, y = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s = student(x, detach_encoder=obj.detach_encoder)
+        with torch.no_grad():
+            t = teacher(x)
+        terms = obj(s, t, y, STEP)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    sum(terms.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in obj.parameters() if p.grad is not None)
