@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,13 @@ def distill_command(config: str | None, method: str, seed: int, budget: str, tea
     if teacher:
         cmd.append(f"teacher={teacher}")
     return cmd
+
+
+def child_env() -> dict[str, str]:
+    """This environment with the project root on PYTHONPATH, so `-m train.distill` imports from any folder."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
 
 
 def stem_of(config: str | None) -> str:
@@ -234,7 +242,7 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
             else:
                 print(f"[compare] {run_dir.name}: running", flush=True)
                 cmd = distill_command(config, method, seed, budget, teacher, out, val_every, overrides)
-                rc = subprocess.run(cmd, check=False).returncode
+                rc = subprocess.run(cmd, check=False, env=child_env()).returncode
                 if rc != 0 or not results_path.is_file():
                     failed.append({"method": method, "seed": seed, "exit_code": rc, "command": cmd})
                     print(f"[compare] {run_dir.name} failed with exit code {rc}; continuing", flush=True)

@@ -81,8 +81,8 @@ def distill(cfg: Config) -> dict[str, Any]:
     method = cfg.distill.method
     budget = parse_budget(cfg.train.budget)
     teacher_ckpt = read_teacher(cfg.distill.teacher, method)
-    cfg.train.name = default_run_dir(cfg, method).name
-    run_dir = Path(cfg.train.runs_dir) / cfg.train.name
+    run_dir = default_run_dir(cfg, method)
+    cfg.train.name = cfg.train.name or run_dir.name  # saved with the config, so the run is reproducible
 
     from train.data import build_loaders  # the data pipeline imports the readers; keep --help fast
 

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_distill import tiny_config
+from test_layers import save_teacher
 
 from runtime.errors import UserError
 from train.compare import (
@@ -16,6 +18,7 @@ from train.compare import (
     default_val_every,
     distill_command,
     gap_closed,
+    main,
     markdown_report,
     read_val_curve,
     summarize,
@@ -91,3 +94,35 @@ def test_read_val_curve(tmp_path: Path) -> None:
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     assert read_val_curve(tmp_path / "log.jsonl") == [(1.25, 0.1), (2.5, 0.3)]
     assert read_val_curve(tmp_path / "missing.jsonl") == []
+
+
+def test_compare_two_methods_end_to_end_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    out = tmp_path / "cmp"
+    args = ["--config", str(tiny_config(tmp_path)), "--methods", "baseline,kd", "--budget", "1", "--seeds", "1",
+            "--teacher", str(teacher), "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert report["budget"] == "1 iterations" and report["seeds"] == [0] and report["failed"] == []
+    rows = {r["method"]: r for r in report["methods"]}
+    assert list(rows) == ["baseline", "kd"]
+    t, base, kd = report["teacher"]["miou"], rows["baseline"]["miou_mean"], rows["kd"]["miou_mean"]
+    assert 0.0 <= t <= 1.0
+    for m, r in rows.items():
+        run = json.loads((out / f"tiny-{m}-s0" / "results.json").read_text())
+        assert r["miou_per_seed"] == [run["final_miou"]] and r["iterations"] == run["iterations"] == 1
+        assert r["s_per_iter"] == run["s_per_iter"] > 0 and r["peak_mem_mb"] == run["peak_mem_mb"] > 0
+        assert read_val_curve(out / f"tiny-{m}-s0" / "log.jsonl")  # the plot has points
+    assert rows["kd"]["gap_closed"] == (None if t <= base else pytest.approx((kd - base) / (t - base)))
+    md = (out / "compare.md").read_text()
+    assert "| baseline |" in md and "| kd |" in md and "gap closed" in md
+    png = (out / "compare.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    printed = capsys.readouterr().out
+    assert "baseline" in printed and "kd" in printed
+
+    # a second call reuses both finished runs (nothing is trained again)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/results.json")}
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("finished earlier") == 2
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/results.json")} == stamps
