@@ -97,9 +97,10 @@ class SegmentationTorchDataset(Dataset):
         self.train = train
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
-        self.val_size = tuple(val_size) if val_size else None
-        self.transform = train_transform(tuple(crop_size), tuple(scale_range), flip, color_jitter,  # type: ignore[arg-type]
-                                         self.val_size) if train else None  # type: ignore[arg-type]
+        self.val_size = (int(val_size[0]), int(val_size[1])) if val_size else None
+        crop = (int(crop_size[0]), int(crop_size[1]))
+        scales = (float(scale_range[0]), float(scale_range[1]))
+        self.transform = train_transform(crop, scales, flip, color_jitter, self.val_size) if train else None
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -263,12 +264,13 @@ def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: 
     val_loader = DataLoader(val_set, batch_size=d.val_batch_size, shuffle=False, sampler=val_sampler,
                             collate_fn=pad_collate, **common)
     if d.val_size:
-        size = tuple(d.val_size)
+        size = d.val_size
     elif len(val_reader):
-        size = val_reader[0][0].shape[:2]
+        h, w = val_reader[0][0].shape[:2]
+        size = (int(h), int(w))
     else:
-        size = tuple(d.crop_size)
-    info = dataclasses.replace(train_reader.data_info(tuple(size)), mean=tuple(d.mean), std=tuple(d.std))
+        size = d.crop_size
+    info = dataclasses.replace(train_reader.data_info(size), mean=d.mean, std=d.std)
     return train_loader, val_loader, info
 
 

@@ -23,12 +23,7 @@ from train.data import (
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blocky(rng: np.random.Generator, h: int, w: int, block: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -20,13 +20,7 @@ K = 5
 HEADS = ["deeplabv3", "pspnet", "lraspp"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and a busy 2-core machine makes thread barriers stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(head: str, output_stride: int = 8, aux_head: bool = True) -> Segmentor:

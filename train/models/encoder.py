@@ -9,8 +9,10 @@ state dict in .pt/.pth/.bin (loaded with `weights_only=True`) or .safetensors).
 
 from __future__ import annotations
 
+import importlib
 import urllib.error
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,18 +34,11 @@ def _network_errors() -> tuple[type[BaseException], ...]:
         errors += [hf_errors.LocalEntryNotFoundError, hf_errors.HfHubHTTPError]
     except ImportError:
         pass
-    try:
-        import httpx
-
-        errors.append(httpx.TransportError)
-    except ImportError:
-        pass
-    try:
-        import requests
-
-        errors.append(requests.exceptions.ConnectionError)
-    except ImportError:
-        pass
+    for module, name in (("httpx", "TransportError"), ("requests.exceptions", "ConnectionError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            pass
     return tuple(errors)
 
 
@@ -137,7 +132,7 @@ class Encoder(nn.Module):
         self.body = create_timm_features(name, output_stride, pretrained and pretrained_path is None)
         if pretrained_path:
             load_encoder_weights(self.body, pretrained_path)
-        fi = self.body.feature_info
+        fi: Any = self.body.feature_info  # timm's FeatureInfo
         self.feature_info = [FeatureInfo(n, c, r) for n, c, r in zip(STAGES, fi.channels(), fi.reduction())]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

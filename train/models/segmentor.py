@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.models.encoder import Encoder
-from train.models.heads import HEADS, FCNHead
+from train.models.heads import HEADS, DecodeHead, FCNHead
 from train.models.output import FeatureInfo, SegOutput
 
 AUX_STAGE = "stage3"
@@ -27,7 +27,7 @@ class Segmentor(nn.Module):
         self.arch = dict(arch)
         self.encoder = Encoder(arch["encoder"], arch["output_stride"], pretrained, pretrained_path)
         num_classes = int(arch["num_classes"])
-        self.head = HEADS[arch["head"]](self.encoder.feature_info, num_classes, arch["head_channels"])
+        self.head: DecodeHead = HEADS[arch["head"]](self.encoder.feature_info, num_classes, arch["head_channels"])
         self.aux: nn.Module | None = None
         if arch["aux_head"]:
             aux_in = next(f for f in self.encoder.feature_info if f.name == AUX_STAGE)

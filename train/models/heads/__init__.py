@@ -5,17 +5,16 @@ A decode head is built from the encoder's `feature_info`, reads the encoder's fe
 
 from __future__ import annotations
 
-from torch import nn
-
 from train.models.heads.aspp import DeepLabV3Head
+from train.models.heads.base import DecodeHead
 from train.models.heads.fcn import FCNHead
 from train.models.heads.lraspp import LRASPPHead
 from train.models.heads.psp import PSPHead
 
-HEADS: dict[str, type[nn.Module]] = {
+HEADS: dict[str, type[DecodeHead]] = {
     "deeplabv3": DeepLabV3Head,
     "pspnet": PSPHead,
     "lraspp": LRASPPHead,
 }
 
-__all__ = ["HEADS", "DeepLabV3Head", "FCNHead", "LRASPPHead", "PSPHead"]
+__all__ = ["HEADS", "DecodeHead", "DeepLabV3Head", "FCNHead", "LRASPPHead", "PSPHead"]

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.models.heads.base import DecodeHead
 from train.models.heads.layers import ConvBNReLU, stage
 from train.models.output import FeatureInfo
 
@@ -41,7 +42,7 @@ class ASPP(nn.Module):
         return self.project(torch.cat([b(x) for b in self.branches], dim=1))
 
 
-class DeepLabV3Head(nn.Module):
+class DeepLabV3Head(DecodeHead):
     def __init__(self, feature_info: list[FeatureInfo], num_classes: int, channels: int = 256) -> None:
         super().__init__()
         top = stage(feature_info, "stage4")

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.models.heads.base import DecodeHead
 from train.models.heads.layers import ConvBNReLU, stage
 from train.models.output import FeatureInfo
 
 
-class LRASPPHead(nn.Module):
+class LRASPPHead(DecodeHead):
     def __init__(self, feature_info: list[FeatureInfo], num_classes: int, channels: int = 128) -> None:
         super().__init__()
         low = next(f for f in feature_info if f.reduction == 8)

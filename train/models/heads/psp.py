@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.models.heads.base import DecodeHead
 from train.models.heads.layers import ConvBNReLU, stage
 from train.models.output import FeatureInfo
 
@@ -51,7 +52,7 @@ class PoolBranch(nn.Module):
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class PSPHead(nn.Module):
+class PSPHead(DecodeHead):
     def __init__(self, feature_info: list[FeatureInfo], num_classes: int, channels: int = 256) -> None:
         super().__init__()
         top = stage(feature_info, "stage4")
