@@ -127,7 +127,7 @@ def build_calibration_set(ds: SegmentationDataset, spec: str, info: DataInfo, si
                 "classes_missing": [info.classes[c] for c in range(info.num_classes) if c not in covered]}
     atomic_write(npy, lambda tmp: _save_npy(tmp, images))
     atomic_write_json(manifest_path, manifest)
-    return CalibrationSet(images, manifest["names"], manifest, npy)
+    return CalibrationSet(images, [s[2] for s in samples], manifest, npy)
 
 
 def _save_npy(tmp: str, array: np.ndarray) -> None:

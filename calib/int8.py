@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,14 +57,14 @@ def cpu_has_vnni() -> bool:
 
 def _calibrate(model: Path, out: Path, images: np.ndarray, method: str, exclude: Sequence[str],
                cache: Path | None, activation_type: QuantType, reduce_range: bool,
-               extra: dict[str, object]) -> Path:
+               extra: Mapping[str, object]) -> Path:
     """quantize_static in QDQ format with int8 per-channel weights (shared by both targets)."""
     if method not in METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(METHODS)}")
     reader = ArrayDataReader(images, _input_name(model))
     quantize_static(str(model), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                     reduce_range=reduce_range, activation_type=activation_type, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(exclude), calibrate_method=METHODS[method], extra_options=extra,
+                    nodes_to_exclude=list(exclude), calibrate_method=METHODS[method], extra_options=dict(extra),
                     calibration_cache_path=str(cache) if cache else None)
     return out
 

@@ -18,6 +18,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def _int8(src: Path, model: onnx.ModelProto, data: str, ds_opts: dict[str, Any],
                                               (opts.quantizer == "auto" and int8.has_modelopt()))
     ranges = tmp / "ranges.json"
 
-    def run(exclude: list[str] | tuple[str, ...], path: Path) -> Path:
+    def run(exclude: Sequence[str], path: Path) -> Path:
         if opts.target == "cpu":
             return int8.quantize_cpu(prepared, path, calib.images, method, exclude, ranges, opts.reduce_range)
         if use_modelopt:

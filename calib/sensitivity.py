@@ -69,7 +69,7 @@ def rank_tensors(float_model: onnx.ModelProto, qdq_path: str | Path, images: np.
     quant: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}  # float tensor -> (scale, zero point, axis)
     for n in qdq.graph.node:
         if n.op_type == "QuantizeLinear" and n.input[1] in inits:
-            zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros((), np.uint8)
+            zp = inits[n.input[2]] if len(n.input) > 2 and n.input[2] in inits else np.zeros((), np.uint8)
             axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
             quant[n.input[0].removesuffix("_QuantizeLinear_Input")] = (inits[n.input[1]], zp, axis)
     result = _activation_sqnr(float_model, quant, images)
@@ -187,10 +187,10 @@ def guard(quantize: Callable[[Sequence[str], Path], Path], float_model: onnx.Mod
         path = quantize(excluded, tmp / f"round{r}.onnx")
         pred = predict(path, val_images, threads)
         m = miou(pred, val_labels, info)
-        rec = {"round": r, "path": path, "excluded": list(excluded), "miou": m,
-               "drop": 100.0 * (fp32_miou - m), "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(rec)
-        if max_drop is None or rec["drop"] <= max_drop:
+        drop = 100.0 * (fp32_miou - m)
+        history.append({"round": r, "path": path, "excluded": list(excluded), "miou": m, "drop": drop,
+                        "seconds": round(time.perf_counter() - t0, 3)})
+        if max_drop is None or drop <= max_drop:
             break
         if not ranking:
             ranking = [s for s in rank_tensors(float_model, path, probe_images) if s.nodes]

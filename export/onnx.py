@@ -64,7 +64,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
         export_graph(model, info, tmp, size=size, dynamic=dynamic, argmax=argmax, opset=opset, source=source)
         export_s = time.perf_counter() - t0
         spec, options = (data, {}) if data else dataset_spec_from_config(config)
-        batch, names = parity_frames(spec, options, info, size, parity_images)
+        split = "val" if data else str((config.get("data") or {}).get("val_split", "val"))
+        batch, names = parity_frames(spec, options, info, size, parity_images, split)
         parity = compare(model, tmp, batch, argmax)
         accepted = parity["argmax_agreement"] >= MIN_AGREEMENT or force
         if accepted:

@@ -8,6 +8,7 @@ K <= 255, else int32. Input `images` (float32 N x 3 x H x W, normalised by runti
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -63,13 +64,12 @@ def export_graph(model: nn.Module, info: DataInfo, out: str | Path, *, size: tup
     if dynamic:
         out_axes = {0: "batch", 1: "height", 2: "width"} if argmax else {0: "batch", 2: "height", 3: "width"}
         axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, graph.output_name: out_axes}
-    import io
-
-    buf = io.BytesIO()
+    buf = io.BytesIO()  # torch.onnx.export writes to file objects too (its annotation says paths only)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
-        torch.onnx.export(graph, (dummy,), buf, input_names=[INPUT_NAME], output_names=[graph.output_name],
-                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(graph, (dummy,), buf, input_names=[INPUT_NAME],  # type: ignore[arg-type]
+                          output_names=[graph.output_name], dynamic_axes=axes, opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
     proto = simplify(onnx.load_from_string(buf.getvalue()))
     if not argmax:  # shape inference may leave the class axis symbolic after a dynamic Resize
         proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = info.num_classes
