@@ -97,16 +97,19 @@ def distill(cfg: Config) -> dict[str, Any]:
         if teacher_ckpt is not None and needs_teacher(method):
             teacher, _, _ = model_from_checkpoint(teacher_ckpt, env.device)
             teacher.requires_grad_(False)
+        # keep no second copy of the teacher's weights: it would count in the peak memory
+        teacher_meta = {k: v for k, v in teacher_ckpt.items() if k != "model"} if teacher_ckpt else None
+        del teacher_ckpt
         objective = build_objective(cfg.distill, student.feature_info,
                                     teacher.feature_info if teacher is not None else None,
                                     data_info.num_classes, budget.is_time,
-                                    teacher_num_classes=len(teacher_ckpt["data"]["classes"]) if teacher_ckpt else None)
+                                    teacher_num_classes=len(teacher_meta["data"]["classes"]) if teacher_meta else None)
         trainer = Trainer(cfg, student, objective, train_loader, val_loader, data_info, teacher=teacher,
                           run_dir=run_dir, dist_env=env, method=method)
         results = trainer.fit()
         if env.is_main:
             # after fit(): building the teacher for its summary must not count in the peak memory
-            results.update(summaries(trainer.student, teacher, teacher_ckpt, cfg.distill.teacher, data_info,
+            results.update(summaries(trainer.student, teacher, teacher_meta, cfg.distill.teacher, data_info,
                                      results))
             atomic_write_json(run_dir / "results.json", results)
         return results
@@ -114,17 +117,17 @@ def distill(cfg: Config) -> dict[str, Any]:
         D.cleanup()
 
 
-def summaries(student: nn.Module, teacher: nn.Module | None, teacher_ckpt: dict[str, Any] | None,
+def summaries(student: nn.Module, teacher: nn.Module | None, teacher_meta: dict[str, Any] | None,
               teacher_path: str | None, data_info: DataInfo, results: dict[str, Any]) -> dict[str, Any]:
-    """The `student` and `teacher` blocks of results.json (GFLOPs at the data's input size)."""
+    """The `student` and `teacher` blocks of results.json (GFLOPs at the data's input size).
+    `teacher_meta` is the teacher checkpoint without its weights (counting needs the architecture only)."""
     size = tuple(data_info.input_size)
     s = {**model_summary(student, size), "miou": results.get("final_miou"), "best_miou": results.get("best_miou"),
          "checkpoint": results.get("best_checkpoint") or results.get("final_checkpoint")}
     t = None
-    if teacher_ckpt is not None:
-        if teacher is None:
-            teacher, _, _ = model_from_checkpoint(teacher_ckpt, "cpu")
-        t = {**model_summary(teacher, size), "miou": checkpoint_miou(teacher_ckpt), "checkpoint": teacher_path}
+    if teacher_meta is not None:
+        model = teacher if teacher is not None else build_model(teacher_meta["arch"])
+        t = {**model_summary(model, size), "miou": checkpoint_miou(teacher_meta), "checkpoint": teacher_path}
     return {"student": s, "teacher": t}
 
 

@@ -52,6 +52,7 @@ class PixelReservoir:
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Add pixels x [n, C] with labels y [n] (already without ignored pixels)."""
+        y = y.cpu()
         keys = torch.rand(y.numel(), generator=self.generator)
         for c in torch.unique(y).tolist():
             idx = torch.nonzero(y == c).flatten()
@@ -59,8 +60,9 @@ class PixelReservoir:
             if k.numel() > self.per_class:  # the batch's own best keys first: gather few feature rows
                 top = torch.topk(k, self.per_class, largest=False).indices
                 idx, k = idx[top], k[top]
+            rows = x[idx.to(x.device)].float().cpu()
             k = torch.cat([self.keys[c], k]) if c in self.keys else k
-            xs = torch.cat([self.x[c], x[idx].float().cpu()]) if c in self.x else x[idx].float().cpu()
+            xs = torch.cat([self.x[c], rows]) if c in self.x else rows
             if k.numel() > self.per_class:
                 top = torch.topk(k, self.per_class, largest=False).indices
                 k, xs = k[top], xs[top]
