@@ -34,7 +34,6 @@ def at_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
 class AT(DistillMethod):
     """Term `at` = λ · L_at."""
 
-
     def __init__(self, weight: float = 10000.0) -> None:
         super().__init__()
         self.weight = weight

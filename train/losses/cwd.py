@@ -40,7 +40,6 @@ def cwd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
 class CWD(DistillMethod):
     """Terms `cwd` (logits) and, with `features`, `cwd_fea` (adapted deep features)."""
 
-
     def __init__(self, tau: float = 4.0, weight: float = 3.0, feature_channels: tuple[int, int] | None = None,
                  feature_tau: float = 4.0, feature_weight: float = 50.0) -> None:
         super().__init__()

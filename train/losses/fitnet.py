@@ -31,7 +31,6 @@ def fitnet_loss(f_s_adapted: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
 class FitNet(DistillMethod):
     """Term `fitnet` = λ · L_fitnet."""
 
-
     def __init__(self, student_channels: int, teacher_channels: int, weight: float = 10.0) -> None:
         super().__init__()
         self.adapter = conv1x1(student_channels, teacher_channels)

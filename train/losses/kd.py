@@ -29,7 +29,6 @@ def kd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
 class KD(DistillMethod):
     """Term `kd` = λ · L_kd."""
 
-
     def __init__(self, tau: float = 1.0, weight: float = 1.0) -> None:
         super().__init__()
         self.tau, self.weight = tau, weight

@@ -120,7 +120,6 @@ def shared_kl(h_t: torch.Tensor, h_s: torch.Tensor, tau: float) -> torch.Tensor:
 class LFD(DistillMethod):
     """The LFD distillation terms (the task term is added, and normalised, by the combined objective)."""
 
-
     def __init__(self, cfg: LFDConfig, student_channels: dict[str, int], teacher_channels: dict[str, int],
                  num_classes: int, budget_is_time: bool = False, ignore_index: int = IGNORE_INDEX) -> None:
         """`student_channels` / `teacher_channels`: stage name -> width for `decoder`, every stage of
