@@ -24,11 +24,19 @@ from runtime.io import atomic_write_json
 from runtime.metadata import DataInfo
 from runtime.report import format_table
 from train import distributed as D
-from train.checkpoint import check_same_classes, describe_arch, load_checkpoint, model_from_checkpoint, unwrap
+from train.checkpoint import (
+    check_same_classes,
+    describe_arch,
+    load_checkpoint,
+    model_arch,
+    model_from_checkpoint,
+    unwrap,
+)
 from train.config import Config, load_config, parse_budget
 from train.engine import Trainer, default_run_dir
 from train.losses import METHODS, build_objective, parse_method
 from train.models import build_model, count_params, gflops
+from train.models.output import FeatureInfo
 
 
 def needs_teacher(method: str) -> bool:
@@ -58,11 +66,16 @@ def checkpoint_miou(ckpt: dict[str, Any]) -> float | None:
     return None
 
 
+def feature_info(model: nn.Module) -> list[FeatureInfo]:
+    """A Segmentor's feature contract (models rebuilt from a checkpoint are typed as plain modules)."""
+    return list(unwrap(model).feature_info)  # type: ignore[arg-type]
+
+
 def model_summary(model: nn.Module, size: tuple[int, int]) -> dict[str, Any]:
     """Parameters of the deployable graph and GFLOPs of one `size` image (on the model's device)."""
     m = unwrap(model)
-    return {"params": count_params(m), "gflops": gflops(m, tuple(size)), "gflops_size": list(size),  # type: ignore[arg-type]
-            "arch": describe_arch(m.arch)}
+    return {"params": count_params(m), "gflops": gflops(m, size), "gflops_size": list(size),  # type: ignore[arg-type]
+            "arch": describe_arch(model_arch(m))}
 
 
 def summary_table(teacher: dict[str, Any] | None, student: dict[str, Any]) -> str:
@@ -101,7 +114,7 @@ def distill(cfg: Config) -> dict[str, Any]:
         teacher_meta = {k: v for k, v in teacher_ckpt.items() if k != "model"} if teacher_ckpt else None
         del teacher_ckpt
         objective = build_objective(cfg.distill, student.feature_info,
-                                    teacher.feature_info if teacher is not None else None,
+                                    feature_info(teacher) if teacher is not None else None,
                                     data_info.num_classes, budget.is_time,
                                     teacher_num_classes=len(teacher_meta["data"]["classes"]) if teacher_meta else None)
         trainer = Trainer(cfg, student, objective, train_loader, val_loader, data_info, teacher=teacher,
@@ -121,7 +134,7 @@ def summaries(student: nn.Module, teacher: nn.Module | None, teacher_meta: dict[
               teacher_path: str | None, data_info: DataInfo, results: dict[str, Any]) -> dict[str, Any]:
     """The `student` and `teacher` blocks of results.json (GFLOPs at the data's input size).
     `teacher_meta` is the teacher checkpoint without its weights (counting needs the architecture only)."""
-    size = tuple(data_info.input_size)
+    size = (int(data_info.input_size[0]), int(data_info.input_size[1]))
     s = {**model_summary(student, size), "miou": results.get("final_miou"), "best_miou": results.get("best_miou"),
          "checkpoint": results.get("best_checkpoint") or results.get("final_checkpoint")}
     t = None

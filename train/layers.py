@@ -32,6 +32,7 @@ from runtime.preprocess import preprocess_for, resize_label
 from runtime.report import format_table
 from train.checkpoint import describe_arch, model_from_checkpoint
 from train.config import ModelConfig
+from train.distill import feature_info
 from train.distributed import resolve_device
 from train.env import environment
 from train.losses.quality import knowledge_quality
@@ -109,7 +110,7 @@ def rank_layers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def top_pairs(rows: list[dict[str, Any]], student: list[FeatureInfo], k: int) -> list[list[str]]:
     """[[student stage, teacher layer], ...] for the k best-ranked teacher layers that have a student match."""
-    pairs = []
+    pairs: list[list[str]] = []
     for row in sorted(rows, key=lambda r: r["rank"]):
         if len(pairs) == k:
             break
@@ -226,10 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     dataset = dataset_for_teacher(args.data, args.split, ckpt, info)
     if len(dataset) == 0:
         raise UserError(f"the {args.split} split of {args.data or 'the teacher dataset'} has no images")
-    size = parse_size(args.size) if args.size else tuple(info.input_size)
+    size = parse_size(args.size) if args.size else (int(info.input_size[0]), int(info.input_size[1]))
     samples, n_images = collect(model, dataset, info, size, args.images, args.per_class, args.batch, args.seed,
                                 device)
-    rows = layer_table(samples, model.feature_info)
+    rows = layer_table(samples, feature_info(model))
     pairs = top_pairs(rows, student, args.top_k)
     out = Path(args.out or f"runs/layers-{Path(args.teacher).stem}/fkd.yaml")
     report = {
