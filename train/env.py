@@ -3,6 +3,7 @@ view (threads, the training device and its compute capability) and the git commi
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ import torch
 from runtime.report import environment as machine_environment
 
 
+@functools.lru_cache(maxsize=8)
 def git_commit(repo: str | Path | None = None) -> str | None:
-    """HEAD of the repository this code lives in (None outside a git checkout)."""
+    """HEAD of the repository this code lives in (None outside a git checkout); asked once per process."""
     where = Path(repo) if repo else Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)

@@ -107,22 +107,26 @@ def tiny_cfg(tmp: Path, budget: str = "6", **train: object) -> Config:
 
 
 class ScaledTask(Objective):
-    """Task CE times a learnable scale (a training-only parameter, as distillation adapters are),
-    optionally returning NaN or raising at a given iteration."""
+    """Task loss plus a term from a training-only 1x1 head on the decoder features (as distillation
+    adapters and auxiliary heads are), optionally returning NaN or raising at a given iteration."""
 
-    def __init__(self, nan_at: int | None = None, crash_at: int | None = None) -> None:
+    def __init__(self, nan_at: int | None = None, crash_at: int | None = None, width: int = 8,
+                 num_classes: int = K) -> None:
         super().__init__()
         from train.losses.task import TaskLoss
 
         self.task = TaskLoss()
-        self.scale = nn.Parameter(torch.ones(()))
+        self.extra_head = nn.Conv2d(width, num_classes, 1)
         self.nan_at, self.crash_at = nan_at, crash_at
 
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
+        from train.losses.task import seg_cross_entropy
+
         if step.iteration == self.crash_at:
             raise RuntimeError("simulated crash")
-        terms = {k: v * self.scale for k, v in self.task(s, t, labels, step).items()}
+        terms = self.task(s, t, labels, step)
+        terms["extra"] = 0.1 * seg_cross_entropy(self.extra_head(s.features["decoder"]), labels)
         if step.iteration == self.nan_at:
             terms["ce"] = terms["ce"] * float("nan")
         return terms

@@ -24,6 +24,8 @@ from train.checkpoint import (
     save_training_state,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors; threads only add barrier stalls
+
 
 @pytest.fixture
 def ckpt_path(tmp_path):

@@ -10,6 +10,8 @@ import torch
 from train import teacher
 from train.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors; threads only add barrier stalls
+
 
 def overrides(tmp_path, budget: str) -> list[str]:
     return [f"budget={budget}", "name=t", f"train.runs_dir={tmp_path}", "train.log_every=1", "train.amp=false",
@@ -56,8 +58,8 @@ def test_resume_is_exact_with_the_real_data_pipeline(tmp_path):
         cfg = load_config(None, overrides(root, "4") + ["train.ckpt_every=2", "data.synthetic.num_train=8"])
         train_loader, val_loader, info = build_loaders(cfg)
         torch.manual_seed(seed)
-        return Trainer(cfg, TinySeg(num_classes=info.num_classes), ScaledTask(crash_at=crash_at), train_loader,
-                       val_loader, info).fit()
+        model, objective = TinySeg(num_classes=info.num_classes), ScaledTask(crash_at=crash_at, num_classes=info.num_classes)
+        return Trainer(cfg, model, objective, train_loader, val_loader, info).fit()
 
     run(tmp_path / "a")
     with pytest.raises(RuntimeError, match="simulated crash"):

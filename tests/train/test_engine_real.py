@@ -18,6 +18,8 @@ from train.engine import Trainer
 from train.losses.task import TaskLoss
 from train.models import build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors; threads only add barrier stalls
+
 SYN = {"size": [64, 128], "num_val": 3, "num_train": 4, "seed": 0, "cache": False}
 
 
