@@ -319,9 +319,19 @@ class Trainer:
         val_every.restart(self.elapsed)
         ckpt_every.restart(self.elapsed)
         last_log = (self.iteration, self.elapsed)
+        stepped = False
         self._start()
         while True:
+            # Periodic work runs here, after the shared control, so that wall-clock periods use rank 0's
+            # clock and every rank validates and checkpoints at the same iteration.
             elapsed, stop = self._shared_control()
+            if stepped:
+                if self.val_loader is not None and val_every.due(self.iteration, elapsed):
+                    with self._clock_stopped():
+                        self._validate_and_keep_best()
+                if ckpt_every.due(self.iteration, elapsed):
+                    with self._clock_stopped():
+                        self._save_last()
             if self._budget_spent(elapsed):
                 break
             if stop:
@@ -336,6 +346,7 @@ class Trainer:
                 self._nonfinite(terms)
             self._backward(loss)
             self.iteration += 1
+            stepped = True
             it, now = self.iteration, self._clock()
             if cfg.log_every > 0 and it % cfg.log_every == 0:
                 s_per_iter = (now - last_log[1]) / max(1, it - last_log[0])
@@ -343,12 +354,6 @@ class Trainer:
                 self._log_step(terms, lr, now, s_per_iter, bar)
             if bar is not None:
                 bar.update((min(now, bar.total) - bar.n) if self.budget.is_time else 1)
-            if self.val_loader is not None and val_every.due(it, now):
-                with self._clock_stopped():
-                    self._validate_and_keep_best()
-            if ckpt_every.due(it, now):
-                with self._clock_stopped():
-                    self._save_last()
         self._pause()
 
     def _shared_control(self) -> tuple[float, bool]:

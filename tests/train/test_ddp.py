@@ -6,6 +6,7 @@ import json
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from engine_standins import ScaledTask, TinyLoader, TinySeg, data_info, make_data, tiny_cfg, val_batches
@@ -26,7 +27,8 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
             model, objective = TinySeg(), ScaledTask()
             init = objective.extra_head.weight.detach().clone()
             x, y = make_data()
-            cfg = tiny_cfg(tmp, budget=budget, ckpt_every="2", val_every="3")
+            # wall-clock periods too: every rank must validate at the same iteration (or they deadlock)
+            cfg = tiny_cfg(tmp, budget=budget, ckpt_every="2", val_every="3" if name == "iters" else "0.2s")
             cfg.train.name = name
             res = Trainer(cfg, model, objective, TinyLoader(x, y, rank=rank, world=world), val_batches(),
                           data_info(), dist_env=env).fit()
@@ -44,6 +46,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.timeout(300)  # a collective that one rank misses would hang forever
 def test_two_gloo_ranks_stay_identical_and_learn(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
@@ -53,6 +56,8 @@ def test_two_gloo_ranks_stay_identical_and_learn(tmp_path):
             torch.testing.assert_close(p, q, rtol=0, atol=0)
         assert r0[name]["final_miou"] == r1[name]["final_miou"]
     assert r0["iters"]["iterations"] == 5
+    clock_vals = [json.loads(ln) for ln in (tmp_path / "clock/log.jsonl").read_text().splitlines()]
+    assert sum(ln["kind"] == "val" for ln in clock_vals) >= 2
     assert r0["iters"]["extra_moved"]  # the objective's own parameters are trained (and synced, above)
     lines = [json.loads(ln) for ln in (tmp_path / "iters/log.jsonl").read_text().splitlines()]
     train = [ln for ln in lines if ln["kind"] == "train"]
