@@ -185,3 +185,18 @@ def test_build_loaders_on_synthetic() -> None:
     _, v0, _ = build_loaders(cfg, True, 0, 2)
     _, v1, _ = build_loaders(cfg, True, 1, 2)
     assert list(v0.sampler) == [0, 2] and list(v1.sampler) == [1]
+
+
+def test_random_scale_samples_labels_at_pixel_centres() -> None:
+    import cv2
+    from torchvision import tv_tensors
+
+    from train.data import RandomScale
+
+    label = np.random.default_rng(2).integers(0, 8, (13, 17), dtype=np.uint8)
+    mask = tv_tensors.Mask(torch.from_numpy(label)[None])
+    for scale in (0.6, 1.7, 2.5):
+        out = RandomScale((scale, scale))(mask)[0].numpy()
+        size = (round(13 * scale), round(17 * scale))
+        # centre-aligned nearest neighbour (as bilinear is); cv2.INTER_NEAREST would be shifted
+        assert np.array_equal(out, cv2.resize(label, size[::-1], interpolation=cv2.INTER_NEAREST_EXACT)), scale
