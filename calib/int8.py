@@ -2,7 +2,9 @@
 
 - CPU (`quantize_cpu`): ONNX Runtime `quantize_static` in QDQ format, int8 per-channel weights and uint8
   activations (u8s8, ORT's fast path with VNNI), `reduce_range` (7-bit weights) on x86 CPUs without VNNI
-  where u8s8 multiply-adds can saturate. NOTES.md: 3.3x over ORT FP32 for ResNet-18 OS8.
+  where u8s8 multiply-adds can saturate. NOTES.md: 3.3x over ORT FP32 for ResNet-18 OS8 on a CPU with
+  AVX-512 VNNI; on an AVX2-only CPU (no VNNI) the int8 kernels were slower than FP32 (0.8x for
+  deeplabv3_resnet18 at 128x256): INT8 pays off on CPUs with VNNI (or ARM dot-product) instructions.
 - TensorRT (`quantize_trt`): symmetric Q/DQ (zero points 0), int8 activations and weights, per-channel
   weights on the output-channel axis, biases left in float. Through nvidia-modelopt's ONNX PTQ when it
   is installed (its Q/DQ placement is TensorRT's), else ONNX Runtime with symmetric settings.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -105,7 +108,8 @@ def quantize_trt_modelopt(model: str | Path, out: str | Path, images: np.ndarray
     mq.quantize(onnx_path=str(model), quantize_mode="int8",
                 calibration_data={_input_name(Path(model)): images.astype(np.float32)},
                 calibration_method=MODELOPT_METHODS[method], calibration_eps=["cpu"],
-                nodes_to_exclude=list(exclude) or None, output_path=str(out),
+                nodes_to_exclude=[f"^{re.escape(n)}$" for n in exclude] or None,  # modelopt reads regexes
+                output_path=str(out),
                 high_precision_dtype="fp16" if fp16 else "fp32", use_zero_point=False)
     return Path(out)
 
