@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SIZE, InMemory, data_info
+from calib_standins import SIZE, InMemory, data_info
 
 from calib.dataset import (
     ArrayDataReader,

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import SIZE, SYNTHETIC
+from calib_standins import SIZE, SYNTHETIC
 
 from calib.onnx_io import load_onnx, session
 from calib.qdq_check import check_qdq

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
-from conftest import InMemory
+from calib_standins import InMemory
 from onnx import TensorProto, helper, numpy_helper
 
 import calib.quantize as cq
