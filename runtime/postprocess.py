@@ -49,7 +49,7 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an H x W label map to `size` = (H, W)."""
     if labels.shape[:2] == tuple(size):
         return labels
-    return cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]], ignore_color: Sequence[int] = (0, 0, 0)) -> np.ndarray:
@@ -63,7 +63,7 @@ def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]], ignore_color:
 def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend: `(1 - alpha) * image + alpha * color_mask` (both uint8 H x W x 3, same colour order)."""
     if color_mask.shape[:2] != image.shape[:2]:
-        color_mask = cv2.resize(color_mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        color_mask = cv2.resize(color_mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
     return cv2.addWeighted(image, 1.0 - alpha, color_mask, alpha, 0.0)
 
 

@@ -30,11 +30,14 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an H x W label map to `size` = (H, W)."""
+    """Nearest-neighbour resize of an H x W label map to `size` = (H, W).
+
+    INTER_NEAREST_EXACT samples pixel centres, so labels stay aligned with the bilinearly resized image
+    (plain INTER_NEAREST is shifted by up to half a pixel); training uses the same rule (NEAREST_EXACT)."""
     h, w = size
     if label.shape[:2] == (h, w):
         return label
-    return cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

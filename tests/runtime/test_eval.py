@@ -63,7 +63,7 @@ def test_evaluate_equals_metrics_on_same_predictions(onnx_model, output):
                 up = cv2.resize(out[0].transpose(1, 2, 0), (label.shape[1], label.shape[0]), interpolation=cv2.INTER_LINEAR)
                 preds.append(up.argmax(-1))
             else:
-                preds.append(cv2.resize(out[0], (label.shape[1], label.shape[0]), interpolation=cv2.INTER_NEAREST))
+                preds.append(cv2.resize(out[0], (label.shape[1], label.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT))
     miou, acc = _miou_by_hand(preds, [lb for _, lb in ds.samples], 4)
     assert res["mIoU"] == pytest.approx(miou) and res["pixel_acc"] == pytest.approx(acc)
     assert res["images"] == 3 and set(res["per_class_iou"]) == {"c0", "c1", "c2", "c3"}
