@@ -31,6 +31,7 @@ from calib.onnx_io import data_info, input_size, load_onnx, session
 from runtime.datasets import SegmentationDataset, build_dataset
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_bytes, atomic_write_json, sha256_file
+from runtime.metadata import DataInfo
 
 TARGETS = ("cpu", "trt")
 
@@ -57,11 +58,18 @@ def output_path(src: Path, kind: str) -> Path:
     return src.with_name(f"{src.name.removesuffix('.onnx')}.{kind}.onnx")
 
 
+def _reader(data: str, split: str, ds_opts: dict[str, Any], info: DataInfo) -> SegmentationDataset:
+    from runtime.eval import recorded_reader_options
+
+    return build_dataset(data, split, **(ds_opts or recorded_reader_options(data, info)))
+
+
 def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out: str | Path | None = None,
              dataset_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Write the requested models with their `.calib.json` reports; returns the reports.
 
-    `dataset_options` go to the reader (`build_dataset(data, split, **dataset_options)`)."""
+    `dataset_options` go to the reader (`build_dataset(data, split, **dataset_options)`); without them,
+    synthetic data is generated with the model's recorded generator (`DataInfo.extra`, as runtime.eval does)."""
     ds_opts = dict(dataset_options or {})
     src = Path(onnx_path)
     model = load_onnx(src)
@@ -80,7 +88,7 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
     val = None
     if data is not None:
         t0 = time.perf_counter()
-        val = evaluation_set(build_dataset(data, "val", **ds_opts), info, size, opts.val_images)
+        val = evaluation_set(_reader(data, "val", ds_opts, info), info, size, opts.val_images)
         timings["load_val_s"] = time.perf_counter() - t0
     reports = []
     with tempfile.TemporaryDirectory(prefix="lfd-calib-") as tmp_dir:
@@ -95,7 +103,7 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
             timings["eval_fp32_s"] = time.perf_counter() - t0
         if opts.target is not None and data is not None:  # data is checked above
             dst = Path(out) if out else output_path(src, f"int8.{opts.target}")
-            train = build_dataset(data, "train", **ds_opts)
+            train = _reader(data, "train", ds_opts, info)
             reports.append(_int8(src, model, data, ds_opts, train, info, size, opts, dst, tmp, val, fp32,
                                  dict(timings)))
         if opts.fp16:

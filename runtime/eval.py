@@ -35,13 +35,18 @@ def dataset_for_model(spec: str | None, split: str, info: DataInfo) -> Segmentat
     """Build the dataset `spec` (`name:root` or `synthetic`); for synthetic data, with the generator
     parameters recorded in the model's `info.extra["synthetic"]` (those the reader accepts)."""
     spec = spec or str(info.extra.get("dataset") or "synthetic")
+    return build_dataset(spec, split=split, **recorded_reader_options(spec, info))
+
+
+def recorded_reader_options(spec: str, info: DataInfo) -> dict[str, Any]:
+    """For synthetic data, the generator parameters the model was trained with (`info.extra["synthetic"]`,
+    those the reader accepts); nothing for other datasets."""
     name, _ = parse_data_spec(spec)
-    options: dict[str, Any] = {}
-    if name == "synthetic" and isinstance(info.extra.get("synthetic"), dict):
-        params = inspect.signature(dataset_classes()["synthetic"].__init__).parameters
-        options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in info.extra["synthetic"].items()
-                   if k in params and k not in ("root", "split")}
-    return build_dataset(spec, split=split, **options)
+    if name != "synthetic" or not isinstance(info.extra.get("synthetic"), dict):
+        return {}
+    params = inspect.signature(dataset_classes()["synthetic"].__init__).parameters
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in info.extra["synthetic"].items()
+            if k in params and k not in ("root", "split")}
 
 
 def evaluate(backend: Backend, dataset: SegmentationDataset, size: tuple[int, int] | None = None,
@@ -83,37 +88,59 @@ def format_result(result: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a .pt checkpoint, an .onnx model or a TensorRT .engine")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="one or more .pt checkpoints, .onnx models or TensorRT .engine files; with several, "
+                        "a summary table compares them")
     p.add_argument("--data", help="dataset as name:root (cityscapes:/data/cityscapes, voc:, camvid:, ade20k:, "
                    "folder:) or synthetic (default: the model's training dataset when recorded, else synthetic)")
     p.add_argument("--split", default="val", help="dataset split (default val)")
     p.add_argument("--size", help="network input H x W for dynamic models (default: the model's input size)")
     p.add_argument("--max-images", type=int, help="score only the first N images")
     add_backend_options(p)
-    p.add_argument("--json", help="write the result (with the environment) to this JSON file")
+    p.add_argument("--json", help="write the result (with the environment) to this JSON file (one model)")
+    p.add_argument("--out", help="folder for one <model file name>.json per model and summary.md/.json")
     return p
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    from pathlib import Path
+
     from runtime.infer import parse_size
-    from runtime.report import write_report
+    from runtime.io import atomic_write_text
+    from runtime.report import format_table, write_report
 
     args = build_parser().parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images {args.max_images} must be at least 1")
-    with load_backend(args.model, args.backend, threads=args.threads, providers=args.providers,
-                      device=args.device) as backend:
-        dataset = dataset_for_model(args.data, args.split, backend.info)
-        print(f"{backend.name}: {args.model} on {args.data or 'synthetic'}/{args.split} "
-              f"({len(dataset)} images)", file=sys.stderr)
-        result = evaluate(backend, dataset, parse_size(args.size), args.max_images, progress=True)
-    print(format_result(result))
-    if args.json:
-        report = {"model": str(args.model), "backend": backend.name, "data": args.data, "split": args.split,
+    if args.json and len(args.model) > 1:
+        raise UserError("--json names one file; with several models use --out DIR")
+    rows = []
+    for model in args.model:
+        with load_backend(model, args.backend, threads=args.threads, providers=args.providers,
+                          device=args.device) as backend:
+            dataset = dataset_for_model(args.data, args.split, backend.info)
+            print(f"{backend.name}: {model} on {args.data or 'synthetic'}/{args.split} "
+                  f"({len(dataset)} images)", file=sys.stderr)
+            result = evaluate(backend, dataset, parse_size(args.size), args.max_images, progress=True)
+        print(format_result(result))
+        report = {"model": str(model), "backend": backend.name, "data": args.data, "split": args.split,
                   "size": list(parse_size(args.size) or backend.input_size), **result}
-        write_report(args.json, report, threads=args.threads)
-        print(f"wrote {args.json}")
+        dest = args.json or (Path(args.out) / f"{Path(model).name}.json" if args.out else None)
+        if dest:
+            write_report(dest, report, threads=args.threads)
+            print(f"wrote {dest}")
+        rows.append({"model": Path(model).name, "backend": backend.name, "mIoU": 100 * result["mIoU"],
+                     "pixel_acc": 100 * result["pixel_acc"], "mean_acc": 100 * result["mean_acc"],
+                     "images": result["images"]})
+    if len(rows) > 1:
+        cols, heads = ["model", "backend", "mIoU", "pixel_acc", "mean_acc", "images"], \
+            ["model", "backend", "mIoU %", "pixel acc %", "mean acc %", "images"]
+        print(format_table(rows, cols, headers=heads))
+        if args.out:
+            write_report(Path(args.out) / "summary.json", {"models": rows}, threads=args.threads)
+            atomic_write_text(Path(args.out) / "summary.md", format_table(rows, cols, markdown=True, headers=heads) + "\n")
+            print(f"wrote {Path(args.out) / 'summary.md'}")
     return 0
 
 

@@ -270,8 +270,19 @@ def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: 
         size = (int(h), int(w))
     else:
         size = d.crop_size
-    info = dataclasses.replace(train_reader.data_info(size), mean=d.mean, std=d.std)
+    info = dataclasses.replace(train_reader.data_info(size), mean=d.mean, std=d.std, extra=data_provenance(d))
     return train_loader, val_loader, info
+
+
+def data_provenance(d: DataConfig) -> dict[str, Any]:
+    """What `DataInfo.extra` records so that runtime.eval, export parity and calibration read the same
+    data the model was trained on: the dataset spec, its splits and, for synthetic data, its generator."""
+    extra: dict[str, Any] = {"dataset": data_spec(d), "train_split": d.train_split, "val_split": d.val_split}
+    if data_spec(d).split(":")[0].strip().lower() == "synthetic":
+        syn = d.synthetic
+        extra["synthetic"] = {"num_train": syn.num_train, "num_val": syn.num_val, "size": list(syn.size),
+                              "seed": syn.seed, "difficulty": syn.difficulty}
+    return extra
 
 
 class InfiniteLoader:

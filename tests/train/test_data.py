@@ -202,3 +202,22 @@ def test_random_scale_samples_labels_at_pixel_centres() -> None:
         size = (round(13 * scale), round(17 * scale))
         # centre-aligned nearest neighbour (as bilinear is); cv2.INTER_NEAREST would be shifted
         assert np.array_equal(out, cv2.resize(label, size[::-1], interpolation=cv2.INTER_NEAREST_EXACT)), scale
+
+
+def test_data_info_records_the_synthetic_generator_for_runtime_eval():
+    """runtime.eval rebuilds the validation data from DataInfo.extra; it must be the training generator's."""
+    from runtime.eval import dataset_for_model
+    from train.config import load_config
+    from train.data import build_loaders
+
+    cfg = load_config(None, ["data.synthetic.num_train=8", "data.synthetic.num_val=3", "data.synthetic.size=[32,64]",
+                             "data.synthetic.seed=5", "data.batch_size=2", "data.workers=0",
+                             "data.synthetic.cache=false", "data.crop_size=[32,64]"])
+    _, val_loader, info = build_loaders(cfg)
+    assert info.extra["dataset"] == "synthetic"
+    assert info.extra["synthetic"] == {"num_train": 8, "num_val": 3, "size": [32, 64], "seed": 5, "difficulty": 1.0}
+    ds = dataset_for_model(None, "val", info)
+    assert len(ds) == 3 and ds[0][0].shape == (32, 64, 3)
+    ref = val_loader.dataset.reader if hasattr(val_loader.dataset, "reader") else None
+    if ref is not None:
+        assert (ds[0][1] == ref[0][1]).all()
