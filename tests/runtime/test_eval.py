@@ -91,3 +91,19 @@ def test_cli_on_synthetic_writes_json(onnx_model, tmp_path, capsys):
     assert report["images"] == 2 and 0 <= report["mIoU"] <= 1 and len(report["per_class_iou"]) == 16
     assert np.array(report["confusion_matrix"]).sum() == report["pixels"] and "environment" in report
     assert "mIoU" in capsys.readouterr().out
+
+
+def test_cli_with_several_models_writes_one_json_each_and_a_summary(onnx_model, tmp_path, capsys):
+    extra = {"synthetic": {"size": [32, 64], "num_val": 2, "cache": False}}
+    a = onnx_model(k=16, size=(32, 64), extra=extra)
+    b = tmp_path / "copy.onnx"
+    b.write_bytes(a.read_bytes())
+    out = tmp_path / "eval"
+    assert ev.main(["--model", str(a), str(b), "--data", "synthetic", "--out", str(out)]) == 0
+    one, two = (json.loads((out / f"{p.name}.json").read_text()) for p in (a, b))
+    assert one["mIoU"] == two["mIoU"]  # the same model scores the same
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["model"] for r in summary["models"]] == [a.name, b.name]
+    assert summary["models"][0]["mIoU"] == 100 * one["mIoU"]
+    assert (out / "summary.md").read_text().startswith("|")
+    assert ev.main(["--model", str(a), str(b), "--json", str(tmp_path / "x.json")]) == 2  # one file, two models
