@@ -10,9 +10,11 @@ CONFIG  ?= configs/demo.yaml
 RUNS    ?= runs
 DEMO    := $(RUNS)/demo
 TEACHER ?= $(DEMO)/teacher/best.pt
-STUDENT ?= $(DEMO)/student-lfd/best.pt
+STUDENT_BUDGET ?= 75s
+STUDENT ?= $(DEMO)/distill/demo-lfd-s0/best.pt
 EXPORT  := $(DEMO)/export
-SIZE    ?= 512x1024
+SIZE    ?=
+SIZE_ARG = $(if $(SIZE),--size $(SIZE))
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: help setup test lint pytest teacher distill compare export export-trt eval bench infer demo clean
@@ -36,25 +38,26 @@ lint: setup  ## ruff, and mypy of the TensorRT code against tensorrt-stubs
 	PATH=$(VENV)/bin:$$PATH bash scripts/lint_trt.sh
 
 pytest: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests
 
 test: lint pytest  ## lint + the whole test suite (CPU, a few minutes)
 
 teacher: setup  ## train (or reuse) the synthetic demo teacher
 	if [ -f $(TEACHER) ]; then echo "reusing teacher $(TEACHER)"; else \
-	  $(PY) -m train.teacher --config $(CONFIG) name=demo/teacher; fi
+	  $(PY) -m train.teacher --config configs/demo-teacher.yaml name=demo/teacher; fi
 
 distill: teacher  ## student alone and LFD student from the demo teacher; prints the mIoU table
-	$(PY) -m train.demo_distill --config $(CONFIG) --teacher $(TEACHER) --out $(DEMO)
+	$(PY) -m train.compare --config $(CONFIG) --teacher $(TEACHER) --methods baseline,lfd \
+	  --budget $(STUDENT_BUDGET) --seeds 1 --out $(DEMO)/distill
 
-compare: teacher  ## every method at an equal wall-clock budget (synthetic data, ~40 min on 2 cores)
+compare: teacher  ## 7 methods x 2 seeds at an equal 2-minute budget (synthetic data, ~40 min on 2 cores)
 	$(PY) -m train.compare --config configs/compare.yaml --teacher $(TEACHER) \
-	  --methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 4m --seeds 2 --out $(RUNS)/compare
+	  --methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 2m --seeds 2 --out $(RUNS)/compare
 
 export: setup  ## ONNX, FP16 ONNX and both INT8 ONNX models of the demo student, with a report
-	$(PY) -m export.onnx --checkpoint $(STUDENT) --size $(SIZE) --out $(EXPORT)/student.onnx
-	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target cpu --images 32 --max-drop 0.5 --val-images 20
-	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target trt --images 32
+	$(PY) -m export.onnx --checkpoint $(STUDENT) $(SIZE_ARG) --out $(EXPORT)/student.onnx
+	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target cpu --images 32 --max-drop 0.5 --val-images 30
+	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target trt --images 32 --val-images 30
 	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --fp16
 
 export-trt: export  ## TensorRT FP16 and INT8 engines (where TensorRT and a GPU exist)
@@ -62,15 +65,15 @@ export-trt: export  ## TensorRT FP16 and INT8 engines (where TensorRT and a GPU 
 	$(PY) -m export.trt --onnx $(EXPORT)/student.int8.trt.onnx --precision int8
 
 eval: setup  ## mIoU of every exported model on synthetic validation data
-	for m in $(STUDENT) $(EXPORT)/student.onnx $(EXPORT)/student.fp16.onnx $(EXPORT)/student.int8.cpu.onnx; do \
-	  $(PY) -m runtime.eval --model $$m --data synthetic --split val --json $(DEMO)/eval/$$(basename $$m).json; done
+	$(PY) -m runtime.eval --model $(STUDENT) $(EXPORT)/student.onnx $(EXPORT)/student.fp16.onnx \
+	  $(EXPORT)/student.int8.cpu.onnx $(EXPORT)/student.int8.trt.onnx --data synthetic --split val --out $(DEMO)/eval
 
 bench: setup  ## latency table of every exported model (JSON, Markdown, PNG)
 	$(PY) -m runtime.bench --models $(STUDENT) $(EXPORT)/student.onnx $(EXPORT)/student.fp16.onnx \
-	  $(EXPORT)/student.int8.cpu.onnx --size $(SIZE) --data synthetic --out $(DEMO)/bench
+	  $(EXPORT)/student.int8.cpu.onnx $(SIZE_ARG) --warmup 5 --iters 50 --data synthetic --out $(DEMO)/bench
 
 infer: setup  ## an overlay video of synthetic frames made by runtime.infer
-	$(PY) -m runtime.datasets.synthetic --video $(DEMO)/synthetic.mp4 --frames 60 --size $(SIZE)
+	$(PY) -m runtime.datasets.synthetic --video $(DEMO)/synthetic.mp4 --frames 60 --size 512x1024
 	$(PY) -m runtime.infer --model $(EXPORT)/student.int8.cpu.onnx --source $(DEMO)/synthetic.mp4 \
 	  --save $(DEMO)/overlay.mp4 --json $(DEMO)/infer.json
 
