@@ -3,6 +3,7 @@ label downsampling, log-softmaxes and the 1x1 adapters. Private: the public API 
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -35,9 +36,9 @@ class DistillMethod(Objective):
     needs_teacher = True
 
     @classmethod
+    @abc.abstractmethod
     def from_config(cls, ctx: BuildContext) -> DistillMethod:
         """Build from the config section and the models' feature contracts (UserError on bad stages)."""
-        raise NotImplementedError
 
 
 def describe_stages(info: list[FeatureInfo]) -> str:

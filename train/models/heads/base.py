@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
 
-class DecodeHead(nn.Module):
+class DecodeHead(nn.Module, abc.ABC):
     """Built from the encoder's `feature_info`; `forward(features) -> (logits at `stride`, decoder)`
     where `decoder` (`decoder_channels` wide) is the input of the final 1x1 classifier."""
 
@@ -14,5 +16,6 @@ class DecodeHead(nn.Module):
     decoder_channels: int
     classifier: nn.Conv2d
 
+    @abc.abstractmethod
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """Logits at `stride` and the classifier's input feature."""
