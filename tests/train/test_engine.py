@@ -15,10 +15,11 @@ from engine_standins import ScaledTask, TinyLoader, TinySeg, data_info, make_dat
 
 from runtime.errors import UserError
 from train.checkpoint import load_checkpoint, load_training_state
-from train.engine import Every, Trainer, choose_amp_dtype, poly_lr
+from train.engine import Trainer
 from train.losses.task import TaskLoss, seg_cross_entropy
 from train.models.output import SegOutput
 from train.objective import Objective, StepInfo
+from train.schedule import Every, choose_amp_dtype, poly_lr
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors; threads only add barrier stalls
 
