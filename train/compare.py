@@ -3,8 +3,18 @@
     python -m train.compare --config configs/compare.yaml --teacher T.pt \\
         --methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 10m --seeds 2 --out runs/compare
 
-Every method gets the same budget, data order and seeds: seed index i runs with `train.seed = seed + i`
-for every method. Each (method, seed) is one `python -m train.distill` subprocess (so peak memory is
+Every method gets the same budget, data order, seeds and initial student weights: seed index i runs with
+`train.seed = seed + i` for every method.
+
+A wall-clock budget is resolved before training (`--match probe`, the default; train/budget.py): a teacher
+target cache is built once when a method reads the teacher (`--teacher-cache auto`), each method's seconds
+per iteration are measured by a short probe (`train.distill --probe-only`, nothing else of the comparison
+running), and each run then trains for exactly `floor(seconds / s_per_iter)` iterations. The cache's build
+time counts: amortised over every run that reads it (`seconds = budget − cache / runs`), and, with
+`--charge both` (default), also charged in full to one more run per method and seed (`<method>-charged`),
+so the table gives the gap closed both ways. `compare.json` records the probes, the cache cost and the
+resolved counts; `--resolved compare.json` replays those counts on any machine. `--match wallclock` runs
+the budget live, as a clock, instead. Each (method, seed) is one `python -m train.distill` subprocess (so peak memory is
 measured per method) writing `<out>/<config stem>-<method>-s<seed>/`; a run whose results.json exists is
 skipped and an interrupted one resumes from its last.pt, so re-running the command continues a comparison.
 
@@ -37,7 +47,8 @@ from runtime.report import format_table
 from train.config import ALIASES, Config, load_config, parse_budget
 from train.losses import parse_method
 
-RESERVED = ("distill.method", "train.budget", "train.seed", "train.name", "distill.teacher", "train.runs_dir")
+RESERVED = ("distill.method", "train.budget", "train.seed", "train.name", "distill.teacher", "train.runs_dir",
+            "train.iterations", "train.budget_mode", "distill.teacher_cache")
 
 
 def run_name(stem: str, method: str, seed: int) -> str:
@@ -53,16 +64,45 @@ def default_val_every(budget: str, points: int = 10) -> str:
 
 
 def distill_command(config: str | None, method: str, seed: int, budget: str, teacher: str | None,
-                    out: Path, val_every: str, overrides: Sequence[str]) -> list[str]:
-    """The `python -m train.distill` command line of one run (the comparison's keys come last and win)."""
+                    out: Path, val_every: str, overrides: Sequence[str], iterations: int | None = None,
+                    cache: str | None = None, name: str | None = None) -> list[str]:
+    """The `python -m train.distill` command line of one run (the comparison's keys come last and win).
+    `iterations`: the count a wall-clock budget resolved to; `cache`: the teacher cache folder."""
     cmd = [sys.executable, "-m", "train.distill"]
     if config:
         cmd += ["--config", config]
     cmd += [*overrides, f"method={method}", f"budget={budget}", f"seed={seed}", f"train.runs_dir={out}",
-            f"train.val_every={val_every}", f"name={run_name(stem_of(config), method, seed)}"]
+            f"train.val_every={val_every}", f"name={name or run_name(stem_of(config), method, seed)}"]
+    if iterations is not None:
+        cmd += ["train.budget_mode=probe", f"train.iterations={iterations}"]
     if teacher:
         cmd.append(f"teacher={teacher}")
+    if cache and method_reads_teacher(method):
+        cmd.append(f"distill.teacher_cache={cache}")
     return cmd
+
+
+def method_reads_teacher(method: str) -> bool:
+    from train.losses import METHODS
+
+    return any(METHODS[n].needs_teacher for n in parse_method(method))
+
+
+def resolve_counts(probes: dict[str, float], seconds: float, cache_seconds: float, cached: Sequence[str],
+                   runs_sharing: int) -> dict[str, dict[str, int]]:
+    """Iterations per method from probed s/iter: `amortised` charges each run that reads the cache
+    `cache_seconds / runs_sharing`, `charged` the whole build (methods in `cached` only)."""
+    from train.budget import charge_cache, resolve_iterations
+
+    out = {}
+    for m, s_per_iter in probes.items():
+        uses = m in cached
+        rec = {"amortised": resolve_iterations(charge_cache(seconds, cache_seconds if uses else 0.0, runs_sharing),
+                                               s_per_iter)}
+        if uses:
+            rec["charged"] = resolve_iterations(charge_cache(seconds, cache_seconds, 1), s_per_iter)
+        out[m] = rec
+    return out
 
 
 def child_env() -> dict[str, str]:
@@ -92,9 +132,13 @@ def gap_closed(miou: float | None, baseline: float | None, teacher: float | None
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]], teacher_miou: float | None,
-              baseline: str = "baseline") -> list[dict[str, Any]]:
+              baseline: str = "baseline", charged: dict[str, list[dict[str, Any]]] | None = None,
+              probes: dict[str, float] | None = None, cache_seconds: dict[str, float] | None = None
+              ) -> list[dict[str, Any]]:
     """One row per method from its runs' results.json dicts (engine fields final_miou, best_miou,
-    iterations, s_per_iter, peak_mem_mb, peak_mem_kind); mIoU as fractions."""
+    iterations, s_per_iter, peak_mem_mb, peak_mem_kind); mIoU as fractions. `charged`: the runs of the
+    same methods with the cache build charged in full; `probes`: probed s/iter; `cache_seconds`: the
+    cache build time each method's runs read from."""
     rows = []
     for method, results in runs.items():
         mious = [r["final_miou"] for r in results if r.get("final_miou") is not None]
@@ -111,34 +155,59 @@ def summarize(runs: dict[str, list[dict[str, Any]]], teacher_miou: float | None,
             "elapsed_s": mean_std([r["elapsed_s"] for r in results])[0],
             "peak_mem_mb": max(r["peak_mem_mb"] for r in results),
             "peak_mem_kind": results[0].get("peak_mem_kind"),
+            "probe_s_per_iter": (probes or {}).get(method),
+            "cache_s": (cache_seconds or {}).get(method),
         })
+        ch = (charged or {}).get(method) or []
+        ch_mious = [r["final_miou"] for r in ch if r.get("final_miou") is not None]
+        rows[-1]["charged_miou_mean"], rows[-1]["charged_miou_std"] = mean_std(ch_mious)
+        rows[-1]["charged_iterations"] = mean_std([r["iterations"] for r in ch])[0]
     base = next((r["miou_mean"] for r in rows if r["method"] == baseline), None)
     for r in rows:
         r["gap_closed"] = gap_closed(r["miou_mean"], base, teacher_miou)
+        # a method that reads no cache pays nothing for it: charged = amortised
+        r["gap_closed_charged"] = (gap_closed(r["charged_miou_mean"], base, teacher_miou)
+                                   if r["charged_miou_mean"] is not None else
+                                   r["gap_closed"] if not r.get("cache_s") else None)
     return rows
 
 
-def markdown_report(rows: list[dict[str, Any]], teacher_miou: float | None, budget: str, seeds: int) -> str:
+def markdown_report(rows: list[dict[str, Any]], teacher_miou: float | None, budget: str, seeds: int,
+                    match: str = "probe") -> str:
     """compare.md: a header line and the table (mIoU in %)."""
     teacher = "-" if teacher_miou is None else f"{100 * teacher_miou:.2f}"
-    head = (f"# Budget-matched comparison\n\nBudget {parse_budget(budget)} per run, {seeds} seed(s), "
+    how = ("resolved to iterations per method by a probe of its s/iter" if match == "probe"
+           else "run live as a wall-clock budget" if parse_budget(budget).is_time else "in iterations")
+    head = (f"# Budget-matched comparison\n\nBudget {parse_budget(budget)} per run ({how}), {seeds} seed(s), "
             f"teacher mIoU {teacher} %. mIoU: final weights, mean ± std over seeds; gap closed = "
-            f"(mIoU − baseline) / (teacher − baseline).\n\n")
+            f"(mIoU − baseline) / (teacher − baseline), with the teacher cache's build time amortised over the "
+            f"runs that read it, and charged in full to each run.\n\n")
     return head + table(rows, markdown=True) + "\n"
+
+
+def _pct(mean: float | None, std: float | None = None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
 
 
 def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     cells = [{
         "method": r["method"],
-        "mIoU": "-" if r["miou_mean"] is None else f"{100 * r['miou_mean']:.2f} ± {100 * r['miou_std']:.2f}",
+        "mIoU": _pct(r["miou_mean"], r["miou_std"]),
         "gap": "-" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.1f} %",
-        "it": f"{r['iterations']:.0f}",
+        "gap_ch": "-" if r.get("gap_closed_charged") is None else f"{100 * r['gap_closed_charged']:.1f} %",
+        "it": f"{r['iterations']:.0f}" + (f" / {r['charged_iterations']:.0f}" if r.get("charged_iterations") else ""),
+        "probe": "-" if r.get("probe_s_per_iter") is None else f"{r['probe_s_per_iter']:.3f}",
         "s/it": f"{r['s_per_iter']:.3f}",
+        "cache": "-" if not r.get("cache_s") else f"{r['cache_s']:.1f}",
         "mem": f"{r['peak_mem_mb']:.0f}",
     } for r in rows]
     mem = "peak GPU MB" if rows and rows[0].get("peak_mem_kind") == "cuda_max_allocated" else "peak RSS MB"
-    return format_table(cells, ["method", "mIoU", "gap", "it", "s/it", "mem"], markdown=markdown,
-                        headers=["method", "mIoU (%)", "gap closed", "iterations", "s/iter", mem])
+    return format_table(cells, ["method", "mIoU", "gap", "gap_ch", "it", "probe", "s/it", "cache", "mem"],
+                        markdown=markdown,
+                        headers=["method", "mIoU (%)", "gap closed", "gap (cache charged)",
+                                 "iterations (/ charged)", "probe s/iter", "train s/iter", "cache build s", mem])
 
 
 def read_val_curve(log_path: str | Path) -> list[tuple[float, float]]:
@@ -209,12 +278,51 @@ def teacher_miou_on(cfg: Config, teacher: str, out: Path) -> float:
     return float(metrics["mIoU"])
 
 
+def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str], methods: list[str],
+                           teacher: str, mode: str) -> tuple[str | None, float, bool]:
+    """(cache folder, its build seconds, built now) holding what every method of the comparison reads;
+    (None, 0, False) when no method reads the teacher or the cache is off."""
+    from train.losses import teacher_reads
+    from train.teacher_cache import open_cache
+
+    reads: list[str] = []
+    for m in methods:
+        if method_reads_teacher(m):
+            reads += teacher_reads(load_config(config, [*overrides, f"method={m}"]).distill)
+    if mode == "off" or not reads:
+        return None, 0.0, False
+    cfg.distill.teacher_cache = mode
+    path, manifest, built = open_cache(cfg, teacher, list(dict.fromkeys(reads)), build=True)
+    return str(path), float(manifest.get("build_seconds") or 0.0), built
+
+
+def probe_method(config: str | None, method: str, seed: int, budget: str, teacher: str | None, out: Path,
+                 overrides: list[str], cache: str | None) -> dict[str, Any]:
+    """The probe record of one method (a `train.distill --probe-only` subprocess; reused when present)."""
+    path = out / "probes" / f"{method}.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    cmd = distill_command(config, method, seed, budget, teacher, out, "0", overrides, cache=cache)
+    print(f"[compare] probing {method}", flush=True)
+    rc = subprocess.run([*cmd, "--probe-only", str(path)], check=False, env=child_env()).returncode
+    if rc != 0 or not path.is_file():
+        raise UserError(f"the probe of method '{method}' failed (exit code {rc}); run it alone to see why: "
+                        f"{' '.join(cmd)} --probe-only {path}")
+    return dict(json.loads(path.read_text()))
+
+
 def compare(config: str | None, methods: list[str], budget: str, seeds: int, teacher: str | None, out: Path,
-            overrides: list[str], val_every: str | None = None) -> dict[str, Any]:
+            overrides: list[str], val_every: str | None = None, match: str = "probe",
+            resolved: str | Path | None = None, teacher_cache: str = "auto", charge: str = "both"
+            ) -> dict[str, Any]:
     """Run (or resume) every method x seed, then write compare.json, compare.md and compare.png."""
     for m in methods:
         parse_method(m)
-    parse_budget(budget)
+    b = parse_budget(budget)
+    if match not in ("probe", "wallclock"):
+        raise UserError(f"--match {match}: choose probe or wallclock")
+    if charge not in ("both", "amortised"):
+        raise UserError(f"--charge {charge}: choose both or amortised")
     for item in overrides:
         key = item.partition("=")[0].strip()
         if ALIASES.get(key, key) in RESERVED:
@@ -226,52 +334,108 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
         raise UserError("distillation methods need a teacher: pass --teacher path/to/teacher.pt")
     if teacher is not None and not Path(teacher).is_file():
         raise UserError(f"teacher checkpoint {teacher} does not exist; pass --teacher path/to/teacher.pt")
-    val_every = val_every or default_val_every(budget)
     seed_values = [cfg.train.seed + i for i in range(seeds)]
-    budget_text = str(parse_budget(budget))
+    budget_text = str(b)
+    probe_budget = b.is_time and match == "probe"
+
+    cache, cache_s, cache_built = (build_comparison_cache(cfg, config, overrides, methods, teacher, teacher_cache)
+                                   if teacher is not None else (None, 0.0, False))
+    cached = [m for m in methods if cache and method_reads_teacher(m)]
+    if cache:
+        print(f"[compare] teacher cache {cache}: {'built' if cache_built else 'reused'}, build time "
+              f"{cache_s:.1f}s, read by {', '.join(cached)}", flush=True)
+
+    probes: dict[str, dict[str, Any]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    if resolved is not None:
+        prior = json.loads(Path(resolved).read_text())
+        counts = {m: {k: int(v) for k, v in c.items()} for m, c in (prior.get("resolved") or {}).items()}
+        probes = prior.get("probes") or {}
+        missing = [m for m in methods if m not in counts]
+        if missing:
+            raise UserError(f"{resolved} resolves no iteration count for {', '.join(missing)}; rerun the "
+                            f"comparison without --resolved, or drop those methods")
+    elif probe_budget:
+        for m in methods:
+            probes[m] = probe_method(config, m, seed_values[0], budget, teacher, out, overrides, cache)
+        runs_sharing = max(1, len(cached) * len(seed_values))
+        counts = resolve_counts({m: p["s_per_iter"] for m, p in probes.items()}, float(b.seconds or 0),
+                                cache_s, cached, runs_sharing)
+    if counts:
+        print("[compare] iterations per run: " + ", ".join(
+            f"{m} {c['amortised']}" + (f" (charged {c['charged']})" if "charged" in c else "")
+            for m, c in counts.items()), flush=True)
+
+    def plan(method: str, seed: int) -> list[tuple[str, str, int | None]]:
+        """(run name, accounting, iterations) of the runs of one method and seed."""
+        name = run_name(stem_of(config), method, seed)
+        if not counts:
+            return [(name, "amortised", None)]
+        c = counts[method]
+        runs = [(name, "amortised", c["amortised"])]
+        if charge == "both" and "charged" in c:
+            runs.append((run_name(stem_of(config), f"{method}-charged", seed), "charged", c["charged"]))
+        return runs
 
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    charged: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     curves: dict[str, list[list[tuple[float, float]]]] = {m: [] for m in methods}
     failed = []
     for seed in seed_values:
         for method in methods:
-            run_dir = out / run_name(stem_of(config), method, seed)
-            results_path = run_dir / "results.json"
-            if results_path.is_file():
-                print(f"[compare] {run_dir.name}: finished earlier, reusing {results_path}", flush=True)
-            else:
-                print(f"[compare] {run_dir.name}: running", flush=True)
-                cmd = distill_command(config, method, seed, budget, teacher, out, val_every, overrides)
-                rc = subprocess.run(cmd, check=False, env=child_env()).returncode
-                if rc != 0 or not results_path.is_file():
-                    failed.append({"method": method, "seed": seed, "exit_code": rc, "command": cmd})
-                    print(f"[compare] {run_dir.name} failed with exit code {rc}; continuing", flush=True)
-                    continue
-            result = json.loads(results_path.read_text())
-            if result.get("budget") != budget_text:
-                raise UserError(f"{results_path} is a run with budget {result.get('budget')}, not {budget_text}; "
-                                f"pass another --out for a new comparison")
-            runs[method].append({**result, "seed": seed})
-            curves[method].append(read_val_curve(run_dir / "log.jsonl"))
+            for name, accounting, iterations in plan(method, seed):
+                run_dir = out / name
+                results_path = run_dir / "results.json"
+                period = (str(max(1, iterations // 10)) if iterations is not None and not val_every
+                          else val_every or default_val_every(budget))
+                if results_path.is_file():
+                    print(f"[compare] {name}: finished earlier, reusing {results_path}", flush=True)
+                else:
+                    print(f"[compare] {name}: running" + (f" {iterations} iterations" if iterations else ""),
+                          flush=True)
+                    cmd = distill_command(config, method, seed, budget, teacher, out, period, overrides,
+                                          iterations, cache, name)
+                    rc = subprocess.run(cmd, check=False, env=child_env()).returncode
+                    if rc != 0 or not results_path.is_file():
+                        failed.append({"method": method, "seed": seed, "run": name, "exit_code": rc,
+                                       "command": cmd})
+                        print(f"[compare] {name} failed with exit code {rc}; continuing", flush=True)
+                        continue
+                result = json.loads(results_path.read_text())
+                if result.get("budget") != budget_text or (
+                        iterations is not None and result.get("resolved_iterations") != iterations):
+                    raise UserError(f"{results_path} is a run with budget {result.get('budget')} "
+                                    f"({result.get('resolved_iterations')} iterations), not {budget_text} "
+                                    f"({iterations}); pass another --out for a new comparison")
+                (charged if accounting == "charged" else runs)[method].append({**result, "seed": seed})
+                if accounting == "amortised":
+                    curves[method].append(read_val_curve(run_dir / "log.jsonl"))
 
     t_miou = teacher_miou_on(cfg, teacher, out) if teacher is not None else None
-    rows = summarize({m: r for m, r in runs.items() if r}, t_miou)
+    rows = summarize({m: r for m, r in runs.items() if r}, t_miou, charged=charged,
+                     probes={m: p["s_per_iter"] for m, p in probes.items()},
+                     cache_seconds={m: cache_s for m in cached})
     report = {
         "config": config,
         "budget": budget_text,
+        "match": "probe" if probe_budget else "wallclock" if b.is_time else "iterations",
         "val_every": val_every,
         "seeds": seed_values,
         "teacher": {"checkpoint": teacher, "miou": t_miou},
+        "teacher_cache": {"path": cache, "build_seconds": cache_s, "built_now": cache_built, "read_by": cached,
+                          "runs_sharing": len(cached) * len(seed_values)} if cache else None,
+        "probes": probes,
+        "resolved": counts,
         "methods": rows,
         "runs": {m: [{k: r.get(k) for k in ("seed", "run_dir", "final_miou", "best_miou", "iterations",
                                               "elapsed_s", "s_per_iter", "peak_mem_mb")} for r in rs]
-                 for m, rs in runs.items()},
+                 for m, rs in {**runs, **{f"{k}-charged": v for k, v in charged.items() if v}}.items()},
         "failed": failed,
         "env": next((r["env"] for rs in runs.values() for r in rs if "env" in r), None),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare.json", report)
-    atomic_write_text(out / "compare.md", markdown_report(rows, t_miou, budget, seeds))
+    atomic_write_text(out / "compare.md", markdown_report(rows, t_miou, budget, seeds, report["match"]))
     plot_curves({m: c for m, c in curves.items() if c}, t_miou, out / "compare.png",
                 f"{stem_of(config)}: {budget_text} per run")
     return report
@@ -299,6 +463,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="comparison folder (default: runs/compare-<config stem>-<budget>)")
     p.add_argument("--val-every", help="validation period of each run, iterations or wall-clock "
                                        "(default: a tenth of the budget, i.e. 10 points per curve)")
+    p.add_argument("--match", default="probe", choices=("probe", "wallclock"),
+                   help="how a wall-clock budget is matched: probe (default) times each method's step first and "
+                        "trains every run for the iterations its budget buys, reproducible and immune to load; "
+                        "wallclock runs the budget live as a clock")
+    p.add_argument("--resolved", metavar="COMPARE_JSON",
+                   help="replay the iteration counts of an earlier compare.json instead of probing")
+    p.add_argument("--teacher-cache", default="auto",
+                   help="auto (default): build the teacher target cache once and let every distillation run "
+                        "read it; off: the online teacher in each run; or a cache folder from train.cache")
+    p.add_argument("--charge", default="both", choices=("both", "amortised"),
+                   help="with a cache and --match probe: amortised trains each run with the cache's build time "
+                        "shared by all runs that read it; both (default) also trains one run per method and "
+                        "seed with the build time charged in full, for a second gap-closed column")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides for every run (e.g. data.batch_size=4 optim.lr=0.02)")
     return p
@@ -314,9 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--seeds {args.seeds}: give at least 1")
     out = Path(args.out or f"runs/compare-{stem_of(args.config)}-{args.budget}")
     report = compare(args.config, methods, args.budget, args.seeds, args.teacher, out, args.overrides,
-                     args.val_every)
+                     args.val_every, args.match, args.resolved, args.teacher_cache, args.charge)
     t = report["teacher"]["miou"]
-    print(f"\nteacher mIoU: {'-' if t is None else f'{100 * t:.2f} %'}; budget {report['budget']} per run")
+    print(f"\nteacher mIoU: {'-' if t is None else f'{100 * t:.2f} %'}; budget {report['budget']} per run "
+          f"({report['match']})")
     print(table(report["methods"]))
     for f in report["failed"]:
         print(f"failed: {f['method']} seed {f['seed']} (exit code {f['exit_code']}): {' '.join(f['command'])}")

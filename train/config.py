@@ -83,6 +83,10 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     budget: str = "2000"  # iterations ("40000") or wall-clock ("90s", "30m", "2h")
+    budget_mode: str = "wallclock"  # wallclock: a time budget runs live; probe: resolved to iterations first
+    iterations: int | None = None  # the iteration count a time budget resolved to (probe, compare --resolved)
+    probe_steps: int = 5  # timed training steps of the probe (after probe_warmup untimed ones); median s/iter
+    probe_warmup: int = 3
     val_every: str = "0"  # same forms as budget; "0" validates only at the end
     log_every: int = 10
     ckpt_every: str = "5m"  # how often last.pt is written (iterations or wall-clock)
@@ -136,7 +140,9 @@ class LFDConfig:
     shared_tau: float = 1.0
     kl_start: int | None = None  # None: 1000 iterations, or 5 % of a wall-clock budget
     kl_tau: float = 1.0
-    self_normalize: bool = True
+    self_normalize: bool = True  # = normalize [task, fea]
+    normalize: list[str] | None = None  # terms divided by their own detached value (task, fea, kd, kl);
+    # None: [task, fea] with self_normalize, else none. The authors' script: method=lfd+kd normalize=[task,kd,fea]
     w_fea: float = 1.0
     w_aux: float = 0.1
     w_shared: float = 1.0
@@ -153,6 +159,8 @@ class FKDConfig:
 class DistillConfig:
     method: str = "baseline"  # baseline | kd | cwd | fitnet | at | lfd | fkd, combined with '+'
     teacher: str | None = None  # teacher checkpoint (.pt)
+    teacher_cache: str = "off"  # off: online teacher; auto: build on first use, reuse after; or a cache folder
+    cache_dir: str = "data/cache/teacher"  # where teacher_cache=auto keeps its caches
     kd: KDConfig = field(default_factory=KDConfig)
     cwd: CWDConfig = field(default_factory=CWDConfig)
     fitnet: FitNetConfig = field(default_factory=FitNetConfig)
@@ -403,10 +411,19 @@ def validate(cfg: Config) -> None:
     parse_budget(cfg.train.budget)
     parse_budget(cfg.train.val_every)
     parse_budget(cfg.train.ckpt_every)
+    if cfg.train.budget_mode not in ("wallclock", "probe"):
+        raise UserError(f"train.budget_mode '{cfg.train.budget_mode}' is not one of wallclock, probe")
+    if cfg.train.iterations is not None and cfg.train.iterations < 1:
+        raise UserError(f"train.iterations={cfg.train.iterations}: give at least 1")
+    if cfg.train.probe_steps < 1 or cfg.train.probe_warmup < 0:
+        raise UserError("train.probe_steps must be at least 1 and train.probe_warmup at least 0")
     if cfg.optim.name not in ("sgd", "adamw"):
         raise UserError(f"optim.name '{cfg.optim.name}' is not one of sgd, adamw")
     if cfg.distill.lfd.mask not in ("kl", "entropy", "uniform"):
         raise UserError(f"distill.lfd.mask '{cfg.distill.lfd.mask}' is not one of kl, entropy, uniform")
+    bad = [n for n in (cfg.distill.lfd.normalize or []) if n not in ("task", "fea", "kd", "kl")]
+    if bad:
+        raise UserError(f"distill.lfd.normalize names {bad}; choose from task, fea, kd, kl")
     if cfg.distill.lfd.aux_target not in ("student", "teacher"):
         raise UserError(f"distill.lfd.aux_target '{cfg.distill.lfd.aux_target}' is not one of student, teacher")
 

@@ -1,14 +1,17 @@
 """Training data: runtime readers -> paired augmentation -> normalised tensors -> loaders.
 
-Training samples (torchvision.transforms.v2 on `tv_tensors.Image` / `tv_tensors.Mask`, so image and
-label get the same geometry):
+Training samples (train/geometry.py draws the geometry as parameters, so that image, label and cached
+teacher maps get the same one):
   1. random scale: resize to `s * base`, s ~ U(scale_range), base = `val_size` or the image's own size
      (so training sees objects at the validation scale on average; image bilinear, label nearest);
   2. random crop to `crop_size`, padding when smaller (image 0, label 255 = ignore);
   3. horizontal flip (p = 0.5); 4. colour jitter on the image only;
   5. `x = (image / 255 - mean) / std` (runtime.preprocess.normalize's math, in torch).
-Validation samples: optional resize to `val_size` with runtime.preprocess (image bilinear, label
-nearest), then the same normalisation. Items are (image float32 3 x H x W, label int64 H x W).
+With a teacher target cache (train/teacher_cache.py), each training item also carries the cached
+teacher maps of its source image warped with the sample's geometry (no colour jitter: the teacher's view
+is the clean image). Validation samples: optional resize to `val_size` with runtime.preprocess (image
+bilinear, label nearest), then the same normalisation. Items are (image float32 3 x H x W, label int64
+H x W[, {output name: float32 C x h x w}]).
 
 Determinism: `TrainSampler` draws the order and one augmentation seed per sample from
 (seed, epoch), and the dataset seeds torch's RNG with it (in a forked RNG state) for that sample, so
@@ -28,52 +31,23 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from runtime.datasets import BadSample, SegmentationDataset, build_dataset
 from runtime.errors import UserError
 from runtime.metadata import DataInfo
 from runtime.preprocess import normalize, resize_image, resize_label
 from train.config import Config, DataConfig
+from train.geometry import apply_geometry, draw_geometry
 
 IGNORE_INDEX = 255
 _MAX_BAD_IN_A_ROW = 100
 
 
-class RandomScale(v2.Transform):
-    """Resize image and mask to `s * base_size`, s ~ U(scale_range) (base: the input's own size if None)."""
-
-    def __init__(self, scale_range: tuple[float, float], base_size: tuple[int, int] | None = None) -> None:
-        super().__init__()
-        self.scale_range = scale_range
-        self.base_size = base_size
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        h, w = self.base_size or v2.query_size(flat_inputs)
-        lo, hi = self.scale_range
-        s = lo + (hi - lo) * float(torch.rand(()))
-        return {"size": [max(1, round(h * s)), max(1, round(w * s))]}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, tv_tensors.Mask):
-            # NEAREST_EXACT samples at pixel centres like bilinear; plain NEAREST is shifted by up to
-            # half a source pixel against the image.
-            return TF.resize(inpt, params["size"], interpolation=v2.InterpolationMode.NEAREST_EXACT)
-        return TF.resize(inpt, params["size"], antialias=True)
-
-
-def train_transform(crop_size: tuple[int, int], scale_range: tuple[float, float], flip: bool,
-                    color_jitter: float, base_size: tuple[int, int] | None = None) -> v2.Compose:
-    """The paired geometric + photometric augmentation (uint8 tv_tensors in, uint8 tv_tensors out)."""
-    steps: list[v2.Transform] = [
-        RandomScale(scale_range, base_size),
-        v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
-    ]
-    if flip:
-        steps.append(v2.RandomHorizontalFlip(0.5))
-    if color_jitter > 0:
-        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
-    return v2.Compose(steps)
+def color_transform(color_jitter: float) -> v2.Transform | None:
+    """Colour jitter (brightness, contrast, saturation) of the image only; None when disabled."""
+    if color_jitter <= 0:
+        return None
+    return v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
 
 
 def normalize_tensor(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -87,52 +61,62 @@ class SegmentationTorchDataset(Dataset):
     """A runtime reader as a torch Dataset with training augmentation or validation resizing.
 
     Index with an int, or with `(index, seed)` (what `TrainSampler` yields) for a reproducible
-    augmentation of that sample. With `reader.skip_bad`, a corrupt sample is replaced by the next one."""
+    augmentation of that sample. With `reader.skip_bad`, a corrupt sample is replaced by the next one.
+    With `targets` (a train.teacher_cache.TargetReader of the same split), training items carry the
+    sample's cached teacher maps, warped with its geometry."""
 
     def __init__(self, reader: SegmentationDataset, train: bool, crop_size: tuple[int, int] = (512, 1024),
                  scale_range: tuple[float, float] = (0.5, 2.0), flip: bool = True, color_jitter: float = 0.0,
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
-                 val_size: tuple[int, int] | None = None) -> None:
+                 val_size: tuple[int, int] | None = None, targets: Any = None) -> None:
         self.reader = reader
         self.train = train
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.val_size = (int(val_size[0]), int(val_size[1])) if val_size else None
-        crop = (int(crop_size[0]), int(crop_size[1]))
-        scales = (float(scale_range[0]), float(scale_range[1]))
-        self.transform = train_transform(crop, scales, flip, color_jitter, self.val_size) if train else None
+        self.crop = (int(crop_size[0]), int(crop_size[1]))
+        self.scales = (float(scale_range[0]), float(scale_range[1]))
+        self.flip = flip
+        self.color = color_transform(color_jitter) if train else None
+        self.targets = targets if train else None
 
     def __len__(self) -> int:
         return len(self.reader)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        image, label = self._read(int(index))
+        index, image, label = self._read(int(index))
         if not self.train:
             return self._validation(image, label)
         if seed is None:
-            return self._augment(image, label)
+            return self._augment(index, image, label)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self._augment(image, label)
+            return self._augment(index, image, label)
 
-    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _read(self, index: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """(the index actually read, image, label): a skipped corrupt sample is replaced by the next."""
         for k in range(min(len(self.reader), _MAX_BAD_IN_A_ROW)):
+            i = (index + k) % len(self.reader)
             try:
-                image, label, _ = self.reader[(index + k) % len(self.reader)]
-                return image, label
+                image, label, _ = self.reader[i]
+                return i, image, label
             except BadSample:
                 if not self.reader.skip_bad:
                     raise
         raise UserError(f"{_MAX_BAD_IN_A_ROW} samples in a row from index {index} are corrupt; check the dataset")
 
-    def _augment(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
-        mask = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(label))[None])
-        assert self.transform is not None
-        img, mask = self.transform(img, mask)
-        x = normalize_tensor(img.as_subclass(torch.Tensor), self.mean, self.std)
-        return x, mask.as_subclass(torch.Tensor)[0].to(torch.int64)
+    def _augment(self, index: int, image: np.ndarray, label: np.ndarray) -> Any:
+        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        lbl = torch.from_numpy(np.ascontiguousarray(label))
+        g = draw_geometry((img.shape[-2], img.shape[-1]), self.scales, self.crop, self.flip, self.val_size)
+        img, lbl = apply_geometry(img, lbl, g)
+        if self.color is not None:
+            img = self.color(tv_tensors.Image(img)).as_subclass(torch.Tensor)
+        x = normalize_tensor(img, self.mean, self.std)
+        if self.targets is None:
+            return x, lbl.to(torch.int64)
+        return x, lbl.to(torch.int64), self.targets.warped(index, g)
 
     def _validation(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if self.val_size:
@@ -237,10 +221,11 @@ def build_readers(data: DataConfig) -> tuple[SegmentationDataset, SegmentationDa
     return build_dataset(spec, data.train_split, **opts), build_dataset(spec, data.val_split, **opts)
 
 
-def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: int = 1
+def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: int = 1, targets: Any = None
                   ) -> tuple[DataLoader, DataLoader, DataInfo]:
     """Train loader (shuffled by `cfg.train.seed`, augmented, drop_last), val loader, and the DataInfo
-    (classes, palette, mean/std, input size = val_size or the first val image's size)."""
+    (classes, palette, mean/std, input size = val_size or the first val image's size). With `targets`
+    (a train.teacher_cache.TargetReader), training batches are (images, labels, {output: maps})."""
     d = cfg.data
     train_reader, val_reader = build_readers(d)
     if not distributed:
@@ -250,7 +235,10 @@ def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: 
         raise UserError(f"the {d.train_split} split has {len(train_reader)} images, fewer than one batch of "
                         f"{d.batch_size} per process; lower data.batch_size or use more data")
     train_set = SegmentationTorchDataset(train_reader, True, d.crop_size, d.scale_range, d.flip, d.color_jitter,
-                                         d.mean, d.std, d.val_size)
+                                         d.mean, d.std, d.val_size, targets=targets)
+    if targets is not None and targets.num_images != len(train_reader):
+        raise UserError(f"the teacher cache {targets.path} holds {targets.num_images} images but the "
+                        f"{d.train_split} split has {len(train_reader)}; build the cache for this dataset")
     val_set: Dataset = SegmentationTorchDataset(val_reader, False, mean=d.mean, std=d.std, val_size=d.val_size)
     if d.max_val_images is not None:
         val_set = torch.utils.data.Subset(val_set, range(min(d.max_val_images, len(val_reader))))

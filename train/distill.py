@@ -14,6 +14,7 @@ and a `student` block (mIoU, parameters, GFLOPs).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,9 @@ from train.checkpoint import (
     model_from_checkpoint,
     unwrap,
 )
-from train.config import Config, load_config, parse_budget
-from train.engine import Trainer, default_run_dir
-from train.losses import METHODS, build_objective, parse_method
+from train.config import Budget, Config, load_config, parse_budget
+from train.engine import Trainer, default_run_dir, seed_everything
+from train.losses import METHODS, build_objective, parse_method, teacher_reads
 from train.models import build_model, count_params, gflops
 from train.models.output import FeatureInfo
 
@@ -89,8 +90,57 @@ def summary_table(teacher: dict[str, Any] | None, student: dict[str, Any]) -> st
     return format_table(rows, ["model", "arch", "mIoU", "params (M)", "GFLOPs"], digits=2)
 
 
-def distill(cfg: Config) -> dict[str, Any]:
-    """Train `cfg.model` from the teacher `cfg.distill.teacher` with `cfg.distill.method`; returns results.json."""
+def prepare_cache(cfg: Config, env: D.DistEnv) -> tuple[Any, list[FeatureInfo], dict[str, Any]] | None:
+    """(TargetReader, teacher feature contract, cache record) for `distill.teacher_cache`, or None when
+    it is off or the method reads no teacher. Rank 0 builds an `auto` cache; the others wait for it."""
+    from train.teacher_cache import TargetReader, open_cache, teacher_feature_info
+
+    if cfg.distill.teacher_cache == "off" or not needs_teacher(cfg.distill.method):
+        return None
+    assert cfg.distill.teacher is not None
+    outputs = teacher_reads(cfg.distill)
+    built = False
+    if env.is_main:
+        _, _, built = open_cache(cfg, cfg.distill.teacher, outputs, build=True)
+    D.barrier()
+    path, manifest, _ = open_cache(cfg, cfg.distill.teacher, outputs, build=False)
+    record = {"path": str(path), "outputs": outputs, "build_seconds": manifest.get("build_seconds"),
+              "built_by_this_run": built}
+    return TargetReader(path, manifest, outputs), teacher_feature_info(manifest), record
+
+
+def resolve_budget(cfg: Config, trainer: Trainer, env: D.DistEnv, run_dir: Path) -> dict[str, Any] | None:
+    """With `train.budget_mode=probe` and a wall-clock budget: the probe record, after setting
+    `cfg.train.iterations` (and the trainer's budget) to the count it resolves to. A resumed run reuses the
+    probe it recorded in `<run>/probe.json`, so that it finishes the same count."""
+    import torch
+
+    from train.budget import resolve_iterations
+
+    budget = parse_budget(cfg.train.budget)
+    if not budget.is_time or cfg.train.budget_mode != "probe" or cfg.train.iterations is not None:
+        return None
+    path = run_dir / "probe.json"
+    if cfg.train.resume and path.is_file() and (run_dir / "last.pt").is_file():
+        record = json.loads(path.read_text())
+    else:
+        record = trainer.probe(cfg.train.probe_warmup, cfg.train.probe_steps)
+    n = torch.tensor([resolve_iterations(float(budget.seconds or 0), record["s_per_iter"])], dtype=torch.float64)
+    n = D.broadcast_(n.to(env.device), 0)  # rank 0's probe decides for every rank
+    record["iterations"] = int(n.item())
+    record["budget_seconds"] = float(budget.seconds or 0)
+    cfg.train.iterations = record["iterations"]
+    trainer.budget = Budget(iterations=record["iterations"])
+    if env.is_main:
+        atomic_write_json(path, record)
+    print(f"[probe] {trainer.method}: {record['s_per_iter']:.3f} s/iter (median of {record['timed_steps']} steps) "
+          f"-> {record['iterations']} iterations for {budget}", flush=True)
+    return record
+
+
+def distill(cfg: Config, probe_only: str | Path | None = None) -> dict[str, Any]:
+    """Train `cfg.model` from the teacher `cfg.distill.teacher` with `cfg.distill.method`; returns results.json.
+    With `probe_only`, time a probe of the method instead (train/budget.py), write it there and return it."""
     method = cfg.distill.method
     budget = parse_budget(cfg.train.budget)
     teacher_ckpt = read_teacher(cfg.distill.teacher, method)
@@ -101,25 +151,39 @@ def distill(cfg: Config) -> dict[str, Any]:
 
     env = D.init_distributed(cfg.train.device)
     try:
-        train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world)
+        cache = prepare_cache(cfg, env)
+        train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world,
+                                                            targets=cache[0] if cache else None)
         if teacher_ckpt is not None:
             check_same_classes(teacher_ckpt["data"], data_info.to_dict(), f"the teacher {cfg.distill.teacher}",
                                f"the student's dataset ({cfg.data.dataset})")
-        student = build_model(cfg.model, data_info.num_classes)
         teacher = None
-        if teacher_ckpt is not None and needs_teacher(method):
+        if teacher_ckpt is not None and needs_teacher(method) and cache is None:
             teacher, _, _ = model_from_checkpoint(teacher_ckpt, env.device)
             teacher.requires_grad_(False)
         # keep no second copy of the teacher's weights: it would count in the peak memory
         teacher_meta = {k: v for k, v in teacher_ckpt.items() if k != "model"} if teacher_ckpt else None
         del teacher_ckpt
-        objective = build_objective(cfg.distill, student.feature_info,
-                                    feature_info(teacher) if teacher is not None else None,
+        # Seed every module's initialisation (student, adapters, heads, projectors): the same command gives
+        # the same run, and every method of a comparison starts from the same student weights.
+        seed_everything(cfg.train.seed)
+        student = build_model(cfg.model, data_info.num_classes)
+        t_info = cache[1] if cache else feature_info(teacher) if teacher is not None else None
+        objective = build_objective(cfg.distill, student.feature_info, t_info,
                                     data_info.num_classes, budget.is_time,
                                     teacher_num_classes=len(teacher_meta["data"]["classes"]) if teacher_meta else None)
         trainer = Trainer(cfg, student, objective, train_loader, val_loader, data_info, teacher=teacher,
-                          run_dir=run_dir, dist_env=env, method=method)
+                          run_dir=run_dir, dist_env=env, method=method, cached_targets=cache is not None)
+        if probe_only is not None:
+            record = trainer.probe(cfg.train.probe_warmup, cfg.train.probe_steps)
+            record["teacher_cache"] = cache[2] if cache else None
+            if env.is_main:
+                atomic_write_json(probe_only, record)
+            return record
+        probe = resolve_budget(cfg, trainer, env, run_dir)
         results = trainer.fit()
+        results["probe"] = probe
+        results["teacher_cache"] = cache[2] if cache else None
         if env.is_main:
             # after fit(): building the teacher for its summary must not count in the peak memory
             results.update(summaries(trainer.student, teacher, teacher_meta, cfg.distill.teacher, data_info,
@@ -150,14 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distil a compact student from a frozen teacher checkpoint with LFD or a canonical method, "
                     "for an iteration or wall-clock budget. Writes runs/<name>/ (best.pt, final.pt: deployable "
                     "student; last.pt: resumable state; log.jsonl; results.json) and prints teacher and student "
-                    "mIoU, parameters and GFLOPs. Re-running the same command resumes from last.pt.",
+                    "mIoU, parameters and GFLOPs. Re-running the same command resumes from last.pt. "
+                    "distill.teacher_cache=auto|PATH reads the teacher's targets from a cache (python -m "
+                    "train.cache) instead of running the teacher; train.budget_mode=probe turns a wall-clock "
+                    "budget into an iteration count from a short probe before training, so the result does "
+                    "not depend on the machine's load.",
         epilog="examples:\n"
                "  python -m train.distill --config configs/demo.yaml method=lfd budget=30m "
                "teacher=runs/demo/teacher/best.pt\n"
                "  python -m train.distill --config configs/demo.yaml method=kd+cwd budget=4000 seed=1\n"
+               "  python -m train.distill --config configs/demo.yaml method=lfd budget=3m train.budget_mode=probe "
+               "distill.teacher_cache=auto teacher=runs/demo/teacher/best.pt\n"
                f"methods: baseline, {', '.join(METHODS)} (combine with '+')",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="recipe YAML under configs/ (default: the built-in defaults)")
+    p.add_argument("--probe-only", metavar="JSON",
+                   help="time the method's training step instead of training: train.probe_warmup untimed and "
+                        "train.probe_steps timed steps on the real data, median s/iter written to JSON")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. method=lfd budget=30m teacher=T.pt seed=1 name=my-run "
                         "distill.lfd.beta=0.3 data.batch_size=4 (short keys: method, teacher, budget, recipe, "
@@ -170,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     parse_method(cfg.distill.method)  # an unknown method fails before any work
+    if args.probe_only:
+        record = distill(cfg, probe_only=args.probe_only)
+        print(f"{cfg.distill.method}: {record['s_per_iter']:.4f} s/iter (median of {record['timed_steps']} steps "
+              f"after {record['warmup_steps']} warm-up); wrote {args.probe_only}")
+        return 0
     results = distill(cfg)
     if "student" in results:  # rank 0 only
         print(summary_table(results.get("teacher"), results["student"]))

@@ -4,11 +4,16 @@ Per iteration (see train/objective.py):
 
     lr    = base_lr * lr_mult * (1 - progress) ** poly_power   (x (i+1)/warmup during warmup)
     x, y  = next(train data)                     # channels_last, non_blocking
-    t     = teacher(x)  under no_grad            # frozen, eval, autocast
+    t     = teacher(x)  under no_grad            # frozen, eval, autocast; or the batch's cached targets
     terms = objective(student(x), t, y, step)    # autocast; student + objective wrapped together in DDP
     loss  = sum(terms); stop with last.pt saved if it is not finite; backward, clip, step
 
 `progress` is iteration / iterations for an iteration budget, elapsed / seconds for a wall-clock budget.
+A wall-clock budget with `train.iterations` set (resolved by `probe`, see train/budget.py) runs exactly
+that many iterations: progress is iteration / iterations, but the methods still see a time budget
+(`StepInfo.is_time_budget`), as the user stated one.
+With a teacher target cache, batches are (x, y, {output: maps}) and the teacher's output is built from the
+maps (train/teacher_cache.py): the methods read the same `SegOutput` either way.
 The budget clock counts data loading, teacher forward and the student step; it stops during validation
 and checkpoint writing, and it is saved in last.pt so that a resumed run has the same remaining budget.
 Under DDP, rank 0's clock is shared with every rank each iteration so all ranks agree on the schedule
@@ -21,6 +26,7 @@ final.pt (weights at the end of the budget, deployable), last.pt (resumable stat
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import resource
@@ -28,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +57,13 @@ from train.checkpoint import (
     save_training_state,
     unwrap,
 )
-from train.config import Config, parse_budget, save_config
+from train.config import Budget, Config, parse_budget, save_config
 from train.env import environment, git_commit
 from train.losses._common import resize
 from train.models.output import SegOutput
 from train.objective import Objective, StepInfo
 from train.schedule import Every, choose_amp_dtype, log, poly_lr
+from train.teacher_cache import cached_output
 
 
 def seed_everything(seed: int) -> None:
@@ -108,24 +115,27 @@ class Trainer:
     def __init__(self, cfg: Config, model: nn.Module, objective: Objective, train_loader: Any,
                  val_loader: Any, data_info: DataInfo, teacher: nn.Module | None = None,
                  run_dir: str | Path | None = None, dist_env: D.DistEnv | None = None,
-                 method: str | None = None) -> None:
+                 method: str | None = None, cached_targets: bool = False) -> None:
         self.cfg = cfg
         self.env = dist_env or D.DistEnv(device=D.resolve_device(cfg.train.device))
         self.device = self.env.device
         self.method = method or getattr(objective, "method", None) or cfg.distill.method
         self.data_info = data_info
-        self.budget = parse_budget(cfg.train.budget)
+        self.stated_budget = parse_budget(cfg.train.budget)
+        resolved = self.stated_budget.is_time and cfg.train.iterations is not None
+        self.budget = Budget(iterations=cfg.train.iterations) if resolved else self.stated_budget
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg, self.method)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        if objective.needs_teacher and teacher is None:
+        self.cached_targets = cached_targets and objective.needs_teacher
+        if objective.needs_teacher and teacher is None and not self.cached_targets:
             raise UserError(f"method '{self.method}' needs a teacher; set distill.teacher to a teacher checkpoint")
 
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.amp_dtype = choose_amp_dtype(cfg.train.amp, cfg.train.amp_dtype, self.device)
         self.student = model.to(self.device).to(memory_format=self.memory_format)
         self.objective = objective.to(self.device)
-        self.teacher = self._freeze(teacher) if objective.needs_teacher else None
+        self.teacher = self._freeze(teacher) if objective.needs_teacher and not self.cached_targets else None
         self.loader = train_loader if _is_stateful_iterator(train_loader) else _infinite(train_loader)
         self.val_loader = val_loader
 
@@ -279,7 +289,7 @@ class Trainer:
                 log(f"stopped at iteration {self.iteration}; last.pt saved, run the same command to resume")
                 raise KeyboardInterrupt
             lr = self._set_lr(self._progress(elapsed))
-            step = StepInfo(self.iteration, self._progress(elapsed), self.budget.is_time)
+            step = StepInfo(self.iteration, self._progress(elapsed), self.stated_budget.is_time)
             terms, loss = self._forward(step)
             if self._any_rank(~torch.isfinite(loss.detach())):
                 self._nonfinite(terms)
@@ -294,6 +304,40 @@ class Trainer:
             if bar is not None:
                 bar.update((min(now, bar.total) - bar.n) if self.budget.is_time else 1)
         self._pause()
+
+    def probe(self, warmup: int = 3, steps: int = 5, timer: Callable[[], float] = time.perf_counter
+              ) -> dict[str, Any]:
+        """Time `warmup + steps` real training steps (data loading, teacher or cache, student step) and
+        put everything back as it was: weights, optimiser, scaler, RNG and data position. Returns the
+        probe record (train/budget.py): per-step seconds, their median, device, threads, versions."""
+        from train.budget import probe_record
+
+        saved = copy.deepcopy({"student": self.student.state_dict(), "objective": self.objective.state_dict(),
+                               "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()})
+        rng, loader_state = capture_rng(), self.loader.state_dict()
+        seed_everything(self.cfg.train.seed + self.env.rank)
+        self._data = iter(self.loader)
+        times = []
+        try:
+            for i in range(warmup + steps):
+                t0 = timer()
+                _, loss = self._forward(StepInfo(i, 0.0, self.stated_budget.is_time))
+                self._backward(loss)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if i >= warmup:
+                    times.append(timer() - t0)
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.student.load_state_dict(saved["student"])
+            self.objective.load_state_dict(saved["objective"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if self.scaler.is_enabled():
+                self.scaler.load_state_dict(saved["scaler"])
+            restore_rng(rng)
+            self.loader.load_state_dict(loader_state)
+            self._data = None
+        return probe_record(times, warmup, self.method, environment(self.device))
 
     def _shared_control(self) -> tuple[float, bool]:
         """(budget clock, stop requested), rank 0's values on every rank."""
@@ -311,13 +355,20 @@ class Trainer:
             flag = D.all_reduce_(flag.to(torch.float32).reshape(1), "max")
         return bool(flag.item())
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, SegOutput | None]:
+        """(images, labels, the teacher's output from the batch's cached targets or None)."""
         assert self._data is not None
         batch = next(self._data)
         x, y = batch[0], batch[1]
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         y = y.to(self.device, non_blocking=True).long()
-        return x, y
+        cached = None
+        if self.cached_targets:
+            if len(batch) < 3:
+                raise UserError("the training loader yields no teacher targets; build the loaders with the "
+                                "teacher cache (distill.teacher_cache) or use the online teacher")
+            cached = cached_output(batch[2], self.device)
+        return x, y, cached
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -325,8 +376,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _forward(self, step: StepInfo) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        x, y = self._batch()
-        t = None
+        x, y, t = self._batch()
         if self.teacher is not None:
             with torch.no_grad(), self._autocast():
                 t = self.teacher(x)
@@ -439,7 +489,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "iterations": self.iteration,
             "elapsed_s": self.elapsed,
-            "budget": str(self.budget),
+            "budget": str(self.stated_budget),
             "val_miou": val_miou,
             "best_miou": self.best_miou if self.best_iteration is not None else None,
             "best_iteration": self.best_iteration,
@@ -533,7 +583,8 @@ class Trainer:
             "s_per_iter": self.elapsed / max(1, self.iteration),
             "peak_mem_mb": peak_memory_mb(self.device),
             "peak_mem_kind": "cuda_max_allocated" if self.device.type == "cuda" else "cpu_peak_rss",
-            "budget": str(self.budget),
+            "budget": str(self.stated_budget),
+            "resolved_iterations": self.budget.iterations if self.stated_budget.is_time else None,
             "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
             "world_size": self.env.world,
             "resumed_from": self.resumed_from,

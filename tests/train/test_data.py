@@ -191,15 +191,15 @@ def test_build_loaders_on_synthetic() -> None:
 
 def test_random_scale_samples_labels_at_pixel_centres() -> None:
     import cv2
-    from torchvision import tv_tensors
 
-    from train.data import RandomScale
+    from train.geometry import Geometry, apply_geometry
 
     label = np.random.default_rng(2).integers(0, 8, (13, 17), dtype=np.uint8)
-    mask = tv_tensors.Mask(torch.from_numpy(label)[None])
+    image = torch.zeros(3, 13, 17, dtype=torch.uint8)
     for scale in (0.6, 1.7, 2.5):
-        out = RandomScale((scale, scale))(mask)[0].numpy()
         size = (round(13 * scale), round(17 * scale))
+        g = Geometry((13, 17), size, 0, 0, size, False)  # scale only: the crop is the whole scaled image
+        out = apply_geometry(image, torch.from_numpy(label), g)[1].numpy()
         # centre-aligned nearest neighbour (as bilinear is); cv2.INTER_NEAREST would be shifted
         assert np.array_equal(out, cv2.resize(label, size[::-1], interpolation=cv2.INTER_NEAREST_EXACT)), scale
 

@@ -42,6 +42,9 @@ class Combined(Objective):
         self.needs_teacher = task.needs_teacher or any(m.needs_teacher for m in methods.values())
         self.detach_encoder = task.detach_encoder or any(m.detach_encoder for m in methods.values())
         self.normalize_task = any(getattr(m, "normalize_task", False) for m in methods.values())
+        # terms of one method normalised at another's request (LFD's normalize=[kd] in lfd+kd)
+        self.normalize_others = {n for name, m in methods.items() for n in getattr(m, "normalize_terms", ())
+                                 if n not in ("task", "fea", "kl")}
         self.last_raw: dict[str, torch.Tensor] = {}  # detached un-normalised values, for logs only
 
     @property
@@ -60,6 +63,9 @@ class Combined(Objective):
             for key, value in m(s, t, labels, step).items():
                 terms[f"{name}.{key}" if key in terms else key] = value
             self.last_raw.update(getattr(m, "last_raw", {}))
+        for name in self.normalize_others & set(terms):
+            self.last_raw[name] = terms[name].detach()
+            terms[name] = terms[name] / terms[name].detach().clamp_min(1e-12)
         return terms
 
 
@@ -80,6 +86,11 @@ def parse_method(method: str) -> list[str]:
             raise UserError(f"method='{method}' names '{n}' twice; give each method once")
         out.append(n)
     return out
+
+
+def teacher_reads(cfg: DistillConfig) -> list[str]:
+    """The teacher outputs `cfg.method` reads (`logits`, feature names): what a teacher cache must hold."""
+    return list(dict.fromkeys(o for n in parse_method(cfg.method) for o in METHODS[n].teacher_reads(cfg)))
 
 
 def build_objective(cfg: DistillConfig, student_info: list[FeatureInfo], teacher_info: list[FeatureInfo] | None,
@@ -104,4 +115,4 @@ def build_objective(cfg: DistillConfig, student_info: list[FeatureInfo], teacher
     return Combined(TaskLoss(), methods)
 
 
-__all__ = ["METHODS", "Combined", "build_objective", "describe_stages", "parse_method", "TaskLoss"]
+__all__ = ["METHODS", "Combined", "build_objective", "describe_stages", "parse_method", "TaskLoss", "teacher_reads"]

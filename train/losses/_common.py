@@ -40,6 +40,11 @@ class DistillMethod(Objective):
     def from_config(cls, ctx: BuildContext) -> DistillMethod:
         """Build from the config section and the models' feature contracts (UserError on bad stages)."""
 
+    @classmethod
+    @abc.abstractmethod
+    def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
+        """The teacher outputs this method reads: `logits` and/or feature names (what a cache stores)."""
+
 
 def describe_stages(info: list[FeatureInfo]) -> str:
     return ", ".join(f"{i.name} ({i.channels} ch, stride {i.reduction})" for i in info)

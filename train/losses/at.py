@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from train.config import DistillConfig
 from train.losses._common import DEEP, BuildContext, DistillMethod, feature, require_teacher, resize, stage
 from train.models.output import SegOutput
 from train.objective import StepInfo
@@ -42,6 +43,10 @@ class AT(DistillMethod):
     def from_config(cls, ctx: BuildContext) -> AT:
         stage(ctx.teacher_info, DEEP, "teacher", "at")
         return cls(ctx.cfg.at.weight)
+
+    @classmethod
+    def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
+        return [DEEP]
 
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:

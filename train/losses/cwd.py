@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from train.config import DistillConfig
 from train.losses._common import (
     DEEP,
     BuildContext,
@@ -56,6 +57,10 @@ class CWD(DistillMethod):
             ct = stage(ctx.teacher_info, DEEP, "teacher", "cwd features").channels
             channels = (cs, ct)
         return cls(c.tau, c.weight, channels, c.feature_tau, c.feature_weight)
+
+    @classmethod
+    def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
+        return ["logits", DEEP] if cfg.cwd.features else ["logits"]
 
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:

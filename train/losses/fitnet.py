@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from train.config import DistillConfig
 from train.losses._common import (
     DEEP,
     BuildContext,
@@ -41,6 +42,10 @@ class FitNet(DistillMethod):
         cs = stage(ctx.student_info, DEEP, "student", "fitnet").channels
         ct = stage(ctx.teacher_info, DEEP, "teacher", "fitnet").channels
         return cls(cs, ct, ctx.cfg.fitnet.weight)
+
+    @classmethod
+    def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
+        return [DEEP]
 
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:

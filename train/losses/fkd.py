@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.errors import UserError
+from train.config import DistillConfig
 from train.losses._common import BuildContext, DistillMethod, conv1x1, feature, require_teacher, stage
 from train.models.output import SegOutput
 from train.objective import StepInfo
@@ -54,6 +55,10 @@ class FKD(DistillMethod):
         s_ch = {a: stage(ctx.student_info, a, "student", "fkd").channels for a, _ in pairs}
         t_ch = {b: stage(ctx.teacher_info, b, "teacher", "fkd").channels for _, b in pairs}
         return cls(pairs, s_ch, t_ch, ctx.cfg.fkd.weight)
+
+    @classmethod
+    def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
+        return list(dict.fromkeys(str(p[1]) for p in cfg.fkd.pairs if len(p) == 2))
 
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from train.config import DistillConfig
 from train.losses._common import BuildContext, DistillMethod, pixel_kl, teacher_logits
 from train.models.output import SegOutput
 from train.objective import StepInfo
@@ -36,6 +37,10 @@ class KD(DistillMethod):
     @classmethod
     def from_config(cls, ctx: BuildContext) -> KD:
         return cls(ctx.cfg.kd.tau, ctx.cfg.kd.weight)
+
+    @classmethod
+    def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
+        return ["logits"]
 
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:

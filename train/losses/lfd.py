@@ -19,8 +19,11 @@ P = the valid pixels (label ≠ 255), p^τ = softmax(z/τ) over classes, z_T res
 5. `L_kl` = the KD term (kd.py) at τ = kl_tau, from iteration `kl_start` on (None: iteration 1000, or
    5 % of a wall-clock budget).
 6. `L = L_task + λ_fea L_fea + λ_aux L_aux + λ_H (L_H + L_shared) + λ_kl L_kl`; with `self_normalize`,
-   L_task and L_fea are each divided by their detached value. The task term is owned by the combined
-   objective (train/losses/__init__.py), which reads `normalize_task`.
+   L_task and L_fea are each divided by their detached value (`L / sg(L)`: value 1, gradient ∇L / L).
+   `normalize` names the normalised terms explicitly among task, fea, kl and kd (the KD method's term
+   in `lfd+kd`); the authors' released script runs `method=lfd+kd` with `normalize=[task,kd,fea]`.
+   The task and kd terms are owned by the combined objective (train/losses/__init__.py), which reads
+   `normalize_task` and `normalize_terms`.
 
 Terms: `fea`, `aux`, `shared_H`, `shared`, `kl` (weighted; `kl` is 0 before kl_start).
 """
@@ -33,7 +36,7 @@ from torch import nn
 from torch.func import functional_call
 
 from runtime.errors import UserError
-from train.config import LFDConfig
+from train.config import DistillConfig, LFDConfig
 from train.losses._common import (
     DEEP,
     IGNORE_INDEX,
@@ -117,6 +120,13 @@ def shared_kl(h_t: torch.Tensor, h_s: torch.Tensor, tau: float) -> torch.Tensor:
                              F.log_softmax(h_s.float() / tau, 1)).mean()
 
 
+def normalized_terms(cfg: LFDConfig) -> list[str]:
+    """The terms divided by their own detached value: `normalize`, or [task, fea] with `self_normalize`."""
+    if cfg.normalize is not None:
+        return list(cfg.normalize)
+    return ["task", "fea"] if cfg.self_normalize else []
+
+
 class LFD(DistillMethod):
     """The LFD distillation terms (the task term is added, and normalised, by the combined objective)."""
 
@@ -131,7 +141,8 @@ class LFD(DistillMethod):
             raise ValueError(f"aux_target must be student or teacher, got {cfg.aux_target!r}")
         self.cfg = cfg
         self.last_raw: dict[str, torch.Tensor] = {}
-        self.normalize_task = cfg.self_normalize
+        self.normalize_terms = set(normalized_terms(cfg))
+        self.normalize_task = "task" in self.normalize_terms
         self.budget_is_time = budget_is_time
         self.ignore_index = ignore_index
         ct = teacher_channels[DEEP]
@@ -155,6 +166,10 @@ class LFD(DistillMethod):
         s_ch = {n: stage(ctx.student_info, n, "student", "lfd").channels for n in s_names}
         t_ch = {n: stage(ctx.teacher_info, n, "teacher", "lfd").channels for n in t_names}
         return cls(c, s_ch, t_ch, ctx.num_classes, ctx.budget_is_time)
+
+    @classmethod
+    def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
+        return list(dict.fromkeys(["logits", DEEP, *(str(p[1]) for p in cfg.lfd.extra_pairs if len(p) == 2)]))
 
     def kl_active(self, step: StepInfo) -> bool:
         """KD from `kl_start` on; default iteration 1000, or 5 % of a wall-clock budget."""
@@ -208,7 +223,7 @@ class LFD(DistillMethod):
             fe = resize(feature(t, tn, "teacher").detach(), ge.shape[-2:])
             fea = fea + masked_feature_loss(ge, fe, resize(mask[:, None], ge.shape[-2:])[:, 0])
         self.last_raw = {"fea": fea.detach()}  # for logs: the value before self-normalisation
-        if c.self_normalize:
+        if "fea" in self.normalize_terms:
             fea = fea / fea.detach().clamp_min(_EPS)
 
         # 3. class-masked shallow auxiliary heads
@@ -233,6 +248,9 @@ class LFD(DistillMethod):
         # 5. logit KD after the warm-up
         if self.kl_active(step):
             kl = c.kl_tau**2 * pixel_kl(log_p("t", c.kl_tau), log_p("s", c.kl_tau)).mean()
+            if "kl" in self.normalize_terms:
+                self.last_raw["kl"] = kl.detach()
+                kl = kl / kl.detach().clamp_min(_EPS)
         else:
             kl = zero(z_s)
 

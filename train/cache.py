@@ -1,0 +1,110 @@
+"""Build a teacher target cache (train/teacher_cache.py) once, for every distillation run of a teacher:
+
+    python -m train.cache --teacher runs/demo/teacher/best.pt --config configs/demo.yaml [key=value ...]
+
+runs the frozen teacher over the training split and stores, in float16, what the configured method reads
+from it (logits and the named features of its pairs), with a manifest. Rerun after an interruption to
+continue; a cache for another teacher, dataset, split or pre-processing is refused. `--check N` then
+measures, on N augmented training crops, how the warped cached logits differ from the online teacher's.
+Use it with `distill.teacher_cache=PATH` (or let `distill.teacher_cache=auto` build it on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from runtime.errors import UserError, cli_main
+from runtime.io import atomic_write_json
+from train.config import load_config
+from train.losses import parse_method, teacher_reads
+from train.teacher_cache import (
+    LOGITS,
+    auto_path,
+    build_cache,
+    cache_key,
+    check_cache,
+    measure_agreement,
+)
+
+
+def default_outputs(method: str, reads: list[str]) -> list[str]:
+    """What to store when --outputs is not given: what `method` reads (logits and decoder for baseline)."""
+    return reads or [LOGITS, "decoder"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.cache",
+        description="Run the frozen teacher once over the training split and store its logits and the "
+                    "features the distillation method reads (float16, one .npy per image and output, with a "
+                    "manifest naming teacher sha256, dataset, split, image ids and pre-processing). Prints "
+                    "the size first; resumable (rerun to continue); a missing output is added to an existing "
+                    "cache. Training reads it with distill.teacher_cache=PATH (or auto).",
+        epilog="examples:\n"
+               "  python -m train.cache --teacher runs/demo/teacher/best.pt --config configs/demo.yaml\n"
+               "  python -m train.cache --teacher T.pt --config configs/demo.yaml method=fkd --check 32\n"
+               "  python -m train.cache --teacher T.pt --config configs/cityscapes-r18.yaml --outputs logits",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt) from python -m train.teacher")
+    p.add_argument("--config", help="recipe YAML: its data section (dataset, split, val_size, mean/std) and "
+                                    "distill.method decide what is stored")
+    p.add_argument("--out", help="cache folder (default: the folder distill.teacher_cache=auto uses, "
+                                 "<distill.cache_dir>/<teacher and data digest>)")
+    p.add_argument("--outputs", help="comma-separated outputs to store: logits and/or feature names such as "
+                                     "decoder,stage3 (default: what distill.method reads; logits,decoder "
+                                     "for baseline)")
+    p.add_argument("--max-gb", type=float, default=20.0, help="refuse to build a cache larger than this "
+                                                              "(GiB, default %(default)s)")
+    p.add_argument("--batch", type=int, default=4, help="teacher batch size while building (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="device of the teacher while building: cpu, cuda, cuda:N "
+                                                   "(default %(default)s)")
+    p.add_argument("--check", type=int, default=0, metavar="N",
+                   help="after building, compare the warped cached logits with the online teacher's on N "
+                        "augmented training crops (argmax agreement, mean KL); writes agreement.json")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. method=lfd data.val_size=[256,512]")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    parse_method(cfg.distill.method)
+    if args.batch < 1 or args.max_gb <= 0 or args.check < 0:
+        raise UserError("--batch must be at least 1, --max-gb above 0 and --check at least 0")
+    outputs = ([o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs
+               else default_outputs(cfg.distill.method, teacher_reads(cfg.distill)))
+    if not outputs:
+        raise UserError("--outputs is empty; give e.g. --outputs logits,decoder")
+    if not Path(args.teacher).is_file():
+        raise UserError(f"teacher checkpoint {args.teacher} does not exist; train one with python -m train.teacher")
+    from runtime.io import sha256_file
+    from train.data import build_readers
+    from train.teacher_cache import _names
+
+    key = cache_key(sha256_file(args.teacher), cfg, _names(build_readers(cfg.data)[0]))
+    out = Path(args.out) if args.out else auto_path(cfg.distill.cache_dir, key)
+    manifest = build_cache(args.teacher, cfg, out, outputs, args.max_gb, args.batch, args.device)
+    manifest = check_cache(out, key, outputs)
+    stored = ", ".join(f"{k} (stride {v['stride']}, {v['channels']} ch)" for k, v in manifest["outputs"].items())
+    print(f"teacher cache {out}: {len(manifest['image_ids'])} images, outputs {stored}, "
+          f"built in {manifest['build_seconds']:.1f}s")
+    if args.check:
+        report = measure_agreement(cfg, args.teacher, out, manifest, args.check)
+        atomic_write_json(out / "agreement.json", report)
+        for view in ("geometry", "as_trained"):
+            r = report[view]
+            print(f"cached vs online logits on {report['samples']} augmented crops ({view}, colour jitter "
+                  f"{r['color_jitter']:g}): argmax agreement {100 * r['argmax_agreement']:.2f} %, "
+                  f"mean KL {r['mean_kl']:.4f}")
+        print(json.dumps({"agreement": str(out / "agreement.json")}))
+    print(f"use it with: python -m train.distill --config {args.config or '...'} distill.teacher_cache={out} "
+          f"teacher={args.teacher}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
