@@ -1,0 +1,100 @@
+"""train/geometry.py: one geometry for image, label and cached teacher maps.
+
+The alignment check uses a teacher whose output is a fixed function of the pixels (a 1x1 conv of the
+normalised image, stride 1): its map of the augmented crop must equal the warp of its map of the whole
+image, for any scale, crop (with padding) and flip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.data import normalize_tensor
+from train.geometry import Geometry, apply_geometry, crop_cells, draw_geometry, warp_map
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """uint8 3 x h x w with structure at several scales (a blurred random field plus edges)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(1, 3, h // 4, w // 4, generator=g)
+    img = F.interpolate(noise, size=(h, w), mode="bicubic", align_corners=False)[0]
+    img[:, h // 3:h // 2, w // 5:w // 2] += 0.5  # a sharp-edged block
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def pixel_teacher(x: torch.Tensor) -> torch.Tensor:
+    """A fixed function of each pixel: 1x1 conv 3 -> 5 with bias (stride 1)."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(5, 3, 1, 1, generator=g)
+    b = torch.randn(5, generator=g)
+    return F.conv2d(x, w, b)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_warped_map_equals_the_teacher_on_the_augmented_crop(seed: int) -> None:
+    image = smooth_image(48, 96, seed)
+    label = torch.zeros(48, 96, dtype=torch.uint8)
+    whole = pixel_teacher(normalize_tensor(image, MEAN, STD)[None])[0]
+    torch.manual_seed(seed)
+    g = draw_geometry((48, 96), (0.5, 2.0), (40, 64), True)
+    img, lbl = apply_geometry(image, label, g)
+    online = pixel_teacher(normalize_tensor(img, MEAN, STD)[None])[0]
+    cached = warp_map(whole, g, crop_cells(g, 1))
+    inside = lbl != 255  # padding: the online teacher sees black there, the cache the image's edge
+    assert inside.float().mean() > 0.2
+    err = (online - cached).abs()[:, inside]
+    # uint8 rounding of the resized image (0.5 / 255 / std per channel) is the only difference
+    assert err.max() < 0.08, (seed, g, float(err.max()))
+    assert err.mean() < 0.01
+    # the check has teeth: without the flip, or shifted by a pixel, it fails
+    if g.flip:
+        wrong = warp_map(whole, Geometry(g.source, g.scaled, g.top, g.left, g.crop, False), crop_cells(g, 1))
+        assert (online - wrong).abs()[:, inside].mean() > 0.05
+    shifted = warp_map(whole, Geometry(g.source, g.scaled, g.top + 2, g.left, g.crop, g.flip), crop_cells(g, 1))
+    assert (online - shifted).abs()[:, inside].mean() > 0.02
+
+
+def test_identity_geometry_is_exact_at_any_stride() -> None:
+    m = torch.randn(4, 6, 12)  # a stride-8 map of a 48 x 96 image
+    g = Geometry.identity((48, 96))
+    assert crop_cells(g, 8) == (6, 12)
+    torch.testing.assert_close(warp_map(m, g, (6, 12)), m, atol=1e-6, rtol=0)
+
+
+def test_coarse_map_follows_the_crop_and_flip() -> None:
+    """A stride-4 map of x-coordinates: the warped crop reads the coordinates of its own cells."""
+    h, w, r = 32, 64, 4
+    xs = (torch.arange(w // r, dtype=torch.float32) + 0.5) * r  # image x of each cell centre
+    m = xs.expand(1, h // r, w // r).clone()
+    g = Geometry((h, w), (h, w), 8, 16, (16, 32), True)  # no scale, crop at (8, 16), flipped
+    out = warp_map(m, g, crop_cells(g, r))
+    expect = (16 + 32 - (torch.arange(8, dtype=torch.float32) + 0.5) * r)  # mirrored cell centres
+    torch.testing.assert_close(out[0, 0], expect, atol=1e-4, rtol=0)
+
+
+def test_draw_geometry_pads_small_images_like_random_crop() -> None:
+    torch.manual_seed(0)
+    seen_negative = False
+    for _ in range(50):
+        g = draw_geometry((20, 30), (0.5, 1.0), (24, 32), True)
+        hs, ws = g.scaled
+        assert 10 <= hs <= 20 and 15 <= ws <= 30
+        # the window never leaves the padded image: at most (crop - size) on either side
+        assert -(24 - hs) <= g.top <= max(0, hs - 24) + max(0, 24 - hs)
+        seen_negative |= g.top < 0 or g.left < 0
+    assert seen_negative
+
+
+def test_apply_geometry_label_padding_is_ignore() -> None:
+    image = torch.full((3, 10, 10), 200, dtype=torch.uint8)
+    label = torch.ones(10, 10, dtype=torch.uint8)
+    g = Geometry((10, 10), (10, 10), -3, -2, (16, 16), False)
+    img, lbl = apply_geometry(image, label, g)
+    assert img.shape == (3, 16, 16) and lbl.shape == (16, 16)
+    assert (lbl[:3] == 255).all() and (lbl[:, :2] == 255).all() and (lbl[3:13, 2:12] == 1).all()
+    assert (img[:, :3] == 0).all() and (img[:, 3:13, 2:12] == 200).all()
+    assert np.array_equal((lbl == 255).numpy(), (img[0] == 0).numpy())
