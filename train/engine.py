@@ -325,8 +325,9 @@ class Trainer:
                 self._backward(loss)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
+                t1 = timer()
                 if i >= warmup:
-                    times.append(timer() - t0)
+                    times.append(t1 - t0)
         finally:
             self.optimizer.zero_grad(set_to_none=True)
             self.student.load_state_dict(saved["student"])

@@ -37,7 +37,7 @@ def train_teacher(cfg: Config, which: str = "auto") -> dict[str, Any]:
     """Train the chosen model with TaskLoss; returns results.json (engine results + `model` summary)."""
     model_cfg = teacher_model_config(cfg, which)
     from train.data import build_loaders
-    from train.distill import model_summary
+    from train.distill import model_summary, resolve_budget
     from train.engine import Trainer
     from train.losses.task import TaskLoss
     from train.models import build_model
@@ -51,7 +51,9 @@ def train_teacher(cfg: Config, which: str = "auto") -> dict[str, Any]:
         model = build_model(model_cfg, data_info.num_classes)
         trainer = Trainer(cfg, model, TaskLoss(), train_loader, val_loader, data_info, run_dir=run_dir,
                           dist_env=env, method="teacher")
+        probe = resolve_budget(cfg, trainer, env, run_dir)
         results = trainer.fit()
+        results["probe"] = probe
         if env.is_main:
             results["model"] = model_summary(trainer.student, tuple(data_info.input_size))
             atomic_write_json(run_dir / "results.json", results)

@@ -1,0 +1,123 @@
+"""train/budget.py and the probe: a wall-clock budget becomes an iteration count from the median of a
+few timed steps (a fake timer here), the probe leaves the run as it found it, a probe-resolved run trains
+exactly that count and records it, a resume reuses it; and seeds hold: the same command gives the same
+losses, and every method starts from the same student weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from engine_standins import TinyLoader, TinySeg, data_info, make_data
+from test_distill import tiny_config
+from test_layers import save_teacher
+
+from train.budget import charge_cache, probe_record, resolve_iterations
+from train.checkpoint import load_checkpoint
+from train.config import Config
+from train.distill import main as distill_main
+from train.engine import Trainer
+from train.losses import TaskLoss
+
+
+def test_resolve_iterations() -> None:
+    assert resolve_iterations(60.0, 0.5) == 120
+    assert resolve_iterations(60.0, 0.7) == 85  # floor
+    assert resolve_iterations(0.3, 0.5) == 1  # at least one iteration
+    assert resolve_iterations(1.5, 0.5) == 3  # no float round-down below an exact multiple
+    with pytest.raises(ValueError):
+        resolve_iterations(60.0, 0.0)
+    assert charge_cache(60.0, 12.0, 4) == 57.0 and charge_cache(60.0, 12.0, 1) == 48.0
+
+
+def test_probe_median_with_a_fake_timer_and_state_restored(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.train.device, cfg.train.amp, cfg.train.budget = "cpu", False, "30s"
+    x, y = make_data(8)
+    torch.manual_seed(0)
+    model = TinySeg()
+    trainer = Trainer(cfg, model, TaskLoss(), TinyLoader(x, y, batch=4), None, data_info(), run_dir=tmp_path / "r")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader_before = trainer.loader.state_dict()
+    rng_before = torch.get_rng_state()
+    ticks = iter([0.0, 9.0,  # warm-up steps are not counted
+                  10.0, 10.5, 11.0, 11.2, 12.0, 12.9, 13.0, 13.4, 14.0, 14.6])
+    record = trainer.probe(warmup=1, steps=5, timer=lambda: next(ticks))
+    assert record["step_seconds"] == pytest.approx([0.5, 0.2, 0.9, 0.4, 0.6])
+    assert record["s_per_iter"] == pytest.approx(0.5) and record["timed_steps"] == 5
+    assert resolve_iterations(30.0, record["s_per_iter"]) == 60
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the probe's steps are undone
+    assert trainer.loader.state_dict() == loader_before and torch.equal(torch.get_rng_state(), rng_before)
+    assert trainer.optimizer.state_dict()["state"] == {}
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_probe_record_rejects_no_steps() -> None:
+    with pytest.raises(ValueError):
+        probe_record([], 1, "kd", {})
+
+
+def losses(run: Path) -> list[dict]:
+    keep = ("iteration", "loss", "ce", "aux_ce", "kd", "task", "fea", "aux", "shared_H", "shared", "kl")
+    return [{k: v for k, v in json.loads(line).items() if k in keep}
+            for line in (run / "log.jsonl").read_text().splitlines() if json.loads(line)["kind"] == "train"]
+
+
+@pytest.mark.parametrize("method", ["baseline", "kd", "lfd"])
+def test_the_same_command_gives_the_same_losses(tmp_path: Path, method: str) -> None:
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    args = ["--config", str(tiny_config(tmp_path)), f"method={method}", f"teacher={teacher}", "budget=3"]
+    torch.manual_seed(123)  # whatever the global RNG held before, the runs must agree
+    assert distill_main([*args, "name=a"]) == 0
+    torch.manual_seed(456)
+    assert distill_main([*args, "name=b"]) == 0
+    a, b = losses(tmp_path / "runs" / "a"), losses(tmp_path / "runs" / "b")
+    assert len(a) == 3 and a == b
+
+
+def test_every_method_starts_from_the_same_student(tmp_path: Path) -> None:
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    weights = {}
+    for method in ("baseline", "kd", "lfd", "fkd"):
+        torch.manual_seed(hash(method) % 1000)
+        assert distill_main(["--config", str(tiny_config(tmp_path)), f"method={method}", f"teacher={teacher}",
+                             "budget=0", f"name={method}"]) == 0  # no step: final.pt holds the initial weights
+        weights[method] = load_checkpoint(tmp_path / "runs" / method / "final.pt")["model"]
+    for method in ("kd", "lfd", "fkd"):
+        for k, v in weights["baseline"].items():
+            assert torch.equal(weights[method][k], v), (method, k)
+    other = tmp_path / "runs" / "seed1"
+    assert distill_main(["--config", str(tiny_config(tmp_path)), "budget=0", "seed=1", "name=seed1"]) == 0
+    assert not all(torch.equal(load_checkpoint(other / "final.pt")["model"][k], v)
+                   for k, v in weights["baseline"].items())
+
+
+def test_probe_resolved_run_trains_the_count_and_resume_keeps_it(tmp_path: Path) -> None:
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    args = ["--config", str(tiny_config(tmp_path)), "method=kd", f"teacher={teacher}", "budget=3s",
+            "train.budget_mode=probe", "train.probe_steps=2", "train.probe_warmup=1", "name=p"]
+    assert distill_main(args) == 0
+    run = tmp_path / "runs" / "p"
+    probe = json.loads((run / "probe.json").read_text())
+    results = json.loads((run / "results.json").read_text())
+    assert probe["iterations"] == resolve_iterations(3.0, probe["s_per_iter"])
+    assert results["iterations"] == results["resolved_iterations"] == probe["iterations"]
+    assert results["budget"] == "3s" and results["probe"]["s_per_iter"] == probe["s_per_iter"]
+    # a replay with the count given trains exactly that count, with no probe
+    assert distill_main([*args[:-1], "name=q", "train.iterations=4"]) == 0
+    replay = json.loads((tmp_path / "runs" / "q" / "results.json").read_text())
+    assert replay["iterations"] == 4 and replay["probe"] is None and not (tmp_path / "runs" / "q" / "probe.json").exists()
+
+
+def test_probe_only_writes_the_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    out = tmp_path / "probe.json"
+    assert distill_main(["--config", str(tiny_config(tmp_path)), "method=lfd", f"teacher={teacher}",
+                         "train.probe_steps=2", "train.probe_warmup=1", "--probe-only", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["method"] == "lfd" and len(record["step_seconds"]) == 2 and record["s_per_iter"] > 0
+    assert record["env"]["threads"] >= 1 and "s/iter" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()  # a probe trains nothing and writes no run folder
