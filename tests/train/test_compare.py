@@ -15,6 +15,7 @@ from test_layers import save_teacher
 from runtime.errors import UserError
 from train.compare import (
     compare,
+    resolve_counts,
     default_val_every,
     distill_command,
     gap_closed,
@@ -59,7 +60,7 @@ def test_summarize_means_stds_and_gap() -> None:
     text = table(list(rows.values()))
     assert "52.00 ± 2.83" in text and "50.0 %" in text and "peak RSS MB" in text and "1200" in text
     md = markdown_report(list(rows.values()), 0.62, "10m", 2)
-    assert "| kd | 52.00 ± 2.83 | 50.0 % | 82 | 0.575 | 1200 |" in md
+    assert "| kd | 52.00 ± 2.83 | 50.0 % | 50.0 % | 82 | - | 0.575 | - | 1200 |" in md
     assert "teacher mIoU 62.00 %" in md and "600s" in md
 
 
@@ -126,3 +127,55 @@ def test_compare_two_methods_end_to_end_and_resume(tmp_path: Path, capsys: pytes
     assert main(args) == 0
     assert capsys.readouterr().out.count("finished earlier") == 2
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/results.json")} == stamps
+
+
+def test_resolve_counts_amortises_and_charges_the_cache() -> None:
+    counts = resolve_counts({"baseline": 0.5, "kd": 0.6, "lfd": 0.8}, 60.0, 12.0, ["kd", "lfd"], runs_sharing=4)
+    assert counts["baseline"] == {"amortised": 120}  # it reads no cache and pays nothing for it
+    assert counts["kd"] == {"amortised": 95, "charged": 80}  # (60 - 12/4) / 0.6, (60 - 12) / 0.6
+    assert counts["lfd"] == {"amortised": 71, "charged": 60}
+
+
+def test_summarize_charged_gap() -> None:
+    runs = {"baseline": [result(0.40, 0.4, 120, 0.5, 1)], "kd": [result(0.50, 0.5, 95, 0.6, 1)]}
+    charged = {"kd": [result(0.45, 0.45, 80, 0.6, 1)]}
+    rows = {r["method"]: r for r in summarize(runs, 0.60, charged=charged, probes={"kd": 0.6},
+                                              cache_seconds={"kd": 12.0})}
+    assert rows["kd"]["gap_closed"] == pytest.approx(0.5) and rows["kd"]["gap_closed_charged"] == pytest.approx(0.25)
+    assert rows["baseline"]["gap_closed_charged"] == 0.0 and rows["kd"]["charged_iterations"] == 80
+    text = table(list(rows.values()))
+    assert "95 / 80" in text and "25.0 %" in text and "12.0" in text and "0.600" in text
+
+
+def test_probe_resolved_comparison_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--match probe (the default with a wall-clock budget): probes, a cache built once, exact counts,
+    charged runs; --resolved replays the counts into another folder without probing."""
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    out = tmp_path / "cmp"
+    args = ["--config", str(tiny_config(tmp_path)), "--methods", "baseline,kd", "--budget", "2s",
+            "--teacher", str(teacher), "--out", str(out), "train.probe_steps=2", "train.probe_warmup=1"]
+    assert main(args) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert report["match"] == "probe" and report["failed"] == []
+    cache = report["teacher_cache"]
+    assert cache["read_by"] == ["kd"] and cache["build_seconds"] > 0 and Path(cache["path"], "manifest.json").is_file()
+    probes, counts = report["probes"], report["resolved"]
+    assert set(probes) == {"baseline", "kd"} and all(p["s_per_iter"] > 0 for p in probes.values())
+    assert counts == resolve_counts({m: p["s_per_iter"] for m, p in probes.items()}, 2.0, cache["build_seconds"],
+                                    ["kd"], 1)
+    for m, name in (("baseline", "tiny-baseline-s0"), ("kd", "tiny-kd-s0"), ("kd", "tiny-kd-charged-s0")):
+        run = json.loads((out / name / "results.json").read_text())
+        want = counts[m]["charged" if "charged" in name else "amortised"]
+        assert run["iterations"] == run["resolved_iterations"] == want, name
+    assert (out / "tiny-kd-s0" / "config.yaml").read_text().count(f"teacher_cache: {cache['path']}") == 1
+    assert "gap (cache charged)" in (out / "compare.md").read_text()
+    capsys.readouterr()
+
+    again = tmp_path / "replay"
+    assert main([*args[:-2], "--out", str(again), "--resolved", str(out / "compare.json"), "--charge", "amortised"]) == 0
+    replay = json.loads((again / "compare.json").read_text())
+    assert replay["resolved"] == counts and not (again / "probes").exists()
+    for m in ("baseline", "kd"):
+        assert json.loads((again / f"tiny-{m}-s0" / "results.json").read_text())["iterations"] == counts[m]["amortised"]
+    assert not (again / "tiny-kd-charged-s0").exists()
+    assert "probing" not in capsys.readouterr().out

@@ -27,6 +27,7 @@ def tiny_config(tmp_path: Path) -> Path:
         "model": {"recipe": STUDENT},
         "train": {"budget": "1", "val_every": "0", "log_every": 1, "ckpt_every": "0", "amp": False,
                   "device": "cpu", "runs_dir": str(tmp_path / "runs")},
+        "distill": {"cache_dir": str(tmp_path / "caches")},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
