@@ -15,13 +15,13 @@ from test_layers import save_teacher
 from runtime.errors import UserError
 from train.compare import (
     compare,
-    resolve_counts,
     default_val_every,
     distill_command,
     gap_closed,
     main,
     markdown_report,
     read_val_curve,
+    resolve_counts,
     summarize,
     table,
 )

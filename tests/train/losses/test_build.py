@@ -53,6 +53,28 @@ def test_lfd_normalises_the_task_and_keeps_raw_values_for_logs():
     assert set(run(obj, student, teacher)) >= {"ce", "fea"}
 
 
+def test_lfd_plus_kd_as_the_authors_script_normalises_task_kd_and_fea():
+    obj, student, teacher = build("lfd+kd", lfd__normalize=["task", "kd", "fea"], lfd__w_kl=0.0)
+    x, y = batch()
+    s = student(x)
+    with torch.no_grad():
+        t = teacher(x)
+    terms = obj(s, t, y, STEP)
+    assert set(terms) == {"task", "fea", "aux", "shared_H", "shared", "kl", "kd"}
+    for name in ("task", "kd", "fea"):
+        assert terms[name].item() == pytest.approx(1.0), name
+        assert obj.last_raw[name].item() > 1e-4 and obj.last_raw[name].item() != pytest.approx(1.0)
+    assert terms["kl"].item() == 0.0  # LFD's own KD off: KD is counted once
+    # the gradient of L / sg(L) is ∇L / L: compare with the raw KD term's gradient through the student logits
+    z = s.logits
+    g_norm = torch.autograd.grad(terms["kd"], z, retain_graph=True)[0]
+    raw = obj.methods["kd"](s, t, y, STEP)["kd"]
+    g_raw = torch.autograd.grad(raw, z)[0]
+    torch.testing.assert_close(g_norm, g_raw / raw.detach(), rtol=1e-4, atol=1e-8)
+    plain, student, teacher = build("lfd+kd")  # the default normalises task and fea only
+    assert run(plain, student, teacher)["kd"].item() != pytest.approx(1.0)
+
+
 def test_unknown_method_suggests_the_closest():
     with pytest.raises(UserError, match=r"unknown distillation method 'lfdd'.*baseline, kd, .*Did you mean 'lfd'"):
         build("lfdd")
