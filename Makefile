@@ -46,13 +46,13 @@ teacher: setup  ## train (or reuse) the synthetic demo teacher
 	if [ -f $(TEACHER) ]; then echo "reusing teacher $(TEACHER)"; else \
 	  $(PY) -m train.teacher --config configs/demo-teacher.yaml name=demo/teacher; fi
 
-distill: teacher  ## student alone and LFD student from the demo teacher; prints the mIoU table
-	$(PY) -m train.compare --config $(CONFIG) --teacher $(TEACHER) --methods baseline,lfd \
+distill: teacher  ## student alone, KD and LFD from the teacher cache at equal compute (probe-resolved); mIoU table
+	$(PY) -m train.compare --config $(CONFIG) --teacher $(TEACHER) --methods baseline,kd,lfd \
 	  --budget $(STUDENT_BUDGET) --seeds 1 --out $(DEMO)/distill
 
-compare: teacher  ## 7 methods x 2 seeds at an equal 2-minute budget (synthetic data, ~40 min on 2 cores)
+compare: teacher  ## 7 methods x 2 seeds at an equal 2-minute budget from one teacher cache (synthetic data, ~32 min on 2 cores)
 	$(PY) -m train.compare --config configs/compare.yaml --teacher $(TEACHER) \
-	  --methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 2m --seeds 2 --out $(RUNS)/compare
+	  --methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 2m --seeds 2 --charge amortised --out $(RUNS)/compare
 
 export: setup  ## ONNX, FP16 ONNX and both INT8 ONNX models of the demo student, with a report
 	$(PY) -m export.onnx --checkpoint $(STUDENT) $(SIZE_ARG) --out $(EXPORT)/student.onnx
