@@ -365,10 +365,11 @@ def set_by_path(cfg: Any, dotted: str, value: Any) -> None:
     names = [f.name for f in dataclasses.fields(obj)]
     if leaf not in names:
         raise UserError(_unknown_key(dotted, names))
-    if isinstance(value, str):
+    tp = _hints(type(obj))[leaf]
+    if isinstance(value, str) and tp is not str:  # a str field keeps the text as typed (off, 1e3, yes)
         parsed = yaml.safe_load(value) if value.strip() else value
         value = parsed if not isinstance(parsed, str) else value
-    setattr(obj, leaf, _coerce(value, _hints(type(obj))[leaf], dotted))
+    setattr(obj, leaf, _coerce(value, tp, dotted))
 
 
 def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
@@ -411,6 +412,10 @@ def validate(cfg: Config) -> None:
     parse_budget(cfg.train.budget)
     parse_budget(cfg.train.val_every)
     parse_budget(cfg.train.ckpt_every)
+    if isinstance(cfg.distill.teacher_cache, str) and cfg.distill.teacher_cache in ("False", "false", "no"):
+        cfg.distill.teacher_cache = "off"  # YAML reads a bare `off` as false
+    if not cfg.distill.teacher_cache:
+        raise UserError("distill.teacher_cache is empty; give off, auto or a cache folder")
     if cfg.train.budget_mode not in ("wallclock", "probe"):
         raise UserError(f"train.budget_mode '{cfg.train.budget_mode}' is not one of wallclock, probe")
     if cfg.train.iterations is not None and cfg.train.iterations < 1:

@@ -183,3 +183,12 @@ def test_distill_reads_an_auto_cache_and_reuses_it(tmp_path: Path, capsys: pytes
     third = json.loads((tmp_path / "runs" / "d" / "results.json").read_text())
     assert third["teacher_cache"]["path"] == path and third["teacher_cache"]["built_by_this_run"]
     assert set(tc.read_manifest(path)["outputs"]) == {"logits", "decoder", "stage4"}
+
+
+def test_teacher_cache_off_survives_yaml(tmp_path: Path) -> None:
+    """`off` is a YAML boolean: on the command line and in a recipe it must still mean off."""
+    assert load_config(None, ["distill.teacher_cache=off"]).distill.teacher_cache == "off"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("distill:\n  teacher_cache: off\n")
+    assert load_config(recipe).distill.teacher_cache == "off"
+    assert load_config(None, ["distill.teacher_cache=runs/c"]).distill.teacher_cache == "runs/c"
