@@ -108,9 +108,16 @@ def build_calibration_set(ds: SegmentationDataset, spec: str, info: DataInfo, si
     rng = np.random.default_rng(seed)
     scan = sorted(rng.permutation(n)[:max(4 * count, 500)].tolist())
     classes_of = []
+    readable = []
     for i in scan:
-        label = ds[i][1]
-        classes_of.append({int(c) for c in np.unique(label) if c < info.num_classes})
+        sample = ds.get_or_skip(i)
+        if sample is None:
+            continue
+        readable.append(i)
+        classes_of.append({int(c) for c in np.unique(sample[1]) if c < info.num_classes})
+    scan = readable
+    if not scan:
+        raise UserError(f"none of the scanned {ds.split} images of {spec} could be read (skip_bad)")
     present = set().union(*classes_of)
     missing = [info.classes[c] for c in range(info.num_classes) if c not in present]
     if missing and not allow_missing:
@@ -153,7 +160,7 @@ def evaluation_set(ds: SegmentationDataset, info: DataInfo, size: tuple[int, int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` images of `ds` (a held-out split) at `size` and their labels (nearest resize)."""
     check_classes(ds, info, f"the {ds.split} split")
-    samples = [ds[i] for i in range(min(count, len(ds)))]
+    samples = [s for s in (ds.get_or_skip(i) for i in range(min(count, len(ds)))) if s is not None]
     if not samples:
         raise UserError(f"the {ds.split} split has no images to measure mIoU on")
     images = preprocess_for(info, [s[0] for s in samples], size)

@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from runtime.errors import UserError
+from runtime.io import check_readable
 from runtime.metadata import ONNX_DATA_KEY, DataInfo
 
 # What ONNX Runtime raises for unreadable or invalid model files.
@@ -23,6 +24,7 @@ def load_onnx(path: str | Path, check: bool = True) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX model {path} does not exist; export one with python -m export.onnx")
+    check_readable(path, "ONNX model")
     try:
         model = onnx.load(str(path))
         if check:

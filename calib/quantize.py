@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from calib.dataset import DEFAULT_CACHE_DIR, build_calibration_set, evaluation_s
 from calib.onnx_io import data_info, input_size, load_onnx, session
 from runtime.datasets import SegmentationDataset, build_dataset
 from runtime.errors import UserError, cli_main
-from runtime.io import atomic_write_bytes, atomic_write_json, sha256_file
+from runtime.io import atomic_write_bytes, atomic_write_json, check_writable, sha256_file
 from runtime.metadata import DataInfo
 
 TARGETS = ("cpu", "trt")
@@ -51,6 +52,7 @@ class QuantizeOptions:
     quantizer: str = "auto"  # auto | modelopt | ort (trt target)
     threads: int | None = None
     probe_images: int = 4  # images for the sensitivity ranking
+    skip_bad: bool = False  # leave out corrupt images or labels (counted in the report) instead of stopping
 
 
 def output_path(src: Path, kind: str) -> Path:
@@ -58,10 +60,11 @@ def output_path(src: Path, kind: str) -> Path:
     return src.with_name(f"{src.name.removesuffix('.onnx')}.{kind}.onnx")
 
 
-def _reader(data: str, split: str, ds_opts: dict[str, Any], info: DataInfo) -> SegmentationDataset:
+def _reader(data: str, split: str, ds_opts: dict[str, Any], info: DataInfo, skip_bad: bool = False
+            ) -> SegmentationDataset:
     from runtime.eval import recorded_reader_options
 
-    return build_dataset(data, split, **(ds_opts or recorded_reader_options(data, info)))
+    return build_dataset(data, split, skip_bad=skip_bad, **(ds_opts or recorded_reader_options(data, info)))
 
 
 def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out: str | Path | None = None,
@@ -84,11 +87,18 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
         raise UserError("--out names one file; with both --target and --fp16 leave it out")
     if opts.target is not None and data is None:
         raise UserError("INT8 needs calibration images: pass --data name:root (or --data synthetic)")
+    if opts.target is not None:
+        check_writable(Path(out) if out else output_path(src, f"int8.{opts.target}"), "output model")
+    if opts.fp16:
+        check_writable(Path(out) if out else output_path(src, "fp16"), "output model")
     timings: dict[str, float] = {}
+    skipped: list[str] = []
     val = None
     if data is not None:
         t0 = time.perf_counter()
-        val = evaluation_set(_reader(data, "val", ds_opts, info), info, size, opts.val_images)
+        val_reader = _reader(data, "val", ds_opts, info, opts.skip_bad)
+        val = evaluation_set(val_reader, info, size, opts.val_images)
+        skipped.extend(val_reader.bad)
         timings["load_val_s"] = time.perf_counter() - t0
     reports = []
     with tempfile.TemporaryDirectory(prefix="lfd-calib-") as tmp_dir:
@@ -103,18 +113,19 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
             timings["eval_fp32_s"] = time.perf_counter() - t0
         if opts.target is not None and data is not None:  # data is checked above
             dst = Path(out) if out else output_path(src, f"int8.{opts.target}")
-            train = _reader(data, "train", ds_opts, info)
+            train = _reader(data, "train", ds_opts, info, opts.skip_bad)
             reports.append(_int8(src, model, data, ds_opts, train, info, size, opts, dst, tmp, val, fp32,
-                                 dict(timings)))
+                                 dict(timings), skipped))
         if opts.fp16:
             dst = Path(out) if out else output_path(src, "fp16")
-            reports.append(_fp16(src, model, data, info, opts, dst, val, fp32, dict(timings)))
+            reports.append(_fp16(src, model, data, info, opts, dst, val, fp32, dict(timings), skipped))
     return reports
 
 
-def _int8(src: Path, model: onnx.ModelProto, data: str, ds_opts: dict[str, Any], train: SegmentationDataset, info: Any, size: tuple[int, int], opts: QuantizeOptions,
-          dst: Path, tmp: Path, val: tuple[np.ndarray, np.ndarray] | None, fp32: dict[str, Any] | None,
-          timings: dict[str, float]) -> dict[str, Any]:
+def _int8(src: Path, model: onnx.ModelProto, data: str, ds_opts: dict[str, Any], train: SegmentationDataset,
+          info: Any, size: tuple[int, int], opts: QuantizeOptions, dst: Path, tmp: Path,
+          val: tuple[np.ndarray, np.ndarray] | None, fp32: dict[str, Any] | None, timings: dict[str, float],
+          skipped: list[str]) -> dict[str, Any]:
     from calib import int8
     from calib.qdq_check import check_qdq
     from calib.sensitivity import guard
@@ -159,14 +170,16 @@ def _int8(src: Path, model: onnx.ModelProto, data: str, ds_opts: dict[str, Any],
                                    "dataset": data, "split": "train", "seed": opts.seed,
                                    "classes_missing": calib.manifest.get("classes_missing", [])},
                    "excluded_nodes": chosen["excluded"], "max_drop": opts.max_drop, "guard_rounds": chosen["rounds"],
-                   "sensitivity": chosen["ranking"], "qdq_violations": violations})
+                   "sensitivity": chosen["ranking"], "qdq_violations": violations,
+                   "skipped_samples": list(skipped) + list(train.bad)})
+    _say_skipped(report["skipped_samples"])
     atomic_write_json(f"{dst}.calib.json", report)
     return report
 
 
 def _fp16(src: Path, model: onnx.ModelProto, data: str | None, info: Any, opts: QuantizeOptions, dst: Path,
           val: tuple[np.ndarray, np.ndarray] | None, fp32: dict[str, Any] | None,
-          timings: dict[str, float]) -> dict[str, Any]:
+          timings: dict[str, float], skipped: list[str]) -> dict[str, Any]:
     from calib.fp16 import convert_fp16
 
     t0 = time.perf_counter()
@@ -176,9 +189,16 @@ def _fp16(src: Path, model: onnx.ModelProto, data: str | None, info: Any, opts: 
     timings["convert_s"] = time.perf_counter() - t0
     pred = _predict_final(dst, val[0], opts.threads) if val is not None else None
     report = _report(src, dst, "fp16", opts, info, fp32, val, pred, timings)
-    report.update({"target": "fp16", "method": None, "calibration": None, "excluded_nodes": [], "dataset": data})
+    report.update({"target": "fp16", "method": None, "calibration": None, "excluded_nodes": [], "dataset": data,
+                   "skipped_samples": list(skipped)})
     atomic_write_json(f"{dst}.calib.json", report)
     return report
+
+
+def _say_skipped(skipped: list[str]) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)} corrupt sample(s) (--skip-bad), listed in the report: {skipped[0]}",
+              file=sys.stderr)
 
 
 def _predict_final(path: Path, images: np.ndarray, threads: int | None) -> np.ndarray:
@@ -245,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantizer", choices=("auto", "modelopt", "ort"), default="auto",
                    help="trt target: nvidia-modelopt or ONNX Runtime (auto: modelopt when installed)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for the evaluation")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out corrupt images or labels (counted, listed in the report) instead of stopping")
     return p
 
 
@@ -257,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                            fp16=args.fp16, val_images=args.val_images, seed=args.seed, cache_dir=args.cache_dir,
                            allow_missing_classes=args.allow_missing_classes,
                            reduce_range={"auto": None, "yes": True, "no": False}[args.reduce_range],
-                           quantizer=args.quantizer, threads=args.threads)
+                           quantizer=args.quantizer, threads=args.threads, skip_bad=args.skip_bad)
     reports = quantize(args.onnx, args.data, opts, args.out)
     print(f"{'model':<40} {'precision':<9} {'fp32 mIoU':>9} {'mIoU':>7} {'drop':>6} {'agree':>7} excluded")
     for r in reports:

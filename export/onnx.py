@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import UserError, cli_main
-from runtime.io import atomic_write_json, sha256_file
+from runtime.io import atomic_write_json, check_writable, remove_orphans, sha256_file
 
 MIN_AGREEMENT = 0.999
 
@@ -51,6 +51,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
         export_size = (config.get("export") or {}).get("size") or info.input_size
         size = (int(export_size[0]), int(export_size[1]))
     out = Path(out) if out is not None else default_out(checkpoint, argmax)
+    check_writable(out, "ONNX model")
+    remove_orphans(out)
     source = {
         "checkpoint": checkpoint.name,
         "sha256": sha256_file(checkpoint),

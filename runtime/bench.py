@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     from runtime.infer import parse_size
-    from runtime.io import atomic_write_text
+    from runtime.io import atomic_write_text, check_writable
     from runtime.report import write_report
 
     args = build_parser().parse_args(argv)
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         if v < low:
             raise UserError(f"{name} {v} must be at least {low}")
     size = parse_size(args.size)
+    out = Path(args.out)
+    check_writable(out, "--out folder", folder=True)
     rows = []
     for m in args.models:
         print(f"benchmarking {m} ...", file=sys.stderr)
@@ -141,13 +143,17 @@ def main(argv: list[str] | None = None) -> int:
                                 args.max_images, args.backend, threads=args.threads, providers=args.providers,
                                 device=args.device))
     print(format_table(rows, COLUMNS, headers=HEADERS))
-    out = Path(args.out)
     settings = {k: getattr(args, k) for k in ("size", "batch", "warmup", "iters", "data", "split", "max_images",
                                               "backend", "threads", "providers", "device")}
     write_report(out / "bench.json", {"settings": settings, "columns": COLUMNS, "rows": rows}, threads=args.threads)
     atomic_write_text(out / "bench.md", format_table(rows, COLUMNS, markdown=True, headers=HEADERS) + "\n")
     note = plot(rows, out / "bench.png")
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}" + (f" ({note})" if note else f", {out / 'bench.png'}"))
+    failed = [r["model"] for r in rows if str(r.get("status", "ok")).startswith("error")]
+    if failed:
+        print(f"error: {len(failed)} of {len(rows)} models failed ({', '.join(map(str, failed))}); see the status "
+              f"column", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -31,11 +31,11 @@ from runtime.postprocess import labels_from_output
 from runtime.preprocess import preprocess_for
 
 
-def dataset_for_model(spec: str | None, split: str, info: DataInfo) -> SegmentationDataset:
+def dataset_for_model(spec: str | None, split: str, info: DataInfo, skip_bad: bool = False) -> SegmentationDataset:
     """Build the dataset `spec` (`name:root` or `synthetic`); for synthetic data, with the generator
     parameters recorded in the model's `info.extra["synthetic"]` (those the reader accepts)."""
     spec = spec or str(info.extra.get("dataset") or "synthetic")
-    return build_dataset(spec, split=split, **recorded_reader_options(spec, info))
+    return build_dataset(spec, split=split, skip_bad=skip_bad, **recorded_reader_options(spec, info))
 
 
 def recorded_reader_options(spec: str, info: DataInfo) -> dict[str, Any]:
@@ -50,26 +50,42 @@ def recorded_reader_options(spec: str, info: DataInfo) -> dict[str, Any]:
 
 
 def evaluate(backend: Backend, dataset: SegmentationDataset, size: tuple[int, int] | None = None,
-             max_images: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Score `backend` on `dataset`: ConfusionMatrix.compute() plus image count, seconds and model ms."""
+             max_images: int | None = None, progress: bool = False, force_classes: bool = False
+             ) -> dict[str, Any]:
+    """Score `backend` on `dataset`: ConfusionMatrix.compute() plus image count, seconds and model ms.
+
+    The dataset must name the model's classes in the model's order (`force_classes` scores a dataset whose
+    names differ, by index). With `dataset.skip_bad`, corrupt samples are left out and listed in `skipped`."""
     info = backend.info
     if dataset.num_classes != info.num_classes:
         raise UserError(f"{backend.path.name} predicts {info.num_classes} classes but the dataset has "
                         f"{dataset.num_classes}; evaluate on the dataset the model was trained for")
+    if list(dataset.classes) != list(info.classes) and not force_classes:
+        raise UserError(f"{backend.path.name} predicts the classes [{', '.join(info.classes)}] but the dataset "
+                        f"names [{', '.join(dataset.classes)}]; evaluate on the dataset the model was trained "
+                        f"for, or pass --force-classes to score by class index")
     cm = ConfusionMatrix(info.num_classes, dataset.ignore_index)
     in_size = size or backend.input_size
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     infer_ms: list[float] = []
     t0 = time.perf_counter()
+    bad_before = len(dataset.bad)
     for i in range(n):
-        image, label, _name = dataset[i]
+        sample = dataset.get_or_skip(i)
+        if sample is None:
+            continue
+        image, label, _name = sample
         out = backend.infer(preprocess_for(info, image, in_size))
         infer_ms.append(backend.last_ms)
         cm.update(labels_from_output(out, label.shape[:2])[0], label)
         if progress and (i + 1) % 10 == 0:
             print(f"  {i + 1}/{n} images", file=sys.stderr)
     result = cm.compute(list(info.classes))
-    result.update({"images": n, "seconds": time.perf_counter() - t0,
+    skipped = dataset.bad[bad_before:]
+    if skipped:
+        print(f"skipped {len(skipped)} corrupt sample(s) of {n} (skip_bad): {skipped[0]}"
+              + (f" (and {len(skipped) - 1} more, listed in the JSON)" if len(skipped) > 1 else ""), file=sys.stderr)
+    result.update({"images": n - len(skipped), "skipped": skipped, "seconds": time.perf_counter() - t0,
                    "infer_ms_mean": sum(infer_ms) / len(infer_ms) if infer_ms else None,
                    "confusion_matrix": cm.mat.tolist()})
     return result
@@ -96,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="dataset split (default val)")
     p.add_argument("--size", help="network input H x W for dynamic models (default: the model's input size)")
     p.add_argument("--max-images", type=int, help="score only the first N images")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out corrupt images or labels (counted, listed in the JSON) instead of stopping")
+    p.add_argument("--force-classes", action="store_true",
+                   help="score a dataset whose class names differ from the model's (same count) by index")
     add_backend_options(p)
     p.add_argument("--json", help="write the result (with the environment) to this JSON file (one model)")
     p.add_argument("--out", help="folder for one <model file name>.json per model and summary.md/.json")
@@ -107,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from runtime.infer import parse_size
-    from runtime.io import atomic_write_text
+    from runtime.io import atomic_write_text, check_writable
     from runtime.report import format_table, write_report
 
     args = build_parser().parse_args(argv)
@@ -115,14 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--max-images {args.max_images} must be at least 1")
     if args.json and len(args.model) > 1:
         raise UserError("--json names one file; with several models use --out DIR")
+    check_writable(args.json, "--json file")
+    check_writable(args.out, "--out folder", folder=True)
     rows = []
     for model in args.model:
         with load_backend(model, args.backend, threads=args.threads, providers=args.providers,
                           device=args.device) as backend:
-            dataset = dataset_for_model(args.data, args.split, backend.info)
+            dataset = dataset_for_model(args.data, args.split, backend.info, skip_bad=args.skip_bad)
             print(f"{backend.name}: {model} on {args.data or 'synthetic'}/{args.split} "
                   f"({len(dataset)} images)", file=sys.stderr)
-            result = evaluate(backend, dataset, parse_size(args.size), args.max_images, progress=True)
+            result = evaluate(backend, dataset, parse_size(args.size), args.max_images, progress=True,
+                              force_classes=args.force_classes)
         print(format_result(result))
         report = {"model": str(model), "backend": backend.name, "data": args.data, "split": args.split,
                   "size": list(parse_size(args.size) or backend.input_size), **result}

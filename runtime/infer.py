@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from runtime.backends import Backend, add_backend_options, load_backend
-from runtime.errors import UserError, cli_main
+from runtime.errors import Terminated, UserError, cli_main, sigterm_as_interrupt
 from runtime.postprocess import colorize, labels_from_output, overlay
 from runtime.preprocess import preprocess_for
 from runtime.sources import Frame, Source, open_source
@@ -210,20 +210,22 @@ def run(backend: Backend, source: Source, sink: Sink, size: tuple[int, int] | No
     pipe = Pipeline(frames, build_stages(backend, size, mode, alpha, show_stats), queue_size=queue_size,
                     drop_oldest=drop, close=source.close)
     results = pipe.run()
-    interrupted = False
+    interrupted = terminated = False
     try:
-        for frame, labels, picture in results:
-            sink.write(frame, labels, picture)
-            if sink.quit or (max_frames is not None and sink.count >= max_frames):
-                break
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            for frame, labels, picture in results:
+                sink.write(frame, labels, picture)
+                if sink.quit or (max_frames is not None and sink.count >= max_frames):
+                    break
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): finalise what was written
         interrupted = True
+        terminated = isinstance(e, Terminated)
     finally:
         results.close()  # stops and joins the pipeline's threads
         source.close()
         sink.close()
     summary = pipe.summary()
-    summary.update({"interrupted": interrupted, "drop_oldest": drop, "queue": queue_size})
+    summary.update({"interrupted": interrupted, "terminated": terminated, "drop_oldest": drop, "queue": queue_size})
     return summary
 
 
@@ -275,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--alpha {args.alpha} is outside 0..1")
     if args.queue < 1:
         raise UserError(f"--queue {args.queue} must be at least 1")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames {args.max_frames} must be at least 1")
+    check_outputs(args.save, args.masks, args.json)
     if args.show:
         check_display()
     size = parse_size(args.size)
@@ -297,7 +302,20 @@ def main(argv: list[str] | None = None) -> int:
 
         write_report(args.json, summary, threads=args.threads)
         print(f"wrote {args.json}")
-    return 0
+    return Terminated.exit_code if summary.get("terminated") else 0
+
+
+def check_outputs(save: str | None, masks: str | None, json_path: str | None) -> None:
+    """Fail before the first frame when an output cannot be written (one sentence naming it)."""
+    from runtime.io import check_writable
+
+    suffix = Path(save).suffix.lower() if save else ""
+    if save and suffix in VIDEO_FOURCC:
+        check_writable(save, "--save video")
+    elif save and not suffix:
+        check_writable(save, "--save folder", folder=True)
+    check_writable(masks, "--masks folder", folder=True)
+    check_writable(json_path, "--json file")
 
 
 if __name__ == "__main__":

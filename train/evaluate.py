@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, help="score only the first N images")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out corrupt images or labels (counted, listed in the JSON) instead of stopping")
+    p.add_argument("--force-classes", action="store_true",
+                   help="score a dataset whose class names differ from the checkpoint's (same count) by index")
     p.add_argument("--json", help="write the result (per-class IoU, mIoU, pixel accuracy, environment) here")
     return p
 
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.backends import load_backend
     from runtime.eval import evaluate, format_result
     from runtime.infer import parse_size
+    from runtime.io import check_writable
     from runtime.report import write_report
     from train.checkpoint import load_checkpoint
     from train.layers import dataset_for_teacher
@@ -44,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images {args.max_images} must be at least 1")
+    check_writable(args.json, "--json file")
     ckpt = load_checkpoint(args.checkpoint)  # a missing, corrupt or foreign file fails here, clearly
     size = parse_size(args.size)
     with load_backend(args.checkpoint, "torch", threads=args.threads, device=args.device) as backend:
-        dataset = dataset_for_teacher(args.data, args.split, ckpt, DataInfo.from_dict(ckpt["data"]))
+        dataset = dataset_for_teacher(args.data, args.split, ckpt, DataInfo.from_dict(ckpt["data"]),
+                                      skip_bad=args.skip_bad)
         print(f"{args.checkpoint} on {args.data or 'its training dataset'}/{args.split} ({len(dataset)} images)",
               file=sys.stderr)
-        result = evaluate(backend, dataset, size, args.max_images, progress=True)
+        result = evaluate(backend, dataset, size, args.max_images, progress=True,
+                          force_classes=args.force_classes)
     print(format_result(result))
     if args.json:
         train = ckpt.get("train") or {}

@@ -131,7 +131,8 @@ def fkd_snippet(pairs: list[list[str]], teacher: str, recipe: str, rows: list[di
     return "\n".join(lines) + "\n" + body
 
 
-def dataset_for_teacher(spec: str | None, split: str, ckpt: dict[str, Any], info: DataInfo) -> SegmentationDataset:
+def dataset_for_teacher(spec: str | None, split: str, ckpt: dict[str, Any], info: DataInfo,
+                        skip_bad: bool = False) -> SegmentationDataset:
     """`spec` (`name:root`), or the dataset the teacher was trained on (its data block's `extra`, else its
     config's `data` block, with the synthetic generator's options), else synthetic."""
     data = ((ckpt.get("train") or {}).get("config") or {}).get("data") or {}
@@ -141,7 +142,7 @@ def dataset_for_teacher(spec: str | None, split: str, ckpt: dict[str, Any], info
         extra["dataset"] = f"{name}:{root}" if root and ":" not in name else name
     if "synthetic" not in extra and isinstance(data.get("synthetic"), dict):
         extra["synthetic"] = data["synthetic"]
-    return dataset_for_model(spec, split, dataclasses.replace(info, extra=extra))
+    return dataset_for_model(spec, split, dataclasses.replace(info, extra=extra), skip_bad=skip_bad)
 
 
 @torch.no_grad()

@@ -79,6 +79,9 @@ def load_backend(path: str | Path, backend: str | None = None, **opts: Any) -> B
 
     `opts` (e.g. `threads=2`, `providers=["cpu"]`, `device="cuda"`) go to the backend's constructor where it
     takes them; options that are None are left out so that each backend keeps its own default."""
+    from runtime.io import check_readable
+
+    check_readable(path, "model")
     name = backend_name_for(path, backend)
     cls = backend_class(name)
     params = inspect.signature(cls.__init__).parameters

@@ -56,12 +56,19 @@ class SegmentationDataset:
 
     def __iter__(self) -> Iterator[Sample]:
         for i in range(len(self)):
-            try:
-                yield self[i]
-            except BadSample as e:
-                if not self.skip_bad:
-                    raise
-                self.bad.append(str(e))
+            sample = self.get_or_skip(i)
+            if sample is not None:
+                yield sample
+
+    def get_or_skip(self, i: int) -> Sample | None:
+        """`self[i]`; with `skip_bad`, None for a corrupt sample, whose sentence is added to `self.bad`."""
+        try:
+            return self[i]
+        except BadSample as e:
+            if not self.skip_bad:
+                raise
+            self.bad.append(str(e))
+            return None
 
     def load(self, i: int) -> Sample:
         img_path, lbl_path, name = self.items[i]

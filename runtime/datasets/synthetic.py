@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -73,9 +74,11 @@ class SyntheticStreets(SegmentationDataset):
         self.cache_dir: Path | None = None
         if cache:
             # `root`, when given, is taken as the cache folder (so `synthetic:/path` exports there).
-            base = cache_dir or root or default_cache_dir(self.size, self.seed, self.difficulty)
-            self.cache_dir = Path(base)
-            self._check_cache_params(self.cache_dir / "params.json")
+            explicit = cache_dir or root
+            self.cache_dir = Path(explicit) if explicit else writable_cache_dir(
+                default_cache_dir(self.size, self.seed, self.difficulty))
+            if self.cache_dir is not None:
+                self._check_cache_params(self.cache_dir / "params.json")
 
     def __len__(self) -> int:
         return self.length
@@ -127,6 +130,33 @@ class SyntheticStreets(SegmentationDataset):
 
     def data_info(self, input_size: tuple[int, int] | None = None) -> DataInfo:  # type: ignore[override]
         return super().data_info(input_size or self.size)
+
+
+_FALLBACK_SAID: set[str] = set()
+
+
+def writable_cache_dir(preferred: Path) -> Path | None:
+    """`preferred` when it can be written (or already holds a cache), else the same name under the user's
+    cache folder ($XDG_CACHE_HOME or ~/.cache, /lfd-edge), else None (samples are rendered, not cached);
+    a line says which, once per process."""
+    from runtime.io import check_writable
+
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfd-edge" / preferred.name
+    for i, candidate in enumerate((preferred, user)):
+        try:
+            check_writable(candidate, "synthetic cache", folder=True)
+        except UserError:
+            continue
+        if i and str(preferred) not in _FALLBACK_SAID:
+            _FALLBACK_SAID.add(str(preferred))
+            print(f"note: {preferred.parent} is not writable; caching synthetic samples in {candidate}",
+                  file=sys.stderr)
+        return candidate
+    if str(preferred) not in _FALLBACK_SAID:
+        _FALLBACK_SAID.add(str(preferred))
+        print(f"note: neither {preferred.parent} nor {user.parent} is writable; rendering synthetic samples "
+              f"without a cache", file=sys.stderr)
+    return None
 
 
 def default_cache_dir(size: tuple[int, int], seed: int, difficulty: float) -> Path:

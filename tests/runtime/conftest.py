@@ -19,9 +19,17 @@ def _tiny_weights(k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_onnx(path: Path, k: int = 4, size: tuple[int, int] = (64, 128), output: str = "logits", stride: int = 2,
-              metadata: bool = True, dynamic: bool = False, extra: dict | None = None, seed: int = 0) -> Path:
+              metadata: bool = True, dynamic: bool = False, extra: dict | None = None, seed: int = 0,
+              classes: list[str] | None = None) -> Path:
     """images N x 3 x H x W -> Conv 1x1 (3 -> k, `stride`) -> Resize x stride (linear) -> `logits`
-    (or ArgMax -> uint8 `labels`). Weights from tiny_weights(k, seed)."""
+    (or ArgMax -> uint8 `labels`). Weights from tiny_weights(k, seed). Classes c0..c{k-1}, or `classes`
+    (k = len(classes)); `classes="synthetic"` gives the synthetic dataset's."""
+    if classes == "synthetic":
+        from runtime.datasets.synthetic_draw import CLASSES
+
+        classes = list(CLASSES)
+    if classes is not None:
+        k = len(classes)
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -47,7 +55,7 @@ def make_onnx(path: Path, k: int = 4, size: tuple[int, int] = (64, 128), output:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if metadata:
-        info = DataInfo(classes=[f"c{i}" for i in range(k)], palette=default_palette(k), input_size=size,
+        info = DataInfo(classes=list(classes or [f"c{i}" for i in range(k)]), palette=default_palette(k), input_size=size,
                         extra=extra or {})
         helper.set_model_props(model, {ONNX_DATA_KEY: info.to_json()})
     onnx.checker.check_model(model)

@@ -84,7 +84,7 @@ def test_synthetic_parameters_come_from_the_model():
 
 def test_cli_on_synthetic_writes_json(onnx_model, tmp_path, capsys):
     extra = {"synthetic": {"size": [32, 64], "num_val": 2, "cache": False}}
-    model = onnx_model(k=16, size=(32, 64), extra=extra)
+    model = onnx_model(classes="synthetic", size=(32, 64), extra=extra)
     js = tmp_path / "e.json"
     assert ev.main(["--model", str(model), "--data", "synthetic", "--json", str(js)]) == 0
     report = json.loads(js.read_text())
@@ -95,7 +95,7 @@ def test_cli_on_synthetic_writes_json(onnx_model, tmp_path, capsys):
 
 def test_cli_with_several_models_writes_one_json_each_and_a_summary(onnx_model, tmp_path, capsys):
     extra = {"synthetic": {"size": [32, 64], "num_val": 2, "cache": False}}
-    a = onnx_model(k=16, size=(32, 64), extra=extra)
+    a = onnx_model(classes="synthetic", size=(32, 64), extra=extra)
     b = tmp_path / "copy.onnx"
     b.write_bytes(a.read_bytes())
     out = tmp_path / "eval"
@@ -107,3 +107,53 @@ def test_cli_with_several_models_writes_one_json_each_and_a_summary(onnx_model, 
     assert summary["models"][0]["mIoU"] == 100 * one["mIoU"]
     assert (out / "summary.md").read_text().startswith("|")
     assert ev.main(["--model", str(a), str(b), "--json", str(tmp_path / "x.json")]) == 2  # one file, two models
+
+
+def test_class_names_that_differ_are_refused_unless_forced(onnx_model):
+    ds = _dataset(k=4)
+    ds.classes = ["road", "car", "sky", "tree"]
+    with load_backend(onnx_model(k=4)) as b:
+        with pytest.raises(UserError, match=r"predicts the classes \[c0, c1, c2, c3\] but the dataset names "
+                                            r"\[road, car, sky, tree\].*--force-classes"):
+            ev.evaluate(b, ds)
+        assert ev.evaluate(b, ds, force_classes=True)["images"] == 3
+
+
+def test_skip_bad_leaves_corrupt_samples_out_and_lists_them(onnx_model):
+    from runtime.datasets.base import BadSample
+
+    class Flaky(ListDataset):
+        def load(self, i):
+            if i == 1:
+                raise BadSample("label 1.png is corrupt")
+            return super().load(i)
+
+    ds = _dataset(k=4)
+    flaky = Flaky(ds.samples, 4)
+    with load_backend(onnx_model(k=4)) as b:
+        with pytest.raises(BadSample):
+            ev.evaluate(b, flaky)
+        flaky.skip_bad = True
+        result = ev.evaluate(b, flaky)
+        only_good = ev.evaluate(b, ListDataset([ds.samples[0], ds.samples[2]], 4))
+    assert result["images"] == 2 and result["skipped"] == ["label 1.png is corrupt"]
+    assert result["confusion_matrix"] == only_good["confusion_matrix"]  # left out, not replaced
+
+
+def test_unwritable_json_fails_before_scoring(onnx_model, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert ev.main(["--model", str(onnx_model()), "--json", str(blocker / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write --json file" in err and "images" not in err  # nothing was scored
+
+
+def test_a_model_that_cannot_be_read_is_a_permission_error(onnx_model, monkeypatch, capsys):
+    import os
+
+    model = onnx_model()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(model) else real_access(p, mode))
+    assert ev.main(["--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "permission denied reading model" in err and "corrupt" not in err

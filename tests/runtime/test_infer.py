@@ -100,3 +100,48 @@ def test_truncated_model_and_headless_show(tmp_path, video, capsys):
     # checked before the (missing) model is opened
     assert infer.main(["--model", str(tmp_path / "none.onnx"), "--source", str(video), "--show"]) == 2
     assert "headless" in capsys.readouterr().err
+
+
+def test_sigterm_finalises_the_video_and_exits_143(onnx_model, tmp_path, colour_frames):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    clip = tmp_path / "long.mp4"  # 300 frames at 20 FPS: 15 s when paced
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 20.0, (128, 64))
+    for f in colour_frames(10) * 30:
+        vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    vw.release()
+    out = tmp_path / "o.mp4"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.infer", "--model", str(onnx_model()), "--source",
+                             str(clip), "--save", str(out), "--threads", "1", "--source-fps", "20"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / ".o.partial.mp4"
+    deadline = time.time() + 60
+    while not (partial.is_file() and partial.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "interrupted" in stdout and not partial.exists()
+    assert 0 < _count_frames(out) < 300
+
+
+@pytest.mark.parametrize("flag, what", [("--save", "--save video"), ("--json", "--json file"),
+                                        ("--masks", "--masks folder")])
+def test_unwritable_outputs_fail_before_the_first_frame(onnx_model, video, tmp_path, capsys, flag, what):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    target = blocker / ("o.mp4" if flag == "--save" else "o.json" if flag == "--json" else "masks")
+    assert infer.main(["--model", str(onnx_model()), "--source", str(video), flag, str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {what}" in err and err.count("\n") == 1
+
+
+def test_max_frames_must_be_positive(onnx_model, video, capsys):
+    assert infer.main(["--model", str(onnx_model()), "--source", str(video), "--max-frames", "-1"]) == 2
+    assert "--max-frames -1 must be at least 1" in capsys.readouterr().err
