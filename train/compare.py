@@ -490,8 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: give at least 1")
     out = Path(args.out or f"runs/compare-{stem_of(args.config)}-{args.budget}")
-    report = compare(args.config, methods, args.budget, args.seeds, args.teacher, out, args.overrides,
-                     args.val_every, args.match, args.resolved, args.teacher_cache, args.charge)
+    from train.run_lock import run_lock
+
+    with run_lock(out):  # one comparison writes a folder; each run locks its own sub-folder too
+        report = compare(args.config, methods, args.budget, args.seeds, args.teacher, out, args.overrides,
+                         args.val_every, args.match, args.resolved, args.teacher_cache, args.charge)
     t = report["teacher"]["miou"]
     print(f"\nteacher mIoU: {'-' if t is None else f'{100 * t:.2f} %'}; budget {report['budget']} per run "
           f"({report['match']})")

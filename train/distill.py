@@ -38,6 +38,7 @@ from train.engine import Trainer, default_run_dir, seed_everything
 from train.losses import METHODS, build_objective, parse_method, teacher_reads
 from train.models import build_model, count_params, gflops
 from train.models.output import FeatureInfo
+from train.run_lock import run_lock
 
 
 def needs_teacher(method: str) -> bool:
@@ -147,51 +148,57 @@ def distill(cfg: Config, probe_only: str | Path | None = None) -> dict[str, Any]
     run_dir = default_run_dir(cfg, method)
     cfg.train.name = cfg.train.name or run_dir.name  # saved with the config, so the run is reproducible
 
-    from train.data import build_loaders  # the data pipeline imports the readers; keep --help fast
-
     env = D.init_distributed(cfg.train.device)
     try:
-        cache = prepare_cache(cfg, env)
-        train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world,
-                                                            targets=cache[0] if cache else None)
-        if teacher_ckpt is not None:
-            check_same_classes(teacher_ckpt["data"], data_info.to_dict(), f"the teacher {cfg.distill.teacher}",
-                               f"the student's dataset ({cfg.data.dataset})")
-        teacher = None
-        if teacher_ckpt is not None and needs_teacher(method) and cache is None:
-            teacher, _, _ = model_from_checkpoint(teacher_ckpt, env.device)
-            teacher.requires_grad_(False)
-        # keep no second copy of the teacher's weights: it would count in the peak memory
-        teacher_meta = {k: v for k, v in teacher_ckpt.items() if k != "model"} if teacher_ckpt else None
-        del teacher_ckpt
-        # Seed every module's initialisation (student, adapters, heads, projectors): the same command gives
-        # the same run, and every method of a comparison starts from the same student weights.
-        seed_everything(cfg.train.seed)
-        student = build_model(cfg.model, data_info.num_classes)
-        t_info = cache[1] if cache else feature_info(teacher) if teacher is not None else None
-        objective = build_objective(cfg.distill, student.feature_info, t_info,
-                                    data_info.num_classes, budget.is_time,
-                                    teacher_num_classes=len(teacher_meta["data"]["classes"]) if teacher_meta else None)
-        trainer = Trainer(cfg, student, objective, train_loader, val_loader, data_info, teacher=teacher,
-                          run_dir=run_dir, dist_env=env, method=method, cached_targets=cache is not None)
-        if probe_only is not None:
-            record = trainer.probe(cfg.train.probe_warmup, cfg.train.probe_steps)
-            record["teacher_cache"] = cache[2] if cache else None
-            if env.is_main:
-                atomic_write_json(probe_only, record)
-            return record
-        probe = resolve_budget(cfg, trainer, env, run_dir)
-        results = trainer.fit()
-        results["probe"] = probe
-        results["teacher_cache"] = cache[2] if cache else None
-        if env.is_main:
-            # after fit(): building the teacher for its summary must not count in the peak memory
-            results.update(summaries(trainer.student, teacher, teacher_meta, cfg.distill.teacher, data_info,
-                                     results))
-            atomic_write_json(run_dir / "results.json", results)
-        return results
+        with run_lock(run_dir, env, take=probe_only is None):
+            return _distill(cfg, env, method, budget, teacher_ckpt, run_dir, probe_only)
     finally:
         D.cleanup()
+
+
+def _distill(cfg: Config, env: D.DistEnv, method: str, budget: Budget, teacher_ckpt: dict[str, Any] | None,
+             run_dir: Path, probe_only: str | Path | None) -> dict[str, Any]:
+    from train.data import build_loaders  # the data pipeline imports the readers; keep --help fast
+
+    cache = prepare_cache(cfg, env)
+    train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world,
+                                                        targets=cache[0] if cache else None)
+    if teacher_ckpt is not None:
+        check_same_classes(teacher_ckpt["data"], data_info.to_dict(), f"the teacher {cfg.distill.teacher}",
+                           f"the student's dataset ({cfg.data.dataset})")
+    teacher = None
+    if teacher_ckpt is not None and needs_teacher(method) and cache is None:
+        teacher, _, _ = model_from_checkpoint(teacher_ckpt, env.device)
+        teacher.requires_grad_(False)
+    # keep no second copy of the teacher's weights: it would count in the peak memory
+    teacher_meta = {k: v for k, v in teacher_ckpt.items() if k != "model"} if teacher_ckpt else None
+    del teacher_ckpt
+    # Seed every module's initialisation (student, adapters, heads, projectors): the same command gives
+    # the same run, and every method of a comparison starts from the same student weights.
+    seed_everything(cfg.train.seed)
+    student = build_model(cfg.model, data_info.num_classes)
+    t_info = cache[1] if cache else feature_info(teacher) if teacher is not None else None
+    objective = build_objective(cfg.distill, student.feature_info, t_info,
+                                data_info.num_classes, budget.is_time,
+                                teacher_num_classes=len(teacher_meta["data"]["classes"]) if teacher_meta else None)
+    trainer = Trainer(cfg, student, objective, train_loader, val_loader, data_info, teacher=teacher,
+                      run_dir=run_dir, dist_env=env, method=method, cached_targets=cache is not None)
+    if probe_only is not None:
+        record = trainer.probe(cfg.train.probe_warmup, cfg.train.probe_steps)
+        record["teacher_cache"] = cache[2] if cache else None
+        if env.is_main:
+            atomic_write_json(probe_only, record)
+        return record
+    probe = resolve_budget(cfg, trainer, env, run_dir)
+    results = trainer.fit()
+    results["probe"] = probe
+    results["teacher_cache"] = cache[2] if cache else None
+    if env.is_main:
+        # after fit(): building the teacher for its summary must not count in the peak memory
+        results.update(summaries(trainer.student, teacher, teacher_meta, cfg.distill.teacher, data_info,
+                                 results))
+        atomic_write_json(run_dir / "results.json", results)
+    return results
 
 
 def summaries(student: nn.Module, teacher: nn.Module | None, teacher_meta: dict[str, Any] | None,

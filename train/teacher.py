@@ -12,6 +12,7 @@ Under torchrun (`torchrun --nproc-per-node 2 -m train.teacher ...`) it trains wi
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json
 from train import distributed as D
 from train.config import Config, ModelConfig, load_config
+from train.run_lock import run_lock
 
 
 def teacher_model_config(cfg: Config, which: str = "auto") -> ModelConfig:
@@ -36,30 +38,35 @@ def teacher_model_config(cfg: Config, which: str = "auto") -> ModelConfig:
 def train_teacher(cfg: Config, which: str = "auto") -> dict[str, Any]:
     """Train the chosen model with TaskLoss; returns results.json (engine results + `model` summary)."""
     model_cfg = teacher_model_config(cfg, which)
+    cfg.train.name = cfg.train.name or f"teacher-{model_cfg.recipe}-s{cfg.train.seed}"
+    run_dir = Path(cfg.train.runs_dir) / cfg.train.name
+    env = D.init_distributed(cfg.train.device)
+    try:
+        with run_lock(run_dir, env):
+            return _train(cfg, env, model_cfg, run_dir)
+    finally:
+        D.cleanup()
+
+
+def _train(cfg: Config, env: D.DistEnv, model_cfg: ModelConfig, run_dir: Path) -> dict[str, Any]:
     from train.data import build_loaders
     from train.distill import model_summary, resolve_budget
     from train.engine import Trainer
     from train.losses.task import TaskLoss
     from train.models import build_model
 
-    cfg.train.name = cfg.train.name or f"teacher-{model_cfg.recipe}-s{cfg.train.seed}"
-    run_dir = Path(cfg.train.runs_dir) / cfg.train.name
-    env = D.init_distributed(cfg.train.device)
-    try:
-        train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world)
-        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and every run
-        model = build_model(model_cfg, data_info.num_classes)
-        trainer = Trainer(cfg, model, TaskLoss(), train_loader, val_loader, data_info, run_dir=run_dir,
-                          dist_env=env, method="teacher")
-        probe = resolve_budget(cfg, trainer, env, run_dir)
-        results = trainer.fit()
-        results["probe"] = probe
-        if env.is_main:
-            results["model"] = model_summary(trainer.student, tuple(data_info.input_size))
-            atomic_write_json(run_dir / "results.json", results)
-        return results
-    finally:
-        D.cleanup()
+    train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and every run
+    model = build_model(model_cfg, data_info.num_classes)
+    trainer = Trainer(cfg, model, TaskLoss(), train_loader, val_loader, data_info, run_dir=run_dir,
+                      dist_env=env, method="teacher")
+    probe = resolve_budget(cfg, trainer, env, run_dir)
+    results = trainer.fit()
+    results["probe"] = probe
+    if env.is_main:
+        results["model"] = model_summary(trainer.student, tuple(data_info.input_size))
+        atomic_write_json(run_dir / "results.json", results)
+    return results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def describe_scores(best: float | None, final: float | None) -> str:
+    """'val mIoU 31.20 (best), 30.85 (final)', or why there is no score (no validation, or no valid pixel)."""
+    if final is None:
+        return "no validation"
+    if best is None or math.isnan(final):
+        return "no validation score (no labelled pixel in the validation images), so no best.pt"
+    return f"val mIoU {100 * best:.2f} (best), {100 * final:.2f} (final)"
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -86,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     results = train_teacher(cfg, args.which)
     if "model" in results:  # rank 0
         m = results["model"]
-        best, final = results["best_miou"], results["final_miou"]
-        scores = "no validation" if final is None else f"val mIoU {100 * best:.2f} (best), {100 * final:.2f} (final)"
+        scores = describe_scores(results["best_miou"], results["final_miou"])
         print(f"{m['arch']}: {scores}; {m['params'] / 1e6:.2f} M parameters, {m['gflops']:.3g} GFLOPs at "
               f"{m['gflops_size'][0]}x{m['gflops_size'][1]}")
         print(f"{results['iterations']} iterations in {results['elapsed_s']:.1f}s ({results['s_per_iter']:.3f} "
