@@ -15,9 +15,9 @@ All writes are atomic (temp file + rename).
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -141,9 +141,12 @@ def check_same_classes(a: Mapping[str, Any], b: Mapping[str, Any], name_a: str, 
 
 
 def _torch_load(path: str | Path, what: str) -> Any:
+    """torch.load(weights_only=True); any file that is not a readable PyTorch file is one UserError."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{what} {p} does not exist; check the path (training writes runs/<name>/best.pt)")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"permission denied reading {what} {p}; ask its owner to make it readable, or copy it")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -151,8 +154,14 @@ def _torch_load(path: str | Path, what: str) -> Any:
             raise UserError(f"{p} holds pickled Python objects, not the plain types of an LFD-Edge {what}; "
                             f"re-export it with this version of LFD-Edge") from e
         raise _corrupt(p, what, "not a PyTorch file") from e
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise _corrupt(p, what, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    except PermissionError as e:
+        raise UserError(f"permission denied reading {what} {p}; ask its owner to make it readable") from e
+    except (MemoryError, UserError):
+        raise
+    except Exception as e:  # random bytes reach the unpickler's internals: KeyError, IndexError, struct.error...
+        detail = str(e).splitlines()[0] if str(e) and not isinstance(e, (KeyError, IndexError)) else \
+            f"{type(e).__name__} while unpickling"
+        raise _corrupt(p, what, detail[:200]) from e
 
 
 def _corrupt(p: Path, what: str, detail: str) -> UserError:
@@ -171,6 +180,12 @@ def _check_dict(obj: Any, p: Path, what: str, required: tuple[str, ...]) -> dict
             kind = f"a dict with keys {', '.join(list(obj)[:6])}"
         raise UserError(f"{p} is not an LFD-Edge {what} (it is {kind}; missing {', '.join(missing)}); "
                         f"use a checkpoint written by train.teacher or train.distill")
+    wrong = [k for k in required if k in ("model", "arch", "data", "train", "optimizer") and
+             not isinstance(obj[k], dict)]
+    if wrong:
+        raise UserError(f"{p} is not an LFD-Edge {what}: its {', '.join(wrong)} block is a "
+                        f"{type(obj[wrong[0]]).__name__}, not a dict; use a checkpoint written by train.teacher "
+                        f"or train.distill")
     version = obj["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(f"{p} has format version {version}, newer than this LFD-Edge reads ({FORMAT_VERSION}); "
@@ -205,9 +220,13 @@ def model_from_checkpoint(path_or_ckpt: str | Path | Mapping[str, Any], device: 
 
     ckpt = dict(path_or_ckpt) if isinstance(path_or_ckpt, Mapping) else load_checkpoint(path_or_ckpt)
     source = str(ckpt.get("_source", "the checkpoint"))
-    info = DataInfo.from_dict(ckpt["data"])
-    arch = ckpt["arch"]
-    k = int(arch.get("num_classes", info.num_classes))
+    try:
+        info = DataInfo.from_dict(ckpt["data"])
+        arch = dict(ckpt["arch"])
+        k = int(arch.get("num_classes", info.num_classes))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{source} is not a consistent LFD-Edge checkpoint (its data or arch block is incomplete: "
+                        f"{type(e).__name__} {e}); re-export it") from e
     if k != info.num_classes:
         raise UserError(f"{source} is inconsistent: its model predicts {k} classes but its data block names "
                         f"{info.num_classes}; re-export it")

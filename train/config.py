@@ -345,6 +345,20 @@ def _unknown_key(key: str, names: list[str]) -> str:
     return f"unknown config key '{key}'; valid keys here: {', '.join(names)}.{hint}"
 
 
+def _full_keys(obj: Any, prefix: str = "") -> dict[str, str]:
+    """leaf name -> its first full dotted key, over the nested config dataclasses."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            for leaf, full in _full_keys(value, key + ".").items():
+                out.setdefault(leaf, full)
+        else:
+            out.setdefault(f.name, key)
+    return out
+
+
 def set_by_path(cfg: Any, dotted: str, value: Any) -> None:
     """Set `cfg.a.b.c = value` with type coercion; errors name the key and the valid choices."""
     dotted = ALIASES.get(dotted, dotted)
@@ -364,6 +378,15 @@ def set_by_path(cfg: Any, dotted: str, value: Any) -> None:
     leaf = parts[-1]
     names = [f.name for f in dataclasses.fields(obj)]
     if leaf not in names:
+        if len(parts) == 1:  # a short key: an alias, or the leaf of a full key
+            alias = difflib.get_close_matches(dotted, list(ALIASES), n=1)
+            if alias:
+                raise UserError(f"unknown config key '{dotted}'. Did you mean '{alias[0]}' ({ALIASES[alias[0]]})? "
+                                f"Short keys: {', '.join(ALIASES)}")
+            full = _full_keys(Config())
+            leaf = difflib.get_close_matches(dotted, list(full), n=1)
+            if leaf:
+                raise UserError(f"unknown config key '{dotted}'. Did you mean '{full[leaf[0]]}'?")
         raise UserError(_unknown_key(dotted, names))
     tp = _hints(type(obj))[leaf]
     if isinstance(value, str) and tp is not str:  # a str field keeps the text as typed (off, 1e3, yes)
@@ -408,7 +431,83 @@ def config_from_dict(d: dict[str, Any]) -> Config:
     return _build(Config, d)
 
 
+# Allowed ranges of numeric settings: key -> (lowest, highest, whether the lowest is excluded); None = open.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "data.batch_size": (1, None, False),
+    "data.val_batch_size": (1, None, False),
+    "data.workers": (0, None, False),
+    "data.max_val_images": (0, None, False),
+    "data.color_jitter": (0, 1, False),
+    "data.scale_range": (0, None, True),
+    "data.crop_size": (1, None, False),
+    "data.val_size": (1, None, False),
+    "data.std": (0, None, True),
+    "data.synthetic.num_train": (1, None, False),
+    "data.synthetic.num_val": (1, None, False),
+    "optim.lr": (0, None, True),
+    "optim.momentum": (0, 1, False),
+    "optim.weight_decay": (0, None, False),
+    "optim.poly_power": (0, None, False),
+    "optim.warmup_iters": (0, None, False),
+    "optim.grad_clip": (0, None, True),
+    "optim.head_lr_mult": (0, None, True),
+    "train.log_every": (0, None, False),
+    "train.threads": (1, None, False),
+    "train.iterations": (1, None, False),
+    "train.probe_steps": (1, None, False),
+    "train.probe_warmup": (0, None, False),
+    "distill.kd.tau": (0, None, True),
+    "distill.kd.weight": (0, None, False),
+    "distill.cwd.tau": (0, None, True),
+    "distill.cwd.feature_tau": (0, None, True),
+    "distill.lfd.tau": (0, None, True),
+    "distill.lfd.beta": (0, 1, False),
+    "distill.lfd.kl_tau": (0, None, True),
+    "distill.lfd.shared_tau": (0, None, True),
+    "export.opset": (17, None, False),
+    "export.size": (1, None, False),
+}
+
+
+def _check_range(key: str, value: Any, low: float | None, high: float | None, open_low: bool) -> None:
+    if value is None:
+        return
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        below = low is not None and (v <= low if open_low else v < low)
+        above = high is not None and v > high
+        if below or above or v != v:  # v != v: NaN
+            if low is not None and high is not None:
+                allowed = f"{'above' if open_low else 'from'} {low:g} to {high:g}"
+            elif low is not None:
+                allowed = f"{'above' if open_low else 'at least'} {low:g}"
+            else:
+                allowed = f"at most {high:g}"
+            shown = list(value) if isinstance(value, (list, tuple)) else value
+            which = "each value" if isinstance(value, (list, tuple)) else "it"
+            raise UserError(f"{key}={shown} is out of range: {which} must be {allowed}")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if cfg is None:
+            return None
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def validate(cfg: Config) -> None:
+    """Ranges (RANGES), budgets and the names of choices; one sentence naming the key and what is allowed."""
+    for key, (low, high, open_low) in RANGES.items():
+        _check_range(key, _get(cfg, key), low, high, open_low)
+    lo, hi = cfg.data.scale_range
+    if lo > hi:
+        raise UserError(f"data.scale_range={[lo, hi]}: the first value (smallest scale) must not exceed the second")
+    for key in ("train.budget",):
+        b = parse_budget(cfg.train.budget)
+        if (b.iterations is not None and b.iterations < 1) or (b.seconds is not None and b.seconds <= 0):
+            raise UserError(f"{key}={cfg.train.budget} trains nothing; give at least 1 iteration or a positive "
+                            f"time (90s, 30m)")
     parse_budget(cfg.train.budget)
     parse_budget(cfg.train.val_every)
     parse_budget(cfg.train.ckpt_every)
@@ -418,10 +517,6 @@ def validate(cfg: Config) -> None:
         raise UserError("distill.teacher_cache is empty; give off, auto or a cache folder")
     if cfg.train.budget_mode not in ("wallclock", "probe"):
         raise UserError(f"train.budget_mode '{cfg.train.budget_mode}' is not one of wallclock, probe")
-    if cfg.train.iterations is not None and cfg.train.iterations < 1:
-        raise UserError(f"train.iterations={cfg.train.iterations}: give at least 1")
-    if cfg.train.probe_steps < 1 or cfg.train.probe_warmup < 0:
-        raise UserError("train.probe_steps must be at least 1 and train.probe_warmup at least 0")
     if cfg.optim.name not in ("sgd", "adamw"):
         raise UserError(f"optim.name '{cfg.optim.name}' is not one of sgd, adamw")
     if cfg.distill.lfd.mask not in ("kl", "entropy", "uniform"):

@@ -79,15 +79,25 @@ class SegmentationTorchDataset(Dataset):
         self.flip = flip
         self.color = color_transform(color_jitter) if train else None
         self.targets = targets if train else None
+        # which samples were skipped as corrupt (with reader.skip_bad); in shared memory, so that the
+        # DataLoader's worker processes mark them where the training process reads them
+        self.bad = torch.zeros(len(reader), dtype=torch.bool).share_memory_() if reader.skip_bad else None
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def __getitem__(self, key: int | tuple[int, int]) -> Any:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        index, image, label = self._read(int(index))
-        if not self.train:
+        if not self.train:  # a corrupt validation sample is left out (None), not replaced
+            try:
+                image, label, _ = self.reader[int(index)]
+            except BadSample:
+                if self.bad is None:
+                    raise
+                self.bad[int(index)] = True
+                return None
             return self._validation(image, label)
+        index, image, label = self._read(int(index))
         if seed is None:
             return self._augment(index, image, label)
         with torch.random.fork_rng(devices=[]):
@@ -102,9 +112,16 @@ class SegmentationTorchDataset(Dataset):
                 image, label, _ = self.reader[i]
                 return i, image, label
             except BadSample:
-                if not self.reader.skip_bad:
+                if self.bad is None:
                     raise
+                self.bad[i] = True
         raise UserError(f"{_MAX_BAD_IN_A_ROW} samples in a row from index {index} are corrupt; check the dataset")
+
+    def skipped(self) -> list[str]:
+        """The files (or names) of the samples skipped as corrupt so far, in index order."""
+        if self.bad is None:
+            return []
+        return [sample_name(self.reader, i) for i in torch.nonzero(self.bad).flatten().tolist()]
 
     def _augment(self, index: int, image: np.ndarray, label: np.ndarray) -> Any:
         img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
@@ -177,8 +194,38 @@ class ShardSampler(DistributedSampler):
         return len(self.indices)
 
 
-def pad_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack samples; images of different sizes are padded bottom/right (image 0, label 255 = ignore)."""
+def sample_name(reader: SegmentationDataset, i: int) -> str:
+    """The image file of sample `i` when the reader lists files, else its name."""
+    items = getattr(reader, "items", None)
+    if items and i < len(items):
+        return str(items[i][0] if items[i][0] is not None else items[i][2])
+    name = getattr(reader, "name", None)
+    return str(name(i)) if callable(name) else f"sample {i}"
+
+
+def skipped_samples(loader: Any) -> list[str]:
+    """The samples a loader (DataLoader, InfiniteLoader, over a Subset or not) has skipped as corrupt."""
+    ds = getattr(getattr(loader, "loader", loader), "dataset", None)
+    while isinstance(ds, torch.utils.data.Subset):
+        ds = ds.dataset
+    return ds.skipped() if isinstance(ds, SegmentationTorchDataset) else []
+
+
+def skipped_mask(loader: Any) -> torch.Tensor | None:
+    """The shared skipped-sample mask behind `loader` (None without skip_bad)."""
+    ds = getattr(getattr(loader, "loader", loader), "dataset", None)
+    while isinstance(ds, torch.utils.data.Subset):
+        ds = ds.dataset
+    return ds.bad if isinstance(ds, SegmentationTorchDataset) else None
+
+
+def pad_collate(batch: list[tuple[torch.Tensor, torch.Tensor] | None]
+                ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Stack samples; images of different sizes are padded bottom/right (image 0, label 255 = ignore).
+    Left-out (None) samples are dropped; a batch of none is None."""
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
     h = max(x.shape[-2] for x, _ in batch)
     w = max(x.shape[-1] for x, _ in batch)
     images = torch.zeros(len(batch), 3, h, w)
@@ -253,11 +300,10 @@ def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: 
                             collate_fn=pad_collate, **common)
     if d.val_size:
         size = d.val_size
-    elif len(val_reader):
-        h, w = val_reader[0][0].shape[:2]
-        size = (int(h), int(w))
-    else:
-        size = d.crop_size
+    else:  # the first readable validation image (a corrupt one is left out with skip_bad)
+        first = next((smp for smp in (val_reader.get_or_skip(i) for i in range(len(val_reader)))
+                      if smp is not None), None)
+        size = (int(first[0].shape[0]), int(first[0].shape[1])) if first is not None else d.crop_size
     info = dataclasses.replace(train_reader.data_info(size), mean=d.mean, std=d.std, extra=data_provenance(d))
     return train_loader, val_loader, info
 

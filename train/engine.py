@@ -42,8 +42,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from runtime.errors import UserError
-from runtime.io import atomic_write_json
+from runtime.errors import Terminated, UserError
+from runtime.io import atomic_write_json, atomic_write_text
 from runtime.metadata import DataInfo
 from runtime.metrics import ConfusionMatrix
 from train import distributed as D
@@ -157,6 +157,8 @@ class Trainer:
         self.val_history: list[dict[str, Any]] = []
         self.resumed_from: int | None = None
         self._stop_requested = False
+        self._stop_signal: int | None = None
+        self._last_saved: int | None = None  # iteration of the last finite state written to last.pt
         self._data: Iterator[Any] | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the end of the budget (resuming from last.pt when allowed); returns the results."""
-        old_handler = self._install_sigint()
+        old_handlers = self._install_stop_handlers()
         bar = None
         try:
             seed_everything(self.cfg.train.seed + self.env.rank)
@@ -259,8 +261,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            for signum, old in old_handlers.items():
+                signal.signal(signum, old)
 
     def _loop(self, bar: tqdm | None) -> None:
         cfg = self.cfg.train
@@ -285,9 +287,10 @@ class Trainer:
                 break
             if stop:
                 with self._clock_stopped():
-                    self._save_last()
-                log(f"stopped at iteration {self.iteration}; last.pt saved, run the same command to resume")
-                raise KeyboardInterrupt
+                    saved = self._save_last()
+                log(f"stopped at iteration {self.iteration}; " + ("last.pt saved, run the same command to resume"
+                                                                  if saved else "last.pt not written"))
+                raise Terminated() if self._stop_signal == signal.SIGTERM else KeyboardInterrupt()
             lr = self._set_lr(self._progress(elapsed))
             step = StepInfo(self.iteration, self._progress(elapsed), self.stated_budget.is_time)
             terms, loss = self._forward(step)
@@ -399,14 +402,28 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _nonfinite(self, terms: dict[str, torch.Tensor]) -> None:
+        """Stop on a non-finite loss, keeping the last finite state in last.pt (see `_save_last`)."""
         values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         with self._clock_stopped():
-            self._save_last()
-        raise UserError(
-            f"the loss is not finite at iteration {self.iteration + 1} ({values}); the weights were not updated "
-            f"and {self.run_dir / 'last.pt'} holds the state after iteration {self.iteration}. Try a lower "
-            f"optim.lr (now {self.cfg.optim.lr:g}), train.amp=false, or optim.grad_clip=1.0, then run the same "
-            f"command to resume")
+            saved = self._save_last()
+        last = self.run_dir / "last.pt"
+        advice = (f"Try a lower optim.lr (now {self.cfg.optim.lr:g}), train.amp=false, or optim.grad_clip=1.0")
+        if saved:
+            where = f"the weights are finite and {last} holds the state after iteration {self.iteration}"
+            then = "then run the same command with the new setting to resume from it"
+        elif self._last_saved is not None or (self.resumed_from is not None and last.is_file()):
+            at = self._last_saved if self._last_saved is not None else self.resumed_from
+            where = (f"the weights had already become non-finite, so {last} was kept as it was: it holds the "
+                     f"last finite state, after iteration {at}")
+            then = "then run the same command with the new setting to resume from it"
+        else:
+            where = "the weights had already become non-finite and no finite state was saved in this run"
+            then = "then run the command again with train.resume=false"
+        data_hint = ""
+        if any(float(v) <= 0 for v in self.data_info.std):
+            data_hint = f" (data.std {list(self.data_info.std)} has a zero: fix it first)"
+        raise UserError(f"the loss is not finite at iteration {self.iteration + 1} ({values}); {where}. "
+                        f"{advice}{data_hint}, {then}")
 
     # ------------------------------------------------------------------------------------------
     # logging
@@ -455,6 +472,8 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):  # validation must not shift the training RNG
             if sharded or self.env.is_main:
                 for batch in self.val_loader:
+                    if batch is None:  # every sample of the batch was left out (data.skip_bad)
+                        continue
                     x = batch[0].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
                     y = batch[1]
                     with self._autocast():
@@ -478,7 +497,7 @@ class Trainer:
         self.val_history.append(record)
         self._write_log({"kind": "val", **record})
         log(f"iteration {self.iteration}: val mIoU {miou:.4f}, pixel acc {metrics['pixel_acc']:.4f}")
-        if not math.isnan(miou) and miou > self.best_miou:
+        if not math.isnan(miou) and miou > self.best_miou and self._params_finite():
             self.best_miou, self.best_iteration = miou, self.iteration
             if self.env.is_main:
                 save_checkpoint(self.run_dir / "best.pt", self.student, self.data_info, self._train_info(miou))
@@ -519,10 +538,24 @@ class Trainer:
             "ranks": ranks,
         }
 
-    def _save_last(self) -> None:
+    def _params_finite(self) -> bool:
+        """Whether every parameter and buffer of the student and objective is finite (on every rank)."""
+        tensors = [t for m in (self.student, self.objective) for t in (*m.parameters(), *m.buffers())
+                   if t.is_floating_point()]
+        ok = torch.stack([torch.isfinite(t).all() for t in tensors]).all() if tensors else torch.tensor(True)
+        return not self._any_rank(~ok.to(self.device))
+
+    def _save_last(self) -> bool:
+        """Write last.pt, unless the weights are not finite: a finite last.pt is never replaced by a broken
+        one. Returns whether it was written."""
+        if not self._params_finite():
+            log(f"the weights are not finite at iteration {self.iteration}; last.pt is not overwritten")
+            return False
         state = self.training_state()
         if self.env.is_main:
             save_training_state(self.run_dir / "last.pt", state)
+        self._last_saved = self.iteration
+        return True
 
     def _maybe_resume(self) -> None:
         path = self.run_dir / "last.pt"
@@ -541,6 +574,9 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"{path} was written by a different method or model ({str(e).splitlines()[0]}); "
                             f"choose another train.name, or pass train.resume=false to start afresh") from e
+        if not self._params_finite():
+            raise UserError(f"{path} holds non-finite weights (a run that diverged); start afresh with "
+                            f"train.resume=false and a lower optim.lr")
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
@@ -556,12 +592,47 @@ class Trainer:
         restore_rng(mine["rng"])
         self.loader.load_state_dict(mine["loader"])
         self.resumed_from = self.iteration
-        if self.env.is_main and log_path.exists():  # drop lines logged after the checkpoint
-            lines = [ln for ln in log_path.read_text().splitlines()
-                     if ln.strip() and json.loads(ln).get("iteration", 0) <= self.iteration]
-            log_path.write_text("".join(ln + "\n" for ln in lines))
+        if self.env.is_main and log_path.exists():
+            self._truncate_log(log_path)
         log(f"resumed from {path} at iteration {self.iteration} ({self.elapsed:.1f}s of the {self.budget} "
             f"budget spent)")
+
+    def _skipped(self) -> dict[str, list[str]]:
+        """The samples left out as corrupt (data.skip_bad), per split, gathered over the ranks; said once."""
+        from train.data import skipped_mask, skipped_samples
+
+        out: dict[str, list[str]] = {}
+        for split, loader in (("train", self.loader), ("val", self.val_loader)):
+            mask = skipped_mask(loader) if loader is not None else None
+            if mask is None:
+                continue
+            if self.env.distributed:
+                total = mask.to(torch.int32).to(self.device)
+                D.all_reduce_(total, "sum")
+                mask.copy_(total.cpu() > 0)
+            out[split] = skipped_samples(loader)
+            if out[split] and self.env.is_main:
+                shown = ", ".join(out[split][:3]) + (", ..." if len(out[split]) > 3 else "")
+                log(f"skipped {len(out[split])} corrupt {split} sample(s) (data.skip_bad): {shown}; all are listed "
+                    f"in results.json")
+        return out
+
+    def _truncate_log(self, log_path: Path) -> None:
+        """Keep the log lines up to the resumed iteration; drop a torn line (a kill during a write)."""
+        kept, torn = [], 0
+        for ln in log_path.read_text(errors="replace").splitlines():
+            if not ln.strip():
+                continue
+            try:
+                rec = json.loads(ln)
+            except ValueError:
+                torn += 1
+                continue
+            if isinstance(rec, dict) and rec.get("iteration", 0) <= self.iteration:
+                kept.append(ln)
+        if torn:
+            log(f"{log_path}: dropped {torn} incomplete line(s) (the run was stopped while writing)")
+        atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
 
     def _finish(self) -> dict[str, Any]:
         final_miou = None
@@ -570,9 +641,14 @@ class Trainer:
             if last is None or last["iteration"] != self.iteration:
                 self._validate_and_keep_best()
             final_miou = self.val_history[-1]["mIoU"]
-        self._save_last()
+        if not self._save_last():
+            raise UserError(f"the weights are not finite at the end of training (iteration {self.iteration}); "
+                            f"final.pt was not written. Try a lower optim.lr or optim.grad_clip=1.0")
         if self.env.is_main:
             save_checkpoint(self.run_dir / "final.pt", self.student, self.data_info, self._train_info(final_miou))
+            if self.val_loader is not None and self.best_iteration is None:
+                log(f"no best.pt: validation gave no score (no labelled pixel in the validation images, or "
+                    f"none read); {self.run_dir / 'final.pt'} holds the weights at the end")
         results = {
             "method": self.method,
             "run_dir": str(self.run_dir),
@@ -593,6 +669,7 @@ class Trainer:
             "best_checkpoint": str(self.run_dir / "best.pt") if self.best_iteration is not None else None,
             "final_checkpoint": str(self.run_dir / "final.pt"),
             "env": environment(self.device),
+            "skipped_samples": self._skipped(),
         }
         if self.env.is_main:
             atomic_write_json(self.run_dir / "results.json", results)
@@ -601,17 +678,21 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # Ctrl-C: finish the iteration, save last.pt, then stop
 
-    def _install_sigint(self) -> Any:
+    def _install_stop_handlers(self) -> dict[int, Any]:
+        """SIGINT (Ctrl-C) and SIGTERM (schedulers) finish the iteration, save last.pt and stop; a second
+        Ctrl-C aborts at once. Returns the previous handlers."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
 
         def handler(signum: int, frame: Any) -> None:
-            if self._stop_requested:
+            if self._stop_requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self._stop_requested = True
-            log("stopping after this iteration and saving last.pt (Ctrl-C again to abort at once)")
+            self._stop_signal = signum
+            log(f"{signal.Signals(signum).name}: stopping after this iteration and saving last.pt"
+                + (" (Ctrl-C again to abort at once)" if signum == signal.SIGINT else ""))
 
-        return signal.signal(signal.SIGINT, handler)
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _is_stateful_iterator(obj: Any) -> bool:

@@ -115,9 +115,12 @@ def test_validation_resize_and_normalisation() -> None:
     assert torch.equal(y, torch.from_numpy(resize_label(label, (32, 40))).long())
 
 
-def test_skip_bad_uses_the_next_sample() -> None:
+def test_skip_bad_validation_leaves_out_training_uses_the_next_sample() -> None:
     ds = SegmentationTorchDataset(MemoryReader(bad=(2,), skip_bad=True), False, mean=MEAN, std=STD)
-    assert torch.equal(ds[2][1], ds[3][1])
+    assert ds[2] is None and ds.skipped() == ["s2"]
+    train = SegmentationTorchDataset(MemoryReader(bad=(2,), skip_bad=True), True, crop_size=(16, 16),
+                                     scale_range=(1.0, 1.0), flip=False, mean=MEAN, std=STD)
+    assert torch.equal(train[(2, 0)][1], train[(3, 0)][1]) and len(train.skipped()) == 1
     strict = SegmentationTorchDataset(MemoryReader(bad=(2,)), False, mean=MEAN, std=STD)
     with pytest.raises(BadSample):
         strict[2]
