@@ -78,6 +78,9 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
     model = load_onnx(src)
     session(src)  # ONNX Runtime must load it too; fails with the file named
     info = data_info(model, src)
+    if info.uint8_input:
+        raise UserError(f"{src} takes uint8 frames (exported with --uint8-input); quantize the float-input export "
+                        f"of the same checkpoint (python -m export.onnx without --uint8-input)")
     size = input_size(model, info)
     if opts.target is None and not opts.fp16:
         raise UserError("nothing to do: pass --target cpu|trt and/or --fp16")

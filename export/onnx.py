@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json, check_writable, remove_orphans, sha256_file
+from runtime.metadata import DataInfo
 
 MIN_AGREEMENT = 0.999
 
@@ -28,13 +29,14 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def default_out(checkpoint: Path, argmax: bool) -> Path:
-    return checkpoint.with_suffix(".labels.onnx" if argmax else ".onnx")
+def default_out(checkpoint: Path, argmax: bool, uint8_input: str | None = None) -> Path:
+    """S.pt -> S.onnx, S.labels.onnx (--argmax), S.u8.onnx / S.u8.labels.onnx (--uint8-input)."""
+    return checkpoint.with_suffix((".u8" if uint8_input else "") + (".labels.onnx" if argmax else ".onnx"))
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, size: tuple[int, int] | None = None,
                       dynamic: bool = False, argmax: bool = False, opset: int = 17, data: str | None = None,
-                      parity_images: int = 8, force: bool = False) -> dict[str, Any]:
+                      parity_images: int = 8, force: bool = False, uint8_input: str | None = None) -> dict[str, Any]:
     """Export, check parity, and return the report (also written to `<out>.export.json`).
 
     Raises UserError when the agreement is below `MIN_AGREEMENT` and `force` is false."""
@@ -50,25 +52,28 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
     if size is None:
         export_size = (config.get("export") or {}).get("size") or info.input_size
         size = (int(export_size[0]), int(export_size[1]))
-    out = Path(out) if out is not None else default_out(checkpoint, argmax)
+    out = Path(out) if out is not None else default_out(checkpoint, argmax, uint8_input)
     check_writable(out, "ONNX model")
     remove_orphans(out)
     source = {
         "checkpoint": checkpoint.name,
         "sha256": sha256_file(checkpoint),
-        "options": {"size": list(size), "dynamic": dynamic, "argmax": argmax, "opset": opset},
+        "options": {"size": list(size), "dynamic": dynamic, "argmax": argmax, "opset": opset,
+                    "uint8_input": uint8_input},
         "arch": ckpt.get("arch"),
         "method": (ckpt.get("train") or {}).get("method"),
     }
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     t0 = time.perf_counter()
     try:
-        export_graph(model, info, tmp, size=size, dynamic=dynamic, argmax=argmax, opset=opset, source=source)
+        export_graph(model, info, tmp, size=size, dynamic=dynamic, argmax=argmax, opset=opset, source=source,
+                     uint8_input=uint8_input)
         export_s = time.perf_counter() - t0
         spec, options = (data, {}) if data else dataset_spec_from_config(config)
         split = "val" if data else str((config.get("data") or {}).get("val_split", "val"))
         batch, names = parity_frames(spec, options, info, size, parity_images, split)
-        parity = compare(model, tmp, batch, argmax)
+        fmt = f"uint8-{uint8_input}" if uint8_input else "float"
+        parity = compare(model, tmp, batch, argmax, DataInfo(**{**info.__dict__, "input_format": fmt}))
         accepted = parity["argmax_agreement"] >= MIN_AGREEMENT or force
         if accepted:
             os.replace(tmp, out)
@@ -105,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--argmax", action="store_true",
                    help="output the label map `labels` (N x H x W uint8, int32 above 255 classes) instead of logits")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    p.add_argument("--uint8-input", nargs="?", const="rgb", choices=("rgb", "bgr"), default=None,
+                   help="the graph takes uint8 N x H x W x 3 frames (RGB, or BGR as OpenCV captures) and does /255, "
+                        "mean/std and the layout itself; the runtime reads the kind from the metadata")
     p.add_argument("--out", default=None, help="output .onnx (default: beside the checkpoint, S.onnx / S.labels.onnx)")
     p.add_argument("--data", default=None,
                    help="frames for the parity check, name:root or synthetic (default: the checkpoint's dataset)")
@@ -119,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.parity_images < 1:
         raise UserError("--parity-images must be at least 1")
     r = export_checkpoint(args.checkpoint, args.out, size=args.size, dynamic=args.dynamic, argmax=args.argmax,
-                          opset=args.opset, data=args.data, parity_images=args.parity_images, force=args.force)
+                          opset=args.opset, data=args.data, parity_images=args.parity_images, force=args.force,
+                          uint8_input=args.uint8_input)
     par = r["parity"]
     diff = "-" if par["max_abs_diff"] is None else f"{par['max_abs_diff']:.2e}"
     print(f"{'onnx':<10} {r['onnx']}\n{'size':<10} {'x'.join(map(str, r['source']['options']['size']))}"

@@ -2,8 +2,9 @@
 
 The wrapper calls `model.segment(x)` (logits upsampled to the input size inside the graph) and, for the
 `--argmax` variant, takes the class-axis argmax and casts it (ONNX ArgMax gives int64) to uint8 when
-K <= 255, else int32. Input `images` (float32 N x 3 x H x W, normalised by runtime.preprocess), output
-`logits` (N x K x H x W float32) or `labels` (N x H x W). The model itself is never changed for export.
+K <= 255, else int32. Input `images` (float32 N x 3 x H x W, normalised by runtime.preprocess; or with
+`uint8_input`, uint8 N x H x W x 3 RGB/BGR frames normalised in the graph), output `logits`
+(N x K x H x W float32) or `labels` (N x H x W). The model itself is never changed for export.
 """
 
 from __future__ import annotations
@@ -27,19 +28,33 @@ MIN_OPSET = 17
 
 
 class DeployGraph(nn.Module):
-    """`images -> model.segment(images)` (and argmax + cast with `argmax=True`)."""
+    """`images -> model.segment(images)` (and argmax + cast with `argmax=True`).
 
-    def __init__(self, model: nn.Module, num_classes: int, argmax: bool = False) -> None:
+    With `uint8_input` ("rgb" or "bgr") the graph takes uint8 N x H x W x 3 frames and does the
+    pre-processing of runtime.preprocess itself: `x = (frame[..., RGB] / 255 - mean) / std`, NHWC -> NCHW
+    (free on a GPU or in TensorRT, and 4x less data to move than float32)."""
+
+    def __init__(self, model: nn.Module, num_classes: int, argmax: bool = False, uint8_input: str | None = None,
+                 mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+                 std: tuple[float, float, float] = (0.229, 0.224, 0.225)) -> None:
         super().__init__()
         self.model = model
         self.argmax = argmax
+        self.uint8_input = uint8_input
         self.label_dtype = torch.uint8 if num_classes <= 255 else torch.int32
+        self.register_buffer("offset", torch.tensor(mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("scale", 1.0 / (torch.tensor(std).view(1, 3, 1, 1) * 255.0), persistent=False)
 
     @property
     def output_name(self) -> str:
         return "labels" if self.argmax else "logits"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.uint8_input is not None:
+            x = images.permute(0, 3, 1, 2).to(torch.float32)
+            if self.uint8_input == "bgr":
+                x = x[:, [2, 1, 0]]
+            images = (x - self.offset) * self.scale
         logits = self.model.segment(images)  # type: ignore[operator]
         if not self.argmax:
             return logits
@@ -48,7 +63,7 @@ class DeployGraph(nn.Module):
 
 def export_graph(model: nn.Module, info: DataInfo, out: str | Path, *, size: tuple[int, int],
                  dynamic: bool = False, argmax: bool = False, opset: int = MIN_OPSET,
-                 source: dict[str, Any] | None = None) -> Path:
+                 source: dict[str, Any] | None = None, uint8_input: str | None = None) -> Path:
     """Export `model` (eval mode, CPU, with a `segment` method) to `out` and return the path.
 
     `info.input_size` is replaced by `size` in the stored data block; `source` is stored as JSON under
@@ -58,12 +73,15 @@ def export_graph(model: nn.Module, info: DataInfo, out: str | Path, *, size: tup
     h, w = size
     if h <= 0 or w <= 0:
         raise UserError(f"--size {h}x{w} must be positive, e.g. 512x1024")
-    graph = DeployGraph(model.eval(), info.num_classes, argmax).eval()
-    dummy = torch.zeros(1, 3, h, w)
+    if uint8_input not in (None, "rgb", "bgr"):
+        raise UserError(f"--uint8-input {uint8_input}: choose rgb or bgr")
+    graph = DeployGraph(model.eval(), info.num_classes, argmax, uint8_input, info.mean, info.std).eval()
+    dummy = torch.zeros(1, h, w, 3, dtype=torch.uint8) if uint8_input else torch.zeros(1, 3, h, w)
     axes = None
     if dynamic:
         out_axes = {0: "batch", 1: "height", 2: "width"} if argmax else {0: "batch", 2: "height", 3: "width"}
-        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, graph.output_name: out_axes}
+        in_axes = {0: "batch", 1: "height", 2: "width"} if uint8_input else {0: "batch", 2: "height", 3: "width"}
+        axes = {INPUT_NAME: in_axes, graph.output_name: out_axes}
     buf = io.BytesIO()  # torch.onnx.export writes to file objects too (its annotation says paths only)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
@@ -73,7 +91,8 @@ def export_graph(model: nn.Module, info: DataInfo, out: str | Path, *, size: tup
     proto = simplify(onnx.load_from_string(buf.getvalue()))
     if not argmax:  # shape inference may leave the class axis symbolic after a dynamic Resize
         proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = info.num_classes
-    data = DataInfo(**{**info.__dict__, "input_size": (h, w)})
+    data = DataInfo(**{**info.__dict__, "input_size": (h, w),
+                       "input_format": f"uint8-{uint8_input}" if uint8_input else "float"})
     set_metadata(proto, {ONNX_DATA_KEY: data.to_json(), ONNX_SOURCE_KEY: json.dumps(source or {})})
     proto.producer_name = "lfd-edge"
     onnx.checker.check_model(proto, full_check=True)

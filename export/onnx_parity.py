@@ -19,7 +19,7 @@ from torch import nn
 
 from runtime.datasets import build_dataset
 from runtime.metadata import DataInfo
-from runtime.preprocess import preprocess_for
+from runtime.preprocess import frames_uint8, preprocess
 
 
 def dataset_spec_from_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -38,25 +38,31 @@ def dataset_spec_from_config(config: dict[str, Any]) -> tuple[str, dict[str, Any
 
 def parity_frames(spec: str, options: dict[str, Any], info: DataInfo, size: tuple[int, int], count: int,
                   split: str = "val") -> tuple[np.ndarray, list[str]]:
-    """The first `count` frames of `split` as a float32 N x 3 x H x W batch at `size`, with their names."""
+    """The first `count` frames of `split` resized to `size` (uint8 N x H x W x 3 RGB), with their names."""
     ds = build_dataset(spec, split, **options)
     n = min(count, len(ds))
     samples = [ds[i] for i in range(n)]
-    return preprocess_for(info, [s[0] for s in samples], size), [s[2] for s in samples]
+    return frames_uint8([s[0] for s in samples], size), [s[2] for s in samples]
 
 
-def compare(model: nn.Module, onnx_path: str | Path, batch: np.ndarray, argmax: bool) -> dict[str, Any]:
-    """Run `model.segment` and the ONNX file frame by frame; return the parity figures."""
+def compare(model: nn.Module, onnx_path: str | Path, frames: np.ndarray, argmax: bool, info: DataInfo
+            ) -> dict[str, Any]:
+    """Run `model.segment` on the pre-processed frames and the ONNX file on what it takes (the same float
+    batch, or the uint8 frames for a --uint8-input export), frame by frame; return the parity figures."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    inp = sess.get_inputs()[0]
+    bgr = info.input_format == "uint8-bgr"
     max_diff = 0.0
     agree = total = 0
-    for x in batch:
+    for frame in frames:
+        x = preprocess(frame, None, info.mean, info.std)
         with torch.no_grad():
-            ref = model.segment(torch.from_numpy(x[None])).float().numpy()  # type: ignore[operator]
-        got = sess.run(None, {name: x[None]})[0]
+            ref = model.segment(torch.from_numpy(x)).float().numpy()  # type: ignore[operator]
+        feed = np.ascontiguousarray((frame[..., ::-1] if bgr else frame)[None]) if inp.type == "tensor(uint8)" \
+            else x
+        got = sess.run(None, {inp.name: feed})[0]
         ref_labels = ref.argmax(1)
         if argmax:
             labels = got.astype(np.int64)

@@ -132,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(info.inputs) != 1:
         raise UserError(f"{onnx.name} has inputs {list(info.inputs)}; export.trt builds models with one image input")
     (name, dims), = info.inputs.items()
+    if _input_format(info).startswith("uint8"):  # N x H x W x 3 frames, normalised in the graph
+        if plan.calibrator:
+            raise UserError(f"{onnx.name} takes uint8 frames (--uint8-input), which TensorRT's implicit INT8 "
+                            "calibration cannot feed; build FP16, or INT8 from the float-input export")
+        if any(d < 0 for d in dims) and args.opt is None:
+            raise UserError(f"{onnx.name} takes dynamic uint8 N x H x W x 3 frames; give --min, --opt and --max "
+                            "as NxHxWx3, e.g. --opt 1x512x1024x3")
     default_hw = _data_input_size(info)
     profile = resolve_profile(name, dims, args.min, args.opt, args.max, default_hw)
 
@@ -186,6 +193,11 @@ def _data_input_size(info: OnnxInfo) -> tuple[int, int] | None:
         return None
     size = _maybe_json(data).get("input_size") if isinstance(_maybe_json(data), dict) else None
     return (int(size[0]), int(size[1])) if size and len(size) == 2 else None
+
+
+def _input_format(info: OnnxInfo) -> str:
+    data = _maybe_json(info.metadata.get(ONNX_DATA_KEY) or "{}")
+    return str(data.get("input_format", "float")) if isinstance(data, dict) else "float"
 
 
 def _fmt(dims: tuple[int, ...]) -> str:

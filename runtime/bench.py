@@ -24,6 +24,7 @@ import numpy as np
 
 from runtime.backends import Backend, add_backend_options, backend_name_for, load_backend, model_format
 from runtime.errors import UserError, cli_main
+from runtime.preprocess import dummy_batch
 from runtime.report import format_table, latency_summary
 
 COLUMNS = ["model", "format", "status", "size_mb", "miou", "p50_ms", "p90_ms", "p99_ms", "fps"]
@@ -45,11 +46,6 @@ def time_backend(backend: Backend, batch: np.ndarray, warmup: int = 10, iters: i
             return ms
 
 
-def random_batch(batch: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """A fixed N x 3 x H x W float32 batch of normalised-looking values (speed does not depend on content)."""
-    return np.random.default_rng(seed).standard_normal((batch, 3, size[0], size[1])).astype(np.float32)
-
-
 def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, warmup: int = 10,
                 iters: int = 100, data: str | None = None, split: str = "val", max_images: int | None = None,
                 backend: str | None = None, **opts: Any) -> dict[str, Any]:
@@ -64,7 +60,7 @@ def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, 
             in_size = size or b.input_size
             row.update({"input": f"{in_size[0]}x{in_size[1]}", "batch": batch, "output": b.output_kind,
                         "providers": getattr(b, "providers", None)})
-            ms = time_backend(b, random_batch(batch, in_size), warmup, iters)
+            ms = time_backend(b, dummy_batch(b.info, in_size, batch), warmup, iters)
             lat = latency_summary(ms, batch)
             row.update({"p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "mean_ms": lat["mean"],
                         "fps": lat["fps"], "iters": lat["n"]})

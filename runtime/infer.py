@@ -27,8 +27,8 @@ import numpy as np
 
 from runtime.backends import Backend, add_backend_options, load_backend
 from runtime.errors import Terminated, UserError, cli_main, sigterm_as_interrupt
-from runtime.postprocess import colorize, labels_from_output, overlay
-from runtime.preprocess import preprocess_for
+from runtime.postprocess import FILTERS, Painter, colorize, overlay, resize_labels
+from runtime.preprocess import Preprocessor, dummy_batch
 from runtime.sources import Frame, Source, open_source
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
@@ -60,12 +60,15 @@ def visualize(image: np.ndarray, labels: np.ndarray, palette: Sequence[Sequence[
 
 
 def draw_text(image: np.ndarray, text: str) -> np.ndarray:
-    """Write `text` in the top-left corner, white on a dark outline, scaled to the frame."""
-    scale = max(0.4, image.shape[0] / 720.0)
-    org = (8, int(24 * scale) + 4)
-    thick = max(1, int(round(2 * scale)))
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    """Write `text` once in the top-left corner: white on a filled dark box, scaled to the frame (a box, not
+    an outline drawn under the text, so no edge of another glyph shows through after compression)."""
+    scale = max(0.45, image.shape[0] / 720.0)
+    thick = max(1, int(round(1.5 * scale)))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = max(3, int(4 * scale))
+    cv2.rectangle(image, (0, 0), (tw + 2 * pad, th + base + 2 * pad), (20, 20, 20), cv2.FILLED)
+    cv2.putText(image, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
+                cv2.LINE_AA)
     return image
 
 
@@ -130,8 +133,9 @@ class Sink:
             self._video(bgr)
         elif self.save is not None:
             _write_image(self.save / f"{frame.name}.jpg", bgr)
-        if self.masks is not None:
-            _write_image(self.masks / f"{frame.name}.png", labels.astype(np.uint8))
+        if self.masks is not None:  # `labels` may be at the model's size: masks are at the frame's
+            full = resize_labels(labels, frame.image.shape[:2])
+            _write_image(self.masks / f"{frame.name}.png", full.astype(np.uint8))
         if self.show:
             cv2.imshow(WINDOW, bgr)
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
@@ -172,14 +176,21 @@ def _write_image(path: Path, image: np.ndarray) -> None:
 
 # --- the run -------------------------------------------------------------------------------
 def build_stages(backend: Backend, size: tuple[int, int] | None, mode: str, alpha: float,
-                 show_stats: bool = True) -> list[tuple[str, Any]]:
-    """The pipeline's stages: pre-process -> infer -> labels and drawing; each maps one item to the next."""
+                 show_stats: bool = True, filter: str = "nearest", queue_size: int = 2) -> list[tuple[str, Any]]:
+    """The pipeline's stages: pre-process -> infer -> labels and drawing; each maps one item to the next.
+
+    Drawing uses the fast path (runtime.postprocess.Painter: arg-max at the model's output size, then the
+    labels or, with filter="linear", the colour mask resized to the frame); the labels passed on are at the
+    model's output size. Buffers are reused in rings deeper than the frames that can be in flight."""
     info = backend.info
     in_size = size or backend.input_size
     meter = RateMeter()
+    ring = 2 * queue_size + 4  # items in the queues after a stage, plus those being worked on
+    prep = Preprocessor(info, in_size, buffers=ring)
+    painter = Painter(info.palette, mode, alpha, filter, buffers=ring)
 
     def pre(frame: Frame) -> tuple[Frame, np.ndarray]:
-        return frame, preprocess_for(info, frame.image, in_size)
+        return frame, prep(frame.image)
 
     def infer(item: tuple[Frame, np.ndarray]) -> tuple[Frame, np.ndarray, float]:
         frame, batch = item
@@ -188,33 +199,64 @@ def build_stages(backend: Backend, size: tuple[int, int] | None, mode: str, alph
 
     def draw(item: tuple[Frame, np.ndarray, float]) -> tuple[Frame, np.ndarray, np.ndarray]:
         frame, out, infer_ms = item
-        labels = labels_from_output(out, frame.image.shape[:2])[0]
-        picture = visualize(frame.image, labels, info.palette, mode, alpha)
+        labels, picture = painter.paint(frame.image, out)
         fps = meter.tick()
         if show_stats:
-            picture = draw_text(np.ascontiguousarray(picture), f"{fps:5.1f} FPS  infer {infer_ms:.1f} ms")
+            draw_text(picture, f"{fps:5.1f} FPS  infer {infer_ms:.1f} ms")
         return frame, labels, picture
 
     return [("preprocess", pre), ("infer", infer), ("draw", draw)]
 
 
+def backend_alone(backend: Backend, size: tuple[int, int] | None, seconds: float = 1.0, warmup: int = 3
+                  ) -> dict[str, float]:
+    """The backend's own speed on this machine, measured in the same run: `warmup` untimed calls, then
+    calls on one input for about `seconds`; p50 ms and FPS."""
+    from runtime.report import latency_summary
+
+    batch = dummy_batch(backend.info, size or backend.input_size)
+    for _ in range(warmup):
+        backend.infer(batch)
+    ms: list[float] = []
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds or len(ms) < 5:
+        backend.infer(batch)
+        ms.append(backend.last_ms)
+    lat = latency_summary(ms)
+    return {"p50_ms": lat["p50"], "fps": 1e3 / lat["p50"] if lat["p50"] else 0.0, "calls": len(ms)}
+
+
 def run(backend: Backend, source: Source, sink: Sink, size: tuple[int, int] | None = None, mode: str = "overlay",
         alpha: float = 0.5, max_frames: int | None = None, queue_size: int = 2, drop_oldest: bool | None = None,
-        show_stats: bool = True) -> dict[str, Any]:
+        show_stats: bool = True, filter: str = "nearest", realtime: bool = False) -> dict[str, Any]:
     """Run the threaded pipeline from `source` through `backend` into `sink`; returns the summary.
-    Ctrl-C ends the run cleanly (the summary gets `"interrupted": true`); the sink is always closed."""
+
+    A file is read no faster than it is processed (at most one frame per stage in flight), so the reported
+    end-to-end latency is processing, not queueing; with `realtime`, a file is paced at its own frame rate
+    and drops the oldest frame when processing falls behind, as a camera would.
+    Ctrl-C or SIGTERM ends the run cleanly (the summary gets `"interrupted": true`); the sink is always closed."""
     from runtime.pipeline import Pipeline
 
-    drop = source.live if drop_oldest is None else drop_oldest
+    if realtime and not source.live:
+        source.fps = source.fps or source.native_fps or 30.0
+    paced_live = source.live or realtime
+    drop = paced_live if drop_oldest is None else drop_oldest
     frames: Any = source if (max_frames is None or source.live) else itertools.islice(source, max_frames)
-    pipe = Pipeline(frames, build_stages(backend, size, mode, alpha, show_stats), queue_size=queue_size,
-                    drop_oldest=drop, close=source.close)
+    stages = build_stages(backend, size, mode, alpha, show_stats, filter, queue_size)
+    pipe = Pipeline(frames, stages, queue_size=queue_size, drop_oldest=drop, close=source.close,
+                    max_in_flight=None if paced_live else len(stages) + 1)
     results = pipe.run()
     interrupted = terminated = False
+    write_ms: list[float] = []
+    write_cpu: list[float] = []
+    cpu0 = time.process_time()
     try:
         with sigterm_as_interrupt():
             for frame, labels, picture in results:
+                t0, c0 = time.perf_counter(), time.thread_time()
                 sink.write(frame, labels, picture)
+                write_ms.append((time.perf_counter() - t0) * 1e3)
+                write_cpu.append((time.thread_time() - c0) * 1e3)
                 if sink.quit or (max_frames is not None and sink.count >= max_frames):
                     break
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): finalise what was written
@@ -224,19 +266,48 @@ def run(backend: Backend, source: Source, sink: Sink, size: tuple[int, int] | No
         results.close()  # stops and joins the pipeline's threads
         source.close()
         sink.close()
+    process_cpu_ms = (time.process_time() - cpu0) * 1e3
     summary = pipe.summary()
-    summary.update({"interrupted": interrupted, "terminated": terminated, "drop_oldest": drop, "queue": queue_size})
+    from runtime.report import latency_summary
+
+    summary["stages"]["write"] = latency_summary(write_ms)
+    summary["stage_cpu_ms"]["write"] = sum(write_cpu) / len(write_cpu) if write_cpu else 0.0
+    summary.update({"interrupted": interrupted, "terminated": terminated, "drop_oldest": drop, "queue": queue_size,
+                    "realtime": realtime, "filter": filter, **cpu_budget(summary, process_cpu_ms)})
     return summary
+
+
+def cpu_budget(summary: dict[str, Any], process_cpu_ms: float) -> dict[str, Any]:
+    """CPU per frame and the frame-rate ceiling it implies: `cores x 1000 / CPU ms per frame`. Stage
+    threads are timed with their own CPU clocks; what the process spent beyond them (the inference
+    library's worker threads, the interpreter) is `other`."""
+    frames = max(1, summary["frames_out"])
+    per_frame = process_cpu_ms / frames
+    stages = dict(summary["stage_cpu_ms"])
+    stages["other"] = max(0.0, per_frame - sum(stages.values()))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"cpu_ms_per_frame": per_frame, "cpu_ms_by_stage": stages, "cores": cores,
+            "cpu_ceiling_fps": cores * 1000.0 / per_frame if per_frame > 0 else None}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
     from runtime.report import format_table
 
-    rows = [{"stage": n, **s} for n, s in summary["stages"].items()] + [{"stage": "end-to-end", **summary["end_to_end"]}]
-    print(format_table(rows, ["stage", "n", "p50", "p90", "p99", "mean"],
-                       headers=["stage", "calls", "p50 ms", "p90 ms", "p99 ms", "mean ms"]))
-    print(f"{summary['frames_out']} frames in {summary['wall_s']:.2f} s = {summary['fps']:.1f} FPS "
-          f"({summary['dropped']} dropped{', interrupted' if summary.get('interrupted') else ''})")
+    cpu = summary.get("cpu_ms_by_stage", {})
+    rows = [{"stage": n, **s, "cpu": cpu.get(n)} for n, s in summary["stages"].items()]
+    if "other" in cpu:
+        rows.append({"stage": "other threads", "cpu": cpu["other"]})
+    rows.append({"stage": "end-to-end", **summary["end_to_end"], "cpu": summary.get("cpu_ms_per_frame")})
+    print(format_table(rows, ["stage", "n", "p50", "p90", "p99", "mean", "cpu"],
+                       headers=["stage", "calls", "p50 ms", "p90 ms", "p99 ms", "mean ms", "CPU ms/frame"]))
+    line = (f"{summary['frames_out']} frames in {summary['wall_s']:.2f} s = {summary['fps']:.1f} FPS "
+            f"({summary['dropped']} dropped{', interrupted' if summary.get('interrupted') else ''})")
+    alone = summary.get("backend_alone")
+    if alone:
+        line += f"; the backend alone: {alone['fps']:.1f} FPS ({100 * summary['fps_ratio']:.0f} % of it reached)"
+    if summary.get("cpu_ceiling_fps"):
+        line += f"; CPU ceiling {summary['cpu_ceiling_fps']:.1f} FPS on {summary['cores']} cores"
+    print(line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="start a video file or image folder over at its end")
     p.add_argument("--source-size", help="camera resolution to request, H x W; every frame is resized to it")
     p.add_argument("--source-fps", type=float, help="camera frame rate to request, or the pace to play files at")
+    p.add_argument("--realtime", action="store_true",
+                   help="play a file at its own frame rate, as a camera delivers, and drop the oldest frame when "
+                        "processing falls behind (default: a file is read as fast as it is processed, no drops)")
+    p.add_argument("--filter", choices=FILTERS, default="nearest",
+                   help="how the labels reach the frame's size for drawing: nearest (the label map, fast) or linear "
+                        "(the colour mask bilinearly: smooth edges). Drawing arg-maxes at the model's output size; "
+                        "runtime.eval keeps the exact definition (logits upsampled, then arg-max), so mIoU is "
+                        "unaffected")
+    p.add_argument("--measure-backend", type=float, default=1.0, metavar="SECONDS",
+                   help="time the backend alone for this long before the stream starts and report end-to-end FPS "
+                        "as a share of it (default 1; 0 skips)")
     p.add_argument("--no-stats", action="store_true", help="do not draw FPS and latency on the frames")
     p.add_argument("--json", help="write the summary (frames, FPS, per-stage latency, environment) to this file")
     return p
@@ -282,16 +364,25 @@ def main(argv: list[str] | None = None) -> int:
     check_outputs(args.save, args.masks, args.json)
     if args.show:
         check_display()
+    if args.measure_backend < 0:
+        raise UserError(f"--measure-backend {args.measure_backend} must be 0 or more seconds")
     size = parse_size(args.size)
-    with load_backend(args.model, args.backend, threads=args.threads, providers=args.providers,
-                      device=args.device) as backend:
+    threads = args.threads if args.threads is not None else live_threads()
+    with load_backend(args.model, args.backend, threads=threads, providers=args.providers,
+                      device=args.device, spinning=False) as backend:
+        alone = backend_alone(backend, size, args.measure_backend) if args.measure_backend > 0 else None
         source = open_source(args.source, loop=args.loop, size=parse_size(args.source_size), fps=args.source_fps)
         sink = Sink(args.save, args.masks, args.show, fps=source.native_fps)
+        drops = (source.live or args.realtime) if args.drop_oldest is None else args.drop_oldest
         print(f"{backend.name}: {args.model} -> {source.kind} {source.name}"
-              f"{' (drop-oldest)' if (source.live if args.drop_oldest is None else args.drop_oldest) else ''}; "
-              "Ctrl-C stops", file=sys.stderr)
+              f"{' (realtime)' if args.realtime else ''}{' (drop-oldest)' if drops else ''}; Ctrl-C stops",
+              file=sys.stderr)
         summary = run(backend, source, sink, size, args.visualize, args.alpha, args.max_frames, args.queue,
-                      args.drop_oldest, show_stats=not args.no_stats)
+                      args.drop_oldest, show_stats=not args.no_stats, filter=args.filter, realtime=args.realtime)
+    summary["threads"] = threads
+    if alone is not None:
+        summary["backend_alone"] = alone
+        summary["fps_ratio"] = summary["fps"] / alone["fps"] if alone["fps"] else None
     summary.update({"model": str(args.model), "backend": backend.name, "source": source.name,
                     "outputs": {"save": args.save, "masks": args.masks}})
     print_summary(summary)
@@ -303,6 +394,14 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.json, summary, threads=args.threads)
         print(f"wrote {args.json}")
     return Terminated.exit_code if summary.get("terminated") else 0
+
+
+def live_threads() -> int | None:
+    """The inference library's threads when the user gives none: on a CPU of at most 4 cores, one core is
+    left to capture, pre-processing, drawing and writing (they run beside the model, not after it), so
+    that the model's threads do not wait on descheduled siblings; on larger CPUs the library's default."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1) if cores <= 4 else None
 
 
 def check_outputs(save: str | None, masks: str | None, json_path: str | None) -> None:

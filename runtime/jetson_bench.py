@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.backends import BACKENDS, load_backend, model_format
-from runtime.bench import random_batch, time_backend
+from runtime.bench import time_backend
+from runtime.preprocess import dummy_batch
 from runtime.errors import UserError, cli_main
 from runtime.report import format_table, latency_summary
 from runtime.tegrastats import TegrastatsMonitor, summarize
@@ -71,7 +72,7 @@ def bench_engine(path: str, duration_s: float, warmup: int, monitor: TegrastatsM
     row: dict[str, Any] = {"model": p.name, "path": str(p), "format": model_format(p), "status": "ok"}
     try:
         with load_backend(p, backend) as b:
-            x = random_batch(batch, b.input_size)
+            x = dummy_batch(b.info, b.input_size, batch)
             time_backend(b, x, warmup=warmup, iters=1)
             t0 = time.monotonic()
             ms = time_backend(b, x, warmup=0, iters=None, duration_s=duration_s)

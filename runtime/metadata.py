@@ -17,6 +17,9 @@ ONNX_DATA_KEY = "lfd_edge.data"
 ONNX_SOURCE_KEY = "lfd_edge.source"  # JSON: source checkpoint sha256 + export options
 
 
+INPUT_FORMATS = ("float", "uint8-rgb", "uint8-bgr")
+
+
 @dataclass
 class DataInfo:
     """Class names, palette (RGB), normalisation (on 0..1 RGB), network input size H x W, ignore index."""
@@ -28,6 +31,14 @@ class DataInfo:
     input_size: tuple[int, int] = (512, 1024)
     ignore_index: int = 255
     extra: dict[str, Any] = field(default_factory=dict)
+    # what the model file takes: "float" = float32 N x 3 x H x W, normalised by runtime.preprocess;
+    # "uint8-rgb" / "uint8-bgr" = uint8 N x H x W x 3 frames (export.onnx --uint8-input): the graph
+    # does /255, mean/std and the layout itself
+    input_format: str = "float"
+
+    @property
+    def uint8_input(self) -> bool:
+        return self.input_format.startswith("uint8")
 
     @property
     def num_classes(self) -> int:
@@ -47,7 +58,7 @@ class DataInfo:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataInfo:
         try:
-            return cls(
+            info = cls(
                 classes=list(d["classes"]),
                 palette=[tuple(int(v) for v in c) for c in d["palette"]],  # type: ignore[misc]
                 mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
@@ -55,9 +66,14 @@ class DataInfo:
                 input_size=tuple(int(v) for v in d.get("input_size", (512, 1024))),  # type: ignore[arg-type]
                 ignore_index=int(d.get("ignore_index", 255)),
                 extra=dict(d.get("extra", {})),
+                input_format=str(d.get("input_format", "float")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"the model's data block is malformed ({e}); re-export the model with this version") from e
+        if info.input_format not in INPUT_FORMATS:
+            raise UserError(f"the model declares input_format '{info.input_format}', which this version does not "
+                            f"know ({', '.join(INPUT_FORMATS)}); upgrade LFD-Edge or re-export the model")
+        return info
 
     @classmethod
     def from_json(cls, s: str) -> DataInfo:

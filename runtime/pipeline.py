@@ -6,9 +6,13 @@ caller's thread consuming the results, so that the slowest stage sets the pace a
 Queues hold at most `queue_size` items; a full queue blocks its producer (back-pressure), except the
 first one with `drop_oldest=True`, where the source thread discards the oldest waiting frame instead:
 a live camera then always feeds the freshest frame and never builds a backlog (counted in `dropped`).
+With `max_in_flight=N` (files: they can be read
+faster than processed), the source reads a frame only while fewer than N are between it and the caller, so
+no backlog builds up in the queues and the end-to-end latency is the processing time, not queueing time.
 A stage returning None drops that item. An exception in any thread stops the pipeline and is
 re-raised in the caller; `stop()` (or leaving the `run()` loop, Ctrl-C included) ends every thread.
-Per-stage and end-to-end times (ms) are kept for `summary()`.
+Per-stage and end-to-end times (ms), and each stage thread's CPU time (ms, `time.thread_time`), are kept
+for `summary()`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ _POLL_S = 0.05
 class Pipeline:
     def __init__(self, source: Iterable[Any], stages: Sequence[tuple[str, Callable[[Any], Any]]],
                  queue_size: int = 2, drop_oldest: bool = False, source_name: str = "capture",
-                 close: Callable[[], None] | None = None) -> None:
+                 close: Callable[[], None] | None = None, max_in_flight: int | None = None) -> None:
         """`close`: what stops the source (default: its own `close()`), called by `stop()` so that a
         blocked read returns."""
         if queue_size < 1:
@@ -40,6 +44,9 @@ class Pipeline:
         self._close = close if close is not None else getattr(source, "close", None)
         self.source_name = source_name
         self.times: dict[str, list[float]] = {source_name: [], **{n: [] for n, _ in self.stages}}
+        self.cpu: dict[str, list[float]] = {source_name: [], **{n: [] for n, _ in self.stages}}
+        self._slots = threading.Semaphore(max_in_flight) if max_in_flight else None
+        self.max_in_flight = max_in_flight
         self.end_to_end: list[float] = []
         self.frames_in = 0
         self.frames_out = 0
@@ -80,6 +87,7 @@ class Pipeline:
                 now = time.perf_counter()
                 self.end_to_end.append((now - t_cap) * 1e3)
                 self.frames_out += 1
+                self._release()
                 self._t_last = now
                 yield item
         finally:
@@ -94,13 +102,16 @@ class Pipeline:
         it = iter(self.source)
         try:
             while not self._stop.is_set():
-                t0 = time.perf_counter()
+                if not self._acquire():
+                    break
+                t0, c0 = time.perf_counter(), time.thread_time()
                 try:
                     item = next(it)
                 except StopIteration:
                     break
                 now = time.perf_counter()
                 self.times[self.source_name].append((now - t0) * 1e3)
+                self.cpu[self.source_name].append((time.thread_time() - c0) * 1e3)
                 self.frames_in += 1
                 if not self._put(q, (now, item), self.drop_oldest):
                     break
@@ -116,10 +127,13 @@ class Pipeline:
                 if env is _END:
                     break
                 t_cap, item = env
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 out = fn(item)
                 self.times[name].append((time.perf_counter() - t0) * 1e3)
-                if out is not None and not self._put(qout, (t_cap, out), False):
+                self.cpu[name].append((time.thread_time() - c0) * 1e3)
+                if out is None:
+                    self._release()
+                elif not self._put(qout, (t_cap, out), False):
                     break
         except BaseException as e:  # re-raised in the caller's thread by run()
             self._fail(e)
@@ -150,6 +164,7 @@ class Pipeline:
                     try:
                         q.get_nowait()
                         self.dropped += 1
+                        self._release()
                     except queue.Empty:
                         pass
                     continue
@@ -159,6 +174,19 @@ class Pipeline:
             except queue.Full:
                 continue
         return False
+
+    def _acquire(self) -> bool:
+        """Wait for an in-flight slot (when limited); False once stopped."""
+        if self._slots is None:
+            return True
+        while not self._stop.is_set():
+            if self._slots.acquire(timeout=_POLL_S):
+                return True
+        return False
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
 
     def _put_end(self, q: queue.Queue[Any]) -> None:
         """Deliver the end marker even to a full queue (discarding items once the pipeline is stopping)."""
@@ -184,5 +212,6 @@ class Pipeline:
             "wall_s": wall,
             "fps": self.frames_out / wall if self.frames_out else 0.0,
             "stages": {name: latency_summary(ms) for name, ms in self.times.items()},
+            "stage_cpu_ms": {name: (sum(ms) / len(ms) if ms else 0.0) for name, ms in self.cpu.items()},
             "end_to_end": latency_summary(self.end_to_end),
         }

@@ -1,6 +1,7 @@
 """The inference backend contract (after Polygraphy's BaseRunner): one validating base, one small
 subclass per framework. A backend loads a model file, knows its `DataInfo`, and maps a float32
-N x 3 x H x W batch (runtime.preprocess output) to either logits (N x K x h x w float) or labels
+N x 3 x H x W batch (runtime.preprocess output; uint8 N x H x W x 3 frames for models exported with
+--uint8-input, as their DataInfo.input_format says) to either logits (N x K x h x w float) or labels
 (N x H x W integer), as the model was exported.
 
     with load_backend("student.int8.cpu.onnx") as b:
@@ -43,14 +44,28 @@ class Backend(abc.ABC):
         """Free device memory and handles; safe to call twice."""
 
     # --- inference -------------------------------------------------------------------------
+    @property
+    def uint8_input(self) -> bool:
+        """Whether the model takes uint8 N x H x W x 3 frames (exported with --uint8-input)."""
+        info = getattr(self, "info", None)
+        return bool(info is not None and info.uint8_input)
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Validate `batch` (float32 N x 3 x H x W, matching a static input shape) and run the model."""
-        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1] != 3:
-            raise UserError(f"expected a float32 N x 3 x H x W batch, got {getattr(batch, 'shape', type(batch))}")
-        if batch.dtype != np.float32:
-            batch = batch.astype(np.float32)
+        """Validate `batch` (float32 N x 3 x H x W, or uint8 N x H x W x 3 for a --uint8-input model; matching
+        a static input shape) and run the model."""
+        if self.uint8_input:
+            if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
+                raise UserError(f"{self.path.name} takes uint8 N x H x W x 3 frames, got "
+                                f"{getattr(batch, 'dtype', type(batch))} {getattr(batch, 'shape', '')}")
+            dims = ("batch", "height", "width", "channels")
+        else:
+            if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1] != 3:
+                raise UserError(f"expected a float32 N x 3 x H x W batch, got {getattr(batch, 'shape', type(batch))}")
+            if batch.dtype != np.float32:
+                batch = batch.astype(np.float32)
+            dims = ("batch", "channels", "height", "width")
         if self.input_shape is not None:
-            for want, got, what in zip(self.input_shape, batch.shape, ("batch", "channels", "height", "width")):
+            for want, got, what in zip(self.input_shape, batch.shape, dims):
                 if want > 0 and want != got:
                     raise UserError(f"{self.path.name} has a static input {tuple(self.input_shape)} but got {batch.shape} "
                                     f"({what} differs); resize with runtime.preprocess or export with --dynamic")
@@ -66,6 +81,7 @@ class Backend(abc.ABC):
     @property
     def input_size(self) -> tuple[int, int]:
         """The H x W the model expects (its static shape, else the data block's input size)."""
-        if self.input_shape is not None and self.input_shape[2] > 0 and self.input_shape[3] > 0:
-            return int(self.input_shape[2]), int(self.input_shape[3])
+        h, w = (1, 2) if self.uint8_input else (2, 3)
+        if self.input_shape is not None and self.input_shape[h] > 0 and self.input_shape[w] > 0:
+            return int(self.input_shape[h]), int(self.input_shape[w])
         return tuple(self.info.input_size)  # type: ignore[return-value]

@@ -53,10 +53,13 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, providers: str | Sequence[str] | None = None, threads: int | None = None,
-                 info: DataInfo | None = None, io_binding: bool | None = None) -> None:
+                 info: DataInfo | None = None, io_binding: bool | None = None, spinning: bool | None = None
+                 ) -> None:
         """`providers`: e.g. "cpu", "cuda,cpu", ["tensorrt", "cuda", "cpu"]; `threads`: intra-op threads
         (None: ORT's default, one per physical core); `info`: DataInfo for ONNX files exported elsewhere
-        (otherwise read from the metadata); `io_binding`: default on with CUDA."""
+        (otherwise read from the metadata); `io_binding`: default on with CUDA; `spinning`: whether idle intra-op
+        threads busy-wait (ONNX Runtime's default: yes); runtime.infer turns it off, since its other stages
+        need those cores."""
         super().__init__(path)
         ort = lazy_import("onnxruntime", "ONNX models")
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -66,6 +69,8 @@ class OnnxRuntimeBackend(Backend):
         so.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
         if threads:
             so.intra_op_num_threads = int(threads)
+        if spinning is not None:  # idle intra-op threads spin by default: cores other threads need
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         chosen = resolve_providers(providers, ort.get_available_providers())
         provider_args: list[Any] = [
             (p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(self.path.parent)})
@@ -93,7 +98,10 @@ class OnnxRuntimeBackend(Backend):
         self.input_shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in inp.shape)
         if len(self.input_shape) != 4:
             raise UserError(f"{self.path} has a rank-{len(self.input_shape)} input '{inp.name}'; expected N x 3 x H x W")
-        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        if (inp.type == "tensor(uint8)") != self.info.uint8_input:
+            raise UserError(f"{self.path}'s input '{inp.name}' is {inp.type} but its metadata says input_format "
+                            f"'{self.info.input_format}'; re-export it with python -m export.onnx")
+        self.input_dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(inp.type, np.float32)
         if out.name in ("logits", "labels"):
             self.output_kind = out.name
         else:

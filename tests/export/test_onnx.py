@@ -169,3 +169,32 @@ def test_clear_errors(tiny, tmp_path, capsys):
     assert "--opset 13" in capsys.readouterr().err
     assert main(["--checkpoint", str(ckpt), "--size", "big"]) == 2
     assert "--size 'big' is not HxW" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("order", ["rgb", "bgr"])
+def test_uint8_input_export_matches_the_float_model(tiny, tmp_path, order):
+    """--uint8-input: the graph normalises uint8 frames itself; its logits equal the float export's on the
+    same frames, and the runtime feeds it from the metadata alone."""
+    from runtime.backends import load_backend
+
+    path, model, info = tiny
+    float_onnx, u8_onnx = tmp_path / "f.onnx", tmp_path / f"u8{order}.onnx"
+    assert main(["--checkpoint", str(path), "--out", str(float_onnx)]) == 0
+    assert main(["--checkpoint", str(path), "--out", str(u8_onnx), "--uint8-input", order]) == 0
+    proto = onnx.load(str(u8_onnx))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    meta = {p.key: p.value for p in proto.metadata_props}
+    stored = DataInfo.from_json(meta[ONNX_DATA_KEY])
+    assert stored.input_format == f"uint8-{order}" and tuple(stored.input_size) == SIZE
+    frames = _frames(2)
+    with load_backend(float_onnx) as fb, load_backend(u8_onnx) as ub:
+        assert not fb.uint8_input and ub.uint8_input and ub.input_size == SIZE
+        x_float, x_u8 = preprocess_for(fb.info, frames), preprocess_for(ub.info, frames)
+        assert x_u8.dtype == np.uint8 and x_u8.shape == (2, *SIZE, 3)
+        if order == "bgr":
+            np.testing.assert_array_equal(x_u8[0], frames[0][..., ::-1])
+        a, b = fb.infer(x_float), ub.infer(x_u8)
+    np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(b, _segment(model, x_float), atol=1e-4, rtol=1e-4)
+    report = json.loads((tmp_path / f"u8{order}.onnx.export.json").read_text())
+    assert report["parity"]["argmax_agreement"] >= 0.999 and report["source"]["options"]["uint8_input"] == order
