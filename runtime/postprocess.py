@@ -146,7 +146,7 @@ class Painter:
         if self.mode == "side-by-side":
             out = self._buffer((h, 2 * w, 3))
             out[:, :w] = image
-            cv2.addWeighted(image, 1.0 - self.alpha, mask, self.alpha, 0.0, dst=out[:, w:])
+            out[:, w:] = cv2.addWeighted(image, 1.0 - self.alpha, mask, self.alpha, 0.0)
             return labels, out
         out = self._buffer((h, w, 3))
         cv2.addWeighted(image, 1.0 - self.alpha, mask, self.alpha, 0.0, dst=out)
