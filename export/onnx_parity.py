@@ -71,5 +71,5 @@ def compare(model: nn.Module, onnx_path: str | Path, frames: np.ndarray, argmax:
             labels = got.argmax(1)
         agree += int((labels == ref_labels).sum())
         total += ref_labels.size
-    return {"frames": int(len(batch)), "max_abs_diff": None if argmax else max_diff,
+    return {"frames": int(len(frames)), "max_abs_diff": None if argmax else max_diff,
             "argmax_agreement": agree / max(total, 1)}

@@ -22,8 +22,8 @@ from typing import Any
 
 from runtime.backends import BACKENDS, load_backend, model_format
 from runtime.bench import time_backend
-from runtime.preprocess import dummy_batch
 from runtime.errors import UserError, cli_main
+from runtime.preprocess import dummy_batch
 from runtime.report import format_table, latency_summary
 from runtime.tegrastats import TegrastatsMonitor, summarize
 

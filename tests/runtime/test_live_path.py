@@ -126,4 +126,4 @@ def test_json_records_the_backend_alone_and_the_ratio(onnx_model, video, tmp_pat
     alone = report["backend_alone"]
     assert alone["fps"] > 0 and alone["calls"] >= 5
     assert report["fps_ratio"] == pytest.approx(report["fps"] / alone["fps"])
-    assert report["threads"] == infer.live_threads()
+    assert report["threads"] is None  # the library's default, without spinning
