@@ -21,6 +21,7 @@ the same seed gives the same batches for every method, any number of workers and
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -292,6 +293,11 @@ def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: 
     pin = torch.cuda.is_available() and cfg.train.device != "cpu"
     common: dict[str, Any] = dict(num_workers=d.workers, pin_memory=pin, persistent_workers=d.workers > 0,
                                   worker_init_fn=seed_worker)
+    if d.workers > 0 and "forkserver" in mp.get_all_start_methods():
+        # Workers forked from a clean server process: a plain fork copies the state of whatever threads
+        # the parent runs (OpenCV's thread pool after a parallel resize), and the worker can deadlock in
+        # its first OpenCV call.
+        common["multiprocessing_context"] = "forkserver"
     train_loader = DataLoader(train_set, batch_size=d.batch_size, drop_last=True,
                               sampler=TrainSampler(len(train_reader), cfg.train.seed, rank, world),
                               generator=torch.Generator().manual_seed(cfg.train.seed), **common)
