@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
         raise UserError(f"checkpoint {checkpoint} does not exist; pass a student .pt written by train.distill")
     model, info, ckpt = model_from_checkpoint(checkpoint, device="cpu")
     config = (ckpt.get("train") or {}).get("config") or {}
+    trained = (int(info.input_size[0]), int(info.input_size[1]))
     if size is None:
-        export_size = (config.get("export") or {}).get("size") or info.input_size
+        export_size = (config.get("export") or {}).get("size") or trained
         size = (int(export_size[0]), int(export_size[1]))
+    if tuple(size) != trained and not dynamic:
+        print(f"note: exporting at {size[0]}x{size[1]}, but {checkpoint.name} was trained and validated at "
+              f"{trained[0]}x{trained[1]}: its accuracy at this scale is not what training measured", file=sys.stderr)
     out = Path(out) if out is not None else default_out(checkpoint, argmax, uint8_input)
     check_writable(out, "ONNX model")
     remove_orphans(out)
@@ -105,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="student checkpoint (.pt) from train.distill / train.teacher")
     p.add_argument("--size", type=parse_size, default=None,
-                   help="input H x W, e.g. 512x1024 (default: the config's export.size, else the data block's)")
+                   help="input H x W, e.g. 512x1024 (default: the config's export.size when set, else the size the "
+                        "model was trained and validated at, recorded in the checkpoint; printed)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (default: static shapes)")
     p.add_argument("--argmax", action="store_true",
                    help="output the label map `labels` (N x H x W uint8, int32 above 255 classes) instead of logits")

@@ -171,7 +171,7 @@ class DistillConfig:
 
 @dataclass
 class ExportConfig:
-    size: tuple[int, int] = (512, 1024)  # ONNX input H, W
+    size: tuple[int, int] | None = None  # ONNX input H, W (None: the size the model was trained and validated at)
     opset: int = 17
     calib_images: int = 200
 

@@ -304,14 +304,41 @@ def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: 
     val_sampler = ShardSampler(val_set, rank, world) if distributed else None
     val_loader = DataLoader(val_set, batch_size=d.val_batch_size, shuffle=False, sampler=val_sampler,
                             collate_fn=pad_collate, **common)
-    if d.val_size:
-        size = d.val_size
-    else:  # the first readable validation image (a corrupt one is left out with skip_bad)
-        first = next((smp for smp in (val_reader.get_or_skip(i) for i in range(len(val_reader)))
-                      if smp is not None), None)
-        size = (int(first[0].shape[0]), int(first[0].shape[1])) if first is not None else d.crop_size
+    size = model_input_size(d, val_reader)
     info = dataclasses.replace(train_reader.data_info(size), mean=d.mean, std=d.std, extra=data_provenance(d))
     return train_loader, val_loader, info
+
+
+def model_input_size(d: DataConfig, val_reader: SegmentationDataset) -> tuple[int, int]:
+    """The size a model is trained and validated at, recorded as `DataInfo.input_size` (export's default):
+    `data.val_size` when set; else the validation images' own size when they all share one; else (sizes
+    vary, as in VOC or ADE20K, or no image can be read) the training crop."""
+    if d.val_size:
+        return (int(d.val_size[0]), int(d.val_size[1]))
+    sizes = image_sizes(val_reader)
+    return sizes.pop() if len(sizes) == 1 else (int(d.crop_size[0]), int(d.crop_size[1]))
+
+
+def image_sizes(reader: SegmentationDataset) -> set[tuple[int, int]]:
+    """The distinct (H, W) of a reader's images: from the file headers when it lists files (PIL reads no
+    pixels), else from its `size` (synthetic), else by reading the first readable sample."""
+    fixed = getattr(reader, "size", None)
+    if isinstance(fixed, tuple) and len(fixed) == 2:
+        return {(int(fixed[0]), int(fixed[1]))}
+    items = getattr(reader, "items", None)
+    if items and all(item[0] is not None for item in items):
+        try:
+            from PIL import Image
+
+            sizes = set()
+            for item in items:
+                with Image.open(item[0]) as im:
+                    sizes.add((int(im.height), int(im.width)))
+            return sizes
+        except (ImportError, OSError, ValueError):
+            pass  # an unreadable header: read samples instead (skip_bad applies there)
+    first = next((smp for smp in (reader.get_or_skip(i) for i in range(len(reader))) if smp is not None), None)
+    return {(int(first[0].shape[0]), int(first[0].shape[1]))} if first is not None else set()
 
 
 def data_provenance(d: DataConfig) -> dict[str, Any]:

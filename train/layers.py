@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +89,23 @@ def pixels(features: torch.Tensor, labels: torch.Tensor, ignore: int) -> tuple[t
     return x[keep], y[keep]
 
 
+def student_candidates(reduction: int, student: list[FeatureInfo]) -> list[str]:
+    """The student encoder stages in the order FKD pairs them with a teacher layer of stride `reduction`:
+    the same stride first, then by distance in octaves (|log2(stride_s / stride_t)|), and at equal
+    distance the coarser, then the wider, then the deeper stage. FKD pools the finer of the two maps to the coarser one,
+    so every stage can be paired; a closer stride loses less detail."""
+    import math
+
+    stages = [(i, f) for i, f in enumerate(student) if f.name.startswith("stage")]
+    ranked = sorted(stages, key=lambda p: (abs(math.log2(p[1].reduction / reduction)), -p[1].reduction,
+                                           -p[1].channels, -p[0]))
+    return [f.name for _, f in ranked]
+
+
 def match_student_stage(reduction: int, student: list[FeatureInfo]) -> str | None:
-    """The student encoder stage with the same reduction (the deepest if several); else the deepest of
-    those with the smallest larger reduction (FKD pools the teacher feature down to the student's size);
-    None when every student stage is finer than the teacher layer."""
-    stages = [f for f in student if f.name.startswith("stage")]
-    coarser = [f.reduction for f in stages if f.reduction >= reduction]
-    if not coarser:
-        return None
-    target = min(coarser)
-    return [f.name for f in stages if f.reduction == target][-1]
+    """The student stage a teacher layer of stride `reduction` pairs with (see `student_candidates`)."""
+    order = student_candidates(reduction, student)
+    return order[0] if order else None
 
 
 def rank_layers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -108,15 +116,26 @@ def rank_layers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def top_pairs(rows: list[dict[str, Any]], student: list[FeatureInfo], k: int) -> list[list[str]]:
-    """[[student stage, teacher layer], ...] for the k best-ranked teacher layers that have a student match."""
+def top_pairs(rows: list[dict[str, Any]], student: list[FeatureInfo], k: int,
+              notes: list[str] | None = None) -> list[list[str]]:
+    """[[student stage, teacher layer], ...] for the k best-ranked teacher layers, always those k.
+
+    Each takes its first student candidate (`student_candidates`) not already taken by a better-ranked
+    layer; when its first choice is taken, a line is added to `notes` naming both and the stage chosen.
+    With more teacher layers than student stages, the extra layers share the closest stage."""
     pairs: list[list[str]] = []
-    for row in sorted(rows, key=lambda r: r["rank"]):
-        if len(pairs) == k:
+    used: dict[str, str] = {}
+    for row in sorted(rows, key=lambda r: r["rank"])[:k]:
+        order = student_candidates(int(row["stride"]), student)
+        if not order:
             break
-        s = match_student_stage(row["stride"], student)
-        if s is not None:
-            pairs.append([s, row["layer"]])
+        free = [name for name in order if name not in used]
+        chosen = free[0] if free else order[0]
+        if chosen != order[0] and notes is not None:
+            notes.append(f"teacher {row['layer']} (stride {row['stride']}) would pair with student {order[0]}, "
+                         f"already paired with teacher {used[order[0]]}; using student {chosen} instead")
+        used.setdefault(chosen, row["layer"])
+        pairs.append([chosen, row["layer"]])
     return pairs
 
 
@@ -124,7 +143,8 @@ def fkd_snippet(pairs: list[list[str]], teacher: str, recipe: str, rows: list[di
     """The YAML config snippet (`distill: {method: fkd, fkd: {pairs: ...}}`) with a comment header."""
     q = {r["layer"]: r["Q"] for r in rows}
     lines = [f"# FKD layer choice for the teacher {teacher} (python -m train.layers): the top-{len(pairs)} teacher",
-             f"# layers by knowledge quality Q, each paired with the {recipe} student stage of the same stride.",
+             f"# layers by knowledge quality Q, each paired with the closest-stride free {recipe} student stage",
+             "# (FKD pools the finer of the two maps to the coarser one).",
              *[f"#   {t}: Q = {q[t]:.4f} -> student {s}" for s, t in pairs]]
     body = yaml.safe_dump({"distill": {"method": "fkd", "fkd": {"pairs": pairs}}}, sort_keys=False,
                           default_flow_style=None)
@@ -203,8 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=200, help="number of random images (default 200)")
     p.add_argument("--per-class", type=int, default=500, help="pixel samples per class and layer (default 500)")
     p.add_argument("--top-k", type=int, default=2, help="number of pairs in the snippet (default 2)")
-    p.add_argument("--student-recipe", default=ModelConfig().recipe,
-                   help="student recipe whose stages are matched by stride (default: %(default)s)")
+    p.add_argument("--config", help="the distillation recipe YAML: its student (model.recipe) is the default "
+                                    "--student-recipe")
+    p.add_argument("--student-recipe", default=None,
+                   help="student recipe whose stages are paired with the chosen teacher layers (default: the "
+                        f"--config's model.recipe, else {ModelConfig().recipe}); printed")
     p.add_argument("--size", help="input size HxW (default: the teacher's input size)")
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image and pixel sampling (default 0)")
@@ -224,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"teacher checkpoint {args.teacher} does not exist; pass --teacher path/to/teacher.pt")
     device = resolve_device(args.device)
     model, info, ckpt = model_from_checkpoint(args.teacher, device)
+    if args.student_recipe is None:
+        from train.config import load_config
+
+        args.student_recipe = load_config(args.config).model.recipe if args.config else ModelConfig().recipe
+    print(f"pairing with the student {args.student_recipe}"
+          + (f" (from {args.config})" if args.config and args.student_recipe else ""), file=sys.stderr)
     student = build_model(ModelConfig(recipe=args.student_recipe), info.num_classes).feature_info
     dataset = dataset_for_teacher(args.data, args.split, ckpt, info)
     if len(dataset) == 0:
@@ -232,7 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     samples, n_images = collect(model, dataset, info, size, args.images, args.per_class, args.batch, args.seed,
                                 device)
     rows = layer_table(samples, feature_info(model))
-    pairs = top_pairs(rows, student, args.top_k)
+    notes: list[str] = []
+    pairs = top_pairs(rows, student, args.top_k, notes)
+    chosen = {t: st for st, t in pairs}
+    for r in rows:
+        r["paired_with"] = chosen.get(r["layer"], "")
     out = Path(args.out or f"runs/layers-{Path(args.teacher).stem}/fkd.yaml")
     report = {
         "teacher": str(args.teacher),
@@ -246,11 +279,15 @@ def main(argv: list[str] | None = None) -> int:
         "student_stages": [{"name": f.name, "stride": f.reduction, "width": f.channels} for f in student],
         "layers": rows,
         "pairs": pairs,
+        "pairing_notes": notes,
         "env": environment(device),
     }
     atomic_write_json(out.with_suffix(".json"), report)
     atomic_write_text(out, fkd_snippet(pairs, str(args.teacher), args.student_recipe, rows))
-    print(format_table(rows, ["layer", "stride", "width", "S", "I", "E", "Q", "rank"], digits=4))
+    print(format_table(rows, ["layer", "stride", "width", "S", "I", "E", "Q", "rank", "paired_with"],
+                       headers=["layer", "stride", "width", "S", "I", "E", "Q", "rank", "chosen: student"], digits=4))
+    for note in notes:
+        print(f"note: {note}")
     print(f"top-{len(pairs)} pairs [student, teacher]: {pairs}")
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from runtime.datasets.synthetic import SyntheticStreets
 from train.checkpoint import save_checkpoint
@@ -50,12 +51,12 @@ def test_layers_cli_table_json_and_snippet(tmp_path: Path, capsys: pytest.Captur
         assert r["Q"] == pytest.approx(r["S"] + math.sqrt(r["I"] * r["E"]), rel=1e-6)
         assert r["n"] <= 16 * 20
     assert report["images"] == 4
-    # the student (LR-ASPP, OS16: stages 3 and 4 at stride 16) has no stride-8 stage: a stride-8 teacher
-    # layer pairs with the deepest of the next coarser stages; a stride-2 layer with the stride-2 stage
-    student = {f["name"]: f["stride"] for f in report["student_stages"]}
-    expected = [[match_student_stage(r["stride"], [FeatureInfo(n, 1, s) for n, s in student.items()]), r["layer"]]
-                for r in by_rank[:2]]
-    assert report["pairs"] == expected and len(expected) == 2
+    # the top-2 teacher layers by Q, always; each with its closest-stride free student stage
+    student = [FeatureInfo(f["name"], f["width"], f["stride"]) for f in report["student_stages"]]
+    assert [t for _, t in report["pairs"]] == [r["layer"] for r in by_rank[:2]]
+    assert report["pairs"] == top_pairs(by_rank, student, 2)
+    assert len({s for s, _ in report["pairs"]}) == 2  # two layers, two different student stages
+    assert [r["paired_with"] for r in by_rank[:2]] == [s for s, _ in report["pairs"]]
     cfg = load_config(out)  # the snippet is a valid config file
     assert cfg.distill.method == "fkd" and cfg.distill.fkd.pairs == report["pairs"]
     printed = capsys.readouterr().out
@@ -75,15 +76,39 @@ def test_match_student_stage_by_stride() -> None:
     assert match_student_stage(8, os8) == "stage4"  # several at stride 8: the deepest, never the decoder
     assert match_student_stage(4, os8) == "stage1"
     assert match_student_stage(2, os8) == "stage0"
-    assert match_student_stage(16, os8) is None
+    assert match_student_stage(16, os8) == "stage4"  # coarser than every student stage: the closest
     os16 = [FeatureInfo("stage1", 8, 4), FeatureInfo("stage2", 8, 8), FeatureInfo("stage3", 8, 16),
             FeatureInfo("stage4", 8, 16)]
     assert match_student_stage(8, os16) == "stage2"
     assert match_student_stage(16, os16) == "stage4"
-    rows = [{"layer": "stage2", "stride": 32, "rank": 1}, {"layer": "decoder", "stride": 8, "rank": 3},
-            {"layer": "stage1", "stride": 4, "rank": 2}]
-    # the rank-1 layer has no student match (stride 32 > every student stage) and is skipped
-    assert top_pairs(rows, os16, 2) == [["stage1", "stage1"], ["stage2", "decoder"]]
+    assert match_student_stage(2, os16) == "stage1"  # finer than every student stage
+
+
+def test_top_pairs_keeps_the_top_ranked_layers_even_when_coarser_than_the_student() -> None:
+    """The issue's case: an OS16 teacher ranked stage4, stage3, decoder, ...; an OS8 student (DeepLabV3-R18)."""
+    os8 = [FeatureInfo("stage0", 64, 2), FeatureInfo("stage1", 64, 4), FeatureInfo("stage2", 128, 8),
+           FeatureInfo("stage3", 256, 8), FeatureInfo("stage4", 512, 8), FeatureInfo("decoder", 256, 8)]
+    rows = [{"layer": "stage4", "stride": 16, "rank": 1}, {"layer": "stage3", "stride": 16, "rank": 2},
+            {"layer": "decoder", "stride": 16, "rank": 3}, {"layer": "stage0", "stride": 2, "rank": 4}]
+    notes: list[str] = []
+    pairs = top_pairs(rows, os8, 2, notes)
+    # both top layers kept; the second would also take student stage4, so it takes the next (stage3)
+    assert pairs == [["stage4", "stage4"], ["stage3", "stage3"]]
+    assert len(notes) == 1 and "teacher stage3" in notes[0] and "already paired with teacher stage4" in notes[0]
+    assert top_pairs(rows, os8, 3)[2] == ["stage2", "decoder"]
+
+
+def test_fkd_loss_pools_the_finer_map_on_either_side() -> None:
+    from train.losses.fkd import fkd_pair_loss
+
+    torch.manual_seed(0)
+    fine, coarse = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4)
+    pooled = F.avg_pool2d(fine, 2)  # adaptive pooling 8 -> 4 is a 2 x 2 average
+    expected = (pooled - coarse).pow(2).mean()
+    assert fkd_pair_loss(fine, coarse).item() == pytest.approx(expected.item(), rel=1e-6)  # student finer
+    assert fkd_pair_loss(coarse, fine).item() == pytest.approx(expected.item(), rel=1e-6)  # teacher finer
+    same = torch.randn(2, 3, 4, 4)
+    assert fkd_pair_loss(same, coarse).item() == pytest.approx((same - coarse).pow(2).mean().item(), rel=1e-6)
 
 
 def test_pixels_downsamples_labels_and_drops_ignored() -> None:

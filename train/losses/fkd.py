@@ -3,9 +3,10 @@ layer choice"), after Cooper et al. 2025.
 
 For each chosen (student stage, teacher stage) pair j, a 1x1 conv projector P_j (C_S→C_T, no bias) and
 
-    L_fkd = (1/J) Σ_j (1/B) Σ_b mean_{c,i} (P_j(F_S^j)_b − pool(F_T^j)_b)²,
+    L_fkd = (1/J) Σ_j (1/B) Σ_b mean_{c,i} (pool(P_j(F_S^j))_b − pool(F_T^j)_b)²,
 
-pool = adaptive average pooling of the teacher feature to the student's h x w. `detach_encoder = True`:
+pool = adaptive average pooling of the finer of the two maps to the coarser one's h x w (each side to
+(min h, min w)), so any teacher layer can be paired with any student stage. `detach_encoder = True`:
 the engine feeds detached encoder features to the decode head, so the task CE trains the head only and
 the backbone learns from L_fkd alone. `fkd+kd` adds the logit KD term (kd.py). Default pair
 (stage4, stage4), λ = 1; `python -m train.layers` ranks teacher layers by knowledge quality (quality.py).
@@ -25,9 +26,18 @@ from train.objective import StepInfo
 
 
 def fkd_pair_loss(f_s_projected: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
-    """Per-sample MSE, averaged over the batch, with F_T adaptive-average-pooled to the student's size."""
-    f_t = F.adaptive_avg_pool2d(f_t.float(), (f_s_projected.shape[-2], f_s_projected.shape[-1]))
-    per_sample = (f_s_projected.float() - f_t).pow(2).flatten(1).mean(1)
+    """Per-sample MSE, averaged over the batch, after pooling the finer map to the coarser one:
+    both maps are adaptive-average-pooled to (min(h_s, h_t), min(w_s, w_t)), as Cooper et al.'s code
+    aligns them, so a student finer than the teacher layer (or coarser) can be paired."""
+    h = min(f_s_projected.shape[-2], f_t.shape[-2])
+    w = min(f_s_projected.shape[-1], f_t.shape[-1])
+    f_s = f_s_projected.float()
+    if f_s.shape[-2:] != (h, w):
+        f_s = F.adaptive_avg_pool2d(f_s, (h, w))
+    f_t = f_t.float()
+    if f_t.shape[-2:] != (h, w):
+        f_t = F.adaptive_avg_pool2d(f_t, (h, w))
+    per_sample = (f_s - f_t).pow(2).flatten(1).mean(1)
     return per_sample.mean()
 
 
