@@ -17,7 +17,7 @@ SIZE    ?=
 SIZE_ARG = $(if $(SIZE),--size $(SIZE))
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help setup test lint pytest teacher distill compare export export-trt eval bench infer demo clean
+.PHONY: help setup test lint pytest check teacher distill compare export export-trt eval bench infer demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,6 +41,10 @@ pytest: setup
 	$(PY) -m pytest tests
 
 test: lint pytest  ## lint + the whole test suite (CPU, a few minutes)
+
+check: setup  ## environment report (runtime + training); FULL=1 adds the self-test and speed test (~5 min)
+	$(PY) -m runtime.check
+	$(PY) -m train.check $(if $(FULL),--speed)
 
 teacher: setup  ## train (or reuse) the synthetic demo teacher
 	if [ -f $(TEACHER) ]; then echo "reusing teacher $(TEACHER)"; else \

@@ -1,0 +1,34 @@
+"""train.check --speed at tiny sizes on this CPU: every training row finite, the export matches, the GPU
+parts are skipped with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_speed_check_runs_its_cpu_path(tmp_path, capsys):
+    pytest.importorskip("train.data")
+    import torch
+
+    from train.check import main
+
+    js = tmp_path / "t.json"
+    rc = main(["--speed", "--size", "32x64", "--steps", "3", "--batch", "2", "--device", "cpu", "--json", str(js)])
+    rows = json.loads(js.read_text())["rows"]
+    by = {(r["area"], r["item"]): r for r in rows}
+    assert rc == (1 if any(r["status"] == "fail" for r in rows) else 0)
+    train = [r for r in rows if r["area"] == "self-test"]
+    assert len(train) == 11  # the teacher, then 2 recipes x (alone, KD, LFD, KD and LFD from the cache)
+    assert all(r["status"] in ("ok", "warn") and r["s_per_iter"] > 0 and r["peak_mb"] > 0 for r in train)
+    assert sum("teacher cache" in r["note"] for r in train) == 4
+    assert by[("export", "ONNX export + parity")]["status"] == "ok"
+    assert by[("ddp", "gloo process group")]["status"] == "ok"
+    if not torch.cuda.is_available():
+        trt = by[("tensorrt", "FP16 build + run")]
+        assert trt["status"] == "skipped" and trt["note"]
+        assert ("cuda", "CUDA") in by and by[("cuda", "CUDA")]["status"] == "missing"
+    assert "skipped: FP16 build + run" in capsys.readouterr().out or torch.cuda.is_available()
