@@ -56,14 +56,16 @@ def preprocess(
     """One RGB frame (H x W x 3) or a list of them -> float32 N x 3 x size[0] x size[1].
 
     `size=None` keeps each frame's own size (then all frames must share it)."""
-    if isinstance(frames, np.ndarray) and frames.ndim == 3:
-        frames = [frames]
-    out = []
-    for f in frames:
+    return np.stack([normalize(resize_image(f, size) if size else f, mean, std) for f in frame_list(frames)], 0)
+
+
+def frame_list(frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One frame or several as a list, each checked to be uint8 H x W x 3."""
+    items = [frames] if isinstance(frames, np.ndarray) and frames.ndim == 3 else list(frames)
+    for f in items:
         if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
             raise ValueError(f"expected uint8 H x W x 3 frames, got {f.dtype} {f.shape}")
-        out.append(normalize(resize_image(f, size) if size else f, mean, std))
-    return np.stack(out, 0)
+    return items
 
 
 def preprocess_for(info: DataInfo, frames: np.ndarray | Sequence[np.ndarray],
@@ -80,15 +82,8 @@ def preprocess_for(info: DataInfo, frames: np.ndarray | Sequence[np.ndarray],
 def frames_uint8(frames: np.ndarray | Sequence[np.ndarray], size: tuple[int, int] | None, bgr: bool = False
                  ) -> np.ndarray:
     """RGB uint8 frames -> uint8 N x H x W x 3 at `size` (same resize rule), in BGR order with `bgr`."""
-    if isinstance(frames, np.ndarray) and frames.ndim == 3:
-        frames = [frames]
-    out = []
-    for f in frames:
-        if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
-            raise ValueError(f"expected uint8 H x W x 3 frames, got {f.dtype} {f.shape}")
-        r = resize_image(f, size) if size else f
-        out.append(r[..., ::-1] if bgr else r)
-    return np.ascontiguousarray(np.stack(out, 0))
+    out = [resize_image(f, size) if size else f for f in frame_list(frames)]
+    return np.ascontiguousarray(np.stack([r[..., ::-1] if bgr else r for r in out], 0))
 
 
 def dummy_batch(info: DataInfo, size: tuple[int, int], batch: int = 1, seed: int = 0) -> np.ndarray:
