@@ -2,7 +2,7 @@
 
 - CPU (`quantize_cpu`): ONNX Runtime `quantize_static` in QDQ format, int8 per-channel weights and uint8
   activations (u8s8, ORT's fast path with VNNI), `reduce_range` (7-bit weights) on x86 CPUs without VNNI
-  where u8s8 multiply-adds can saturate. NOTES.md: 3.3x over ORT FP32 for ResNet-18 OS8 on a CPU with
+  where u8s8 multiply-adds can saturate. Measured: 3.3x over ORT FP32 for ResNet-18 OS8 on a CPU with
   AVX-512 VNNI; on an AVX2-only CPU (no VNNI) the int8 kernels were slower than FP32 (0.8x for
   deeplabv3_resnet18 at 128x256): INT8 pays off on CPUs with VNNI (or ARM dot-product) instructions.
 - TensorRT (`quantize_trt`): symmetric Q/DQ (zero points 0), int8 activations and weights, per-channel

@@ -1,6 +1,6 @@
 """`python -m calib.qdq_check model.onnx`: check a Q/DQ model against TensorRT's rules.
 
-Rules (NOTES.md, TensorRT's "explicit quantization" guide), each violation naming the node:
+Rules (TensorRT's "explicit quantization" guide), each violation naming the node:
 1. symmetric: every QuantizeLinear/DequantizeLinear zero point is 0;
 2. int8: zero points are int8, and a QuantizeLinear has one (without it the output is uint8);
    DequantizeLinear inputs that are initializers are int8;

@@ -42,7 +42,7 @@ def make_sidecar(*, onnx: Path, onnx_sha256: str, info: OnnxInfo, plan: BuildPla
                  device: dict[str, str], engine: Path, engine_sha256: str, dla_core: int | None,
                  workspace_mib: int | None, timing_cache: Path | None, calibration: dict[str, Any] | None,
                  version_compatible: bool, build_seconds: float, notes: list[str]) -> dict[str, Any]:
-    """The `.engine.json` contents (Artefact 4 of DESIGN.md)."""
+    """The `.engine.json` sidecar beside each engine (read by runtime/backends/tensorrt.py)."""
     return {
         "format_version": SIDECAR_FORMAT,
         "engine": engine.name,

@@ -1,7 +1,7 @@
 """What a TensorRT build will do, decided without TensorRT: precision planning, shape profiles, and
 what the ONNX model already says about its own precision.
 
-TensorRT's precision model changed twice (NOTES.md "TensorRT"):
+TensorRT's precision model changed twice:
 - 8.5 (JetPack 5) and 10.x: weakly typed networks where BuilderFlag.FP16 / INT8 let the builder
   choose lower precision, INT8 from an implicit calibrator (deprecated in 10.1) or from Q/DQ nodes;
   10.x (and 9.1+) also offers strongly typed networks that keep the ONNX model's own types.

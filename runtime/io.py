@@ -3,7 +3,7 @@
 `atomic_write(path, write)`: `write(tmp)` fills a temp file in the same folder, which is fsynced and renamed
 onto `path`, so a reader sees the old file or the new one, never half of one. The new file gets the mode an
 ordinary `open(path, "w")` would (0o666 minus the umask), not mkstemp's 0o600. The temp file's name holds
-the writer's pid (`.NAME.PID.XXXX.tmp`); temp files of the same target left by a process that no longer runs
+the writer's pid (`.NAME.PID.<random>.tmp`); temp files of the same target left by a process that no longer runs
 (kill -9 during a write) are removed at the next write. An OSError (permission denied, read-only file
 system, disk full) becomes one sentence naming the file; the old file is kept.
 
