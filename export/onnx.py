@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from runtime.cli import parse_size
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json, check_writable, remove_orphans, sha256_file
 from runtime.metadata import DataInfo
 
 MIN_AGREEMENT = 0.999
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """`"512x1024"` (or `512,1024`) -> (512, 1024)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
-    if not m:
-        raise UserError(f"--size '{text}' is not HxW, e.g. --size 512x1024")
-    return int(m.group(1)), int(m.group(2))
 
 
 def default_out(checkpoint: Path, argmax: bool, uint8_input: str | None = None) -> Path:

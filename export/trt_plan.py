@@ -13,11 +13,11 @@ picks a lower or higher precision than asked for.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.cli import Shape, parse_shape
 from runtime.errors import UserError
 from runtime.lazy import lazy_import
 from runtime.trt_version import TrtVersion
@@ -114,20 +114,6 @@ def plan_build(caps: Capabilities, kind: str, requested: str | None, model_name:
 
 
 # --- shapes ---------------------------------------------------------------------------------------
-
-Shape = tuple[int, ...]
-
-
-def parse_shape(text: str, what: str = "shape") -> Shape:
-    """Parse '1x3x256x512' (also ',' separated) into positive ints."""
-    parts = [p for p in re.split(r"[x,]", str(text).strip().lower()) if p != ""]
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        dims = ()
-    if not dims or any(d <= 0 for d in dims):
-        raise UserError(f"{what} {text!r} is not a shape like 1x3x256x512 (positive integers separated by 'x')")
-    return dims
 
 
 @dataclass(frozen=True)

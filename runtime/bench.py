@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends import Backend, add_backend_options, backend_name_for, load_backend, model_format
+from runtime.backends import Backend, backend_name_for, load_backend, model_format
+from runtime.cli import add_backend_options, parse_size
 from runtime.errors import UserError, cli_main
 from runtime.preprocess import dummy_batch
 from runtime.report import format_table, latency_summary
@@ -121,7 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from runtime.infer import parse_size
     from runtime.io import atomic_write_text, check_writable
     from runtime.report import write_report
 

@@ -22,7 +22,8 @@ import sys
 import time
 from typing import Any
 
-from runtime.backends import Backend, add_backend_options, load_backend
+from runtime.backends import Backend, load_backend
+from runtime.cli import add_backend_options, parse_size
 from runtime.datasets import SegmentationDataset, build_dataset, dataset_classes, parse_data_spec
 from runtime.errors import UserError, cli_main
 from runtime.metadata import DataInfo
@@ -126,7 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
-    from runtime.infer import parse_size
     from runtime.io import atomic_write_text, check_writable
     from runtime.report import format_table, write_report
 

@@ -25,7 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from runtime.backends import Backend, add_backend_options, load_backend
+from runtime.backends import Backend, load_backend
+from runtime.cli import add_backend_options, parse_size
 from runtime.errors import Terminated, UserError, cli_main, sigterm_as_interrupt
 from runtime.postprocess import FILTERS, Painter, colorize, overlay, resize_labels
 from runtime.preprocess import Preprocessor, dummy_batch
@@ -34,16 +35,6 @@ from runtime.sources import Frame, Source, open_source
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 VISUALIZE = ("overlay", "mask", "side-by-side")
 WINDOW = "LFD-Edge"
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'512x1024' (H x W) -> (512, 1024); None stays None."""
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-        raise UserError(f"bad size '{text}'; write height x width, e.g. 512x1024")
-    return int(m.group(1)), int(m.group(2))
 
 
 # --- drawing ---------------------------------------------------------------------------------

@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from runtime.infer import parse_size
+    from runtime.cli import parse_size
     from runtime.io import check_writable
     from runtime.report import format_table, write_report
 

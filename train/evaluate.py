@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     from runtime.backends import load_backend
+    from runtime.cli import parse_size
     from runtime.eval import evaluate, format_result
-    from runtime.infer import parse_size
     from runtime.io import check_writable
     from runtime.report import write_report
     from train.checkpoint import load_checkpoint

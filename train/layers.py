@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from runtime.cli import parse_size
 from runtime.datasets import SegmentationDataset
 from runtime.errors import UserError, cli_main
 from runtime.eval import dataset_for_model
@@ -198,14 +199,6 @@ def layer_table(samples: dict[str, tuple[torch.Tensor, torch.Tensor]], info: lis
     return rank_layers(rows)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise UserError(f"--size '{text}' is not HxW (e.g. 256x512)") from None
-    return h, w
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.layers",
@@ -257,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = dataset_for_teacher(args.data, args.split, ckpt, info)
     if len(dataset) == 0:
         raise UserError(f"the {args.split} split of {args.data or 'the teacher dataset'} has no images")
-    size = parse_size(args.size) if args.size else (int(info.input_size[0]), int(info.input_size[1]))
+    size = parse_size(args.size) or (int(info.input_size[0]), int(info.input_size[1]))
     samples, n_images = collect(model, dataset, info, size, args.images, args.per_class, args.batch, args.seed,
                                 device)
     rows = layer_table(samples, feature_info(model))

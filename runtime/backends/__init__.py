@@ -11,7 +11,6 @@ TensorRT engine) are ignored, so that one command line can drive every kind of m
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import importlib
 import inspect
@@ -21,7 +20,7 @@ from typing import Any
 from runtime.backends.base import Backend
 from runtime.errors import UserError
 
-__all__ = ["BACKENDS", "SUFFIXES", "Backend", "add_backend_options", "backend_class", "backend_name_for",
+__all__ = ["BACKENDS", "SUFFIXES", "Backend", "backend_class", "backend_name_for",
            "load_backend", "model_format"]
 
 # name -> "module.Class" (a plain dictionary: grep here to find any backend)
@@ -117,13 +116,3 @@ def model_format(path: str | Path) -> str:
         return "tensorrt"
     return p.suffix.lstrip(".") or "unknown"
 
-
-def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """The options every command that runs models shares: --backend, --threads, --providers, --device.
-    Pass them on with `load_backend(path, args.backend, threads=args.threads, providers=args.providers,
-    device=args.device)`; each backend takes those it understands."""
-    parser.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen from the suffix")
-    parser.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime intra-op / torch)")
-    parser.add_argument("--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu or tensorrt,cuda,cpu "
-                        "(default: CUDA when available, then CPU)")
-    parser.add_argument("--device", help="PyTorch device for .pt checkpoints: auto, cpu, cuda, cuda:N (default auto)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from trt_onnx_models import write_model
 
-from export.trt_plan import capabilities_for_version, inspect_onnx, parse_shape, plan_build, resolve_profile
+from export.trt_plan import capabilities_for_version, inspect_onnx, plan_build, resolve_profile
 from runtime.errors import UserError
 from runtime.trt_version import parse_trt_version
 
@@ -68,14 +68,6 @@ def test_capabilities_table():
     assert (V85.explicit_batch_flag, V85.strongly_typed, V85.named_tensors, V85.version_compatible) == (True, False, True, False)
     assert (V103.explicit_batch_flag, V103.strongly_typed, V103.calibrator_deprecated) == (False, True, True)
     assert (V114.precision_flags, V114.legacy_calibrator) == (False, False)
-
-
-def test_parse_shape():
-    assert parse_shape("1x3x256x512") == (1, 3, 256, 512)
-    assert parse_shape("2,3,64,128") == (2, 3, 64, 128)
-    for bad in ("", "1x3xAx4", "0x3x4x4", "-1x3"):
-        with pytest.raises(UserError, match="not a shape"):
-            parse_shape(bad)
 
 
 def test_resolve_profile_static_dynamic_and_errors():

@@ -1,0 +1,54 @@
+"""Command-line pieces every LFD-Edge command shares: parsing sizes and shapes, and the options of
+commands that run a model file (`--backend`, `--threads`, `--providers`, `--device`).
+
+    parse_size("512x1024") -> (512, 1024)        # H x W; "512,1024" too; None stays None
+    parse_shape("1x3x256x512") -> (1, 3, 256, 512)
+
+Bad text is a UserError naming the option and an example, so that every command words it alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from runtime.errors import UserError
+
+__all__ = ["add_backend_options", "parse_shape", "parse_size"]
+
+Shape = tuple[int, ...]
+
+
+def parse_shape(text: str, what: str = "shape") -> Shape:
+    """'1x3x256x512' (or ',' separated) -> positive ints; `what` names the value in the error."""
+    parts = [p for p in re.split(r"[x,]", str(text).strip().lower()) if p.strip() != ""]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise UserError(f"{what} {text!r} is not a shape like 1x3x256x512 (positive integers separated by 'x')")
+    return dims
+
+
+def parse_size(text: str | None, what: str = "--size") -> tuple[int, int] | None:
+    """'512x1024' (height x width, also '512,1024') -> (512, 1024); None stays None."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", str(text))
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise UserError(f"{what} '{text}' is not a size; write height x width, e.g. 512x1024")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that runs models shares: --backend, --threads, --providers, --device.
+    Pass them on with `load_backend(path, args.backend, threads=args.threads, providers=args.providers,
+    device=args.device)`; each backend takes those it understands."""
+    from runtime.backends import BACKENDS
+
+    parser.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen from the suffix")
+    parser.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime intra-op / torch)")
+    parser.add_argument("--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu or tensorrt,cuda,cpu "
+                        "(default: CUDA when available, then CPU)")
+    parser.add_argument("--device", help="PyTorch device for .pt checkpoints: auto, cpu, cuda, cuda:N (default auto)")
