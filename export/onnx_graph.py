@@ -21,7 +21,7 @@ from torch import nn
 
 from runtime.errors import UserError
 from runtime.io import atomic_write_bytes
-from runtime.metadata import ONNX_DATA_KEY, ONNX_SOURCE_KEY, DataInfo
+from runtime.metadata import IMAGENET_MEAN, IMAGENET_STD, ONNX_DATA_KEY, ONNX_SOURCE_KEY, DataInfo
 
 INPUT_NAME = "images"
 MIN_OPSET = 17
@@ -35,8 +35,8 @@ class DeployGraph(nn.Module):
     (free on a GPU or in TensorRT, and 4x less data to move than float32)."""
 
     def __init__(self, model: nn.Module, num_classes: int, argmax: bool = False, uint8_input: str | None = None,
-                 mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-                 std: tuple[float, float, float] = (0.229, 0.224, 0.225)) -> None:
+                 mean: tuple[float, float, float] = IMAGENET_MEAN,
+                 std: tuple[float, float, float] = IMAGENET_STD) -> None:
         super().__init__()
         self.model = model
         self.argmax = argmax

@@ -9,6 +9,8 @@ from typing import Any
 
 from runtime.errors import UserError
 
+# The label id that marks pixels no loss or metric counts (Cityscapes' and VOC's 255).
+IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -29,7 +31,7 @@ class DataInfo:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     input_size: tuple[int, int] = (512, 1024)
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     extra: dict[str, Any] = field(default_factory=dict)
     # what the model file takes: "float" = float32 N x 3 x H x W, normalised by runtime.preprocess;
     # "uint8-rgb" / "uint8-bgr" = uint8 N x H x W x 3 frames (export.onnx --uint8-input): the graph
@@ -64,7 +66,7 @@ class DataInfo:
                 mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
                 std=tuple(float(v) for v in d.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
                 input_size=tuple(int(v) for v in d.get("input_size", (512, 1024))),  # type: ignore[arg-type]
-                ignore_index=int(d.get("ignore_index", 255)),
+                ignore_index=int(d.get("ignore_index", IGNORE_INDEX)),
                 extra=dict(d.get("extra", {})),
                 input_format=str(d.get("input_format", "float")),
             )

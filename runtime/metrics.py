@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from runtime.metadata import IGNORE_INDEX
+
 
 class ConfusionMatrix:
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.mat = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -30,13 +30,11 @@ from runtime.errors import UserError
 from runtime.io import atomic_write
 from runtime.metadata import DataInfo
 from train.config import to_plain
+from train.models.segmentor import TRAINING_ONLY_PREFIXES
 
 FORMAT_VERSION = 1
 CHECKPOINT_KEYS = ("format_version", "model", "arch", "data", "train")
 TRAINING_STATE = "training_state"
-# State-dict prefixes of modules that exist only for training (Segmentor's FCN auxiliary head); a model
-# may override them with a `training_only_prefixes` attribute.
-TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("aux.",)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -60,7 +58,7 @@ def _training_only(model: nn.Module) -> tuple[str, ...]:
 
 def deployable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The student's weights without training-only modules (`model.deploy_state_dict()` when it has
-    one, else without the TRAINING_ONLY_PREFIXES keys), on the CPU."""
+    one, else without the keys under TRAINING_ONLY_PREFIXES), on the CPU."""
     m = unwrap(model)
     deploy = getattr(m, "deploy_state_dict", None)
     if callable(deploy):

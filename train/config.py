@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from runtime.errors import UserError
+from runtime.metadata import IMAGENET_MEAN, IMAGENET_STD
 
 # ----------------------------------------------------------------------------------------------
 # Sections
@@ -53,8 +54,8 @@ class DataConfig:
     workers: int = 2
     skip_bad: bool = False  # skip and count corrupt samples instead of stopping
     max_val_images: int | None = None
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

@@ -35,12 +35,11 @@ from torchvision.transforms import v2
 
 from runtime.datasets import BadSample, SegmentationDataset, build_dataset
 from runtime.errors import UserError
-from runtime.metadata import DataInfo
+from runtime.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DataInfo
 from runtime.preprocess import normalize, resize_image, resize_label
 from train.config import Config, DataConfig
 from train.geometry import apply_geometry, draw_geometry
 
-IGNORE_INDEX = 255
 _MAX_BAD_IN_A_ROW = 100
 
 
@@ -68,7 +67,7 @@ class SegmentationTorchDataset(Dataset):
 
     def __init__(self, reader: SegmentationDataset, train: bool, crop_size: tuple[int, int] = (512, 1024),
                  scale_range: tuple[float, float] = (0.5, 2.0), flip: bool = True, color_jitter: float = 0.0,
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  val_size: tuple[int, int] | None = None, targets: Any = None) -> None:
         self.reader = reader
         self.train = train

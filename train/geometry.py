@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-IGNORE_INDEX = 255
+from runtime.metadata import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

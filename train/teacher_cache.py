@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from runtime.errors import UserError
 from runtime.io import atomic_write, atomic_write_json, sha256_file
+from runtime.metadata import IGNORE_INDEX
 from runtime.preprocess import normalize, resize_image
 from train.config import Config
 from train.geometry import Geometry, crop_cells, warp_map
@@ -360,7 +361,7 @@ def measure_agreement(cfg: Config, teacher_path: str | Path, path: str | Path, m
             x, y, t = ds[key]
             z_on = model(x[None]).logits.float()
             z_c = t[LOGITS][None]
-            valid = downsample_labels(y[None], z_on.shape[-2:]) != 255
+            valid = downsample_labels(y[None], z_on.shape[-2:]) != IGNORE_INDEX
             agree = (z_on.argmax(1) == z_c.argmax(1)) & valid
             kl = pixel_kl(F.log_softmax(z_on, 1), F.log_softmax(z_c, 1))
             sums[name]["agree"] += float(agree.sum())

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.datasets.base import IGNORE_INDEX, BadSample, SegmentationDataset
+from runtime.datasets.base import BadSample, SegmentationDataset
 from runtime.errors import UserError
+from runtime.metadata import IGNORE_INDEX
 
 CLASSES = [
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",

@@ -14,10 +14,9 @@ import cv2
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.metadata import DataInfo
+from runtime.metadata import IGNORE_INDEX, DataInfo
 
 Sample = tuple[np.ndarray, np.ndarray, str]
-IGNORE_INDEX = 255
 
 
 class BadSample(UserError):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.datasets.base import IGNORE_INDEX, SegmentationDataset, check_label_range
+from runtime.datasets.base import SegmentationDataset, check_label_range
 from runtime.errors import UserError
+from runtime.metadata import IGNORE_INDEX
 
 CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car", "pedestrian",
            "bicyclist"]

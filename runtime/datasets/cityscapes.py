@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.datasets.base import IGNORE_INDEX, BadSample, SegmentationDataset
+from runtime.datasets.base import BadSample, SegmentationDataset
+from runtime.metadata import IGNORE_INDEX
 
 # (name, id, trainId, colour RGB), as in cityscapesscripts/helpers/labels.py ('license plate', id -1,
 # is left out: it never appears in labelIds images).

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from runtime.datasets.base import IGNORE_INDEX
 from runtime.datasets.synthetic_draw import (
     BUILDING,
     COARSE_AMP,
@@ -32,6 +31,7 @@ from runtime.datasets.synthetic_draw import (
     noise_banks,
 )
 from runtime.datasets.synthetic_objects import pedestrians, roadside, traffic, tree
+from runtime.metadata import IGNORE_INDEX
 
 
 def render_scene(size: tuple[int, int], seed: int, split: str, index: int,

@@ -15,7 +15,6 @@ from train.config import DistillConfig
 from train.models.output import FeatureInfo, SegOutput
 from train.objective import Objective
 
-IGNORE_INDEX = 255
 DEEP = "decoder"  # the input of each model's classifier: F in METHODS.md
 
 

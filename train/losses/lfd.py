@@ -36,10 +36,10 @@ from torch import nn
 from torch.func import functional_call
 
 from runtime.errors import UserError
+from runtime.metadata import IGNORE_INDEX
 from train.config import DistillConfig, LFDConfig
 from train.losses._common import (
     DEEP,
-    IGNORE_INDEX,
     BuildContext,
     DistillMethod,
     conv1x1,

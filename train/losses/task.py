@@ -10,12 +10,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from runtime.metadata import IGNORE_INDEX
 from train.losses._common import resize
 from train.models.output import SegOutput
 from train.objective import Objective, StepInfo
 
 
-def seg_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+def seg_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Mean CE over valid pixels of `logits` upsampled to the N x H x W `labels` (computed in fp32)."""
     z = resize(logits, labels.shape[-2:]).float()
     total = F.cross_entropy(z, labels, ignore_index=ignore_index, reduction="sum")
@@ -29,7 +30,7 @@ class TaskLoss(Objective):
     Terms: `ce` and, when the model has an auxiliary head, `aux_ce` (already multiplied by aux_weight).
     """
 
-    def __init__(self, aux_weight: float = 0.4, ignore_index: int = 255) -> None:
+    def __init__(self, aux_weight: float = 0.4, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         self.aux_weight = aux_weight
         self.ignore_index = ignore_index

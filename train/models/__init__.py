@@ -18,7 +18,7 @@ from train.config import ModelConfig
 from train.models.heads import HEADS
 from train.models.output import FeatureInfo, SegOutput
 from train.models.recipes import RECIPES
-from train.models.segmentor import Segmentor
+from train.models.segmentor import TRAINING_ONLY_PREFIXES, Segmentor
 
 __all__ = ["RECIPES", "FeatureInfo", "SegOutput", "Segmentor", "build_model", "count_params", "gflops",
            "resolve_arch"]
@@ -67,7 +67,7 @@ def build_model(cfg: ModelConfig | dict[str, Any], num_classes: int | None = Non
 
 def count_params(model: nn.Module, deploy: bool = True) -> int:
     """Number of parameters; with `deploy=True` only those of the deployable graph (no aux head)."""
-    return sum(p.numel() for n, p in model.named_parameters() if not (deploy and n.startswith("aux.")))
+    return sum(p.numel() for n, p in model.named_parameters() if not (deploy and n.startswith(getattr(model, "training_only_prefixes", TRAINING_ONLY_PREFIXES))))
 
 
 def gflops(model: Segmentor, size: tuple[int, int], batch: int = 1) -> float:

@@ -13,6 +13,9 @@ from train.models.heads import HEADS, DecodeHead, FCNHead
 from train.models.output import FeatureInfo, SegOutput
 
 AUX_STAGE = "stage3"
+# State-dict prefixes of modules that exist only for training (the FCN auxiliary head `aux`): checkpoints
+# and parameter counts leave them out.
+TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("aux.",)
 
 
 class Segmentor(nn.Module):
@@ -21,6 +24,8 @@ class Segmentor(nn.Module):
     `arch` holds plain values that rebuild this exact module with `train.models.build_model(arch)`;
     `feature_info` lists every named feature of `forward`'s `features` dict (encoder stages, `decoder`).
     """
+
+    training_only_prefixes = TRAINING_ONLY_PREFIXES
 
     def __init__(self, arch: dict[str, Any], pretrained: bool = False, pretrained_path: str | None = None) -> None:
         super().__init__()
@@ -64,4 +69,4 @@ class Segmentor(nn.Module):
     def deploy_state_dict(self) -> dict[str, torch.Tensor]:
         """State dict of encoder + decode head only (what checkpoints keep), loadable strictly into
         `build_model(self.deploy_arch)`."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("aux.")}
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.training_only_prefixes)}
