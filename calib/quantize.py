@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,9 @@ import onnx
 
 from calib.dataset import DEFAULT_CACHE_DIR, build_calibration_set, evaluation_set
 from calib.onnx_io import data_info, input_size, load_onnx, session
-from runtime.datasets import SegmentationDataset, build_dataset
+from runtime.datasets import DataSpec, SegmentationDataset
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_bytes, atomic_write_json, check_writable, sha256_file
-from runtime.metadata import DataInfo
 
 TARGETS = ("cpu", "trt")
 
@@ -60,24 +59,19 @@ def output_path(src: Path, kind: str) -> Path:
     return src.with_name(f"{src.name.removesuffix('.onnx')}.{kind}.onnx")
 
 
-def _reader(data: str, split: str, ds_opts: dict[str, Any], info: DataInfo, skip_bad: bool = False
-            ) -> SegmentationDataset:
-    from runtime.eval import recorded_reader_options
-
-    return build_dataset(data, split, skip_bad=skip_bad, **(ds_opts or recorded_reader_options(data, info)))
-
-
 def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out: str | Path | None = None,
              dataset_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Write the requested models with their `.calib.json` reports; returns the reports.
 
-    `dataset_options` go to the reader (`build_dataset(data, split, **dataset_options)`); without them,
-    synthetic data is generated with the model's recorded generator (`DataInfo.extra`, as runtime.eval does)."""
-    ds_opts = dict(dataset_options or {})
+    `data` is `name:root` (DataSpec.for_model: naming the model's own reader keeps its recorded synthetic
+    generator, as runtime.eval does); `dataset_options`, when given, replace the reader options."""
     src = Path(onnx_path)
     model = load_onnx(src)
     session(src)  # ONNX Runtime must load it too; fails with the file named
     info = data_info(model, src)
+    spec = DataSpec.for_model(info, data) if data is not None else None
+    if spec is not None and dataset_options:
+        spec = replace(spec, options=dict(dataset_options))
     if info.uint8_input:
         raise UserError(f"{src} takes uint8 frames (exported with --uint8-input); quantize the float-input export "
                         f"of the same checkpoint (python -m export.onnx without --uint8-input)")
@@ -97,9 +91,9 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
     timings: dict[str, float] = {}
     skipped: list[str] = []
     val = None
-    if data is not None:
+    if spec is not None:
         t0 = time.perf_counter()
-        val_reader = _reader(data, "val", ds_opts, info, opts.skip_bad)
+        val_reader = spec.open("val", skip_bad=opts.skip_bad)
         val = evaluation_set(val_reader, info, size, opts.val_images)
         skipped.extend(val_reader.bad)
         timings["load_val_s"] = time.perf_counter() - t0
@@ -114,10 +108,10 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
             fp32_pred = predict(src, val[0], opts.threads)
             fp32 = {"pred": fp32_pred, "miou": miou(fp32_pred, val[1], info)}
             timings["eval_fp32_s"] = time.perf_counter() - t0
-        if opts.target is not None and data is not None:  # data is checked above
+        if opts.target is not None and spec is not None:  # data is checked above
             dst = Path(out) if out else output_path(src, f"int8.{opts.target}")
-            train = _reader(data, "train", ds_opts, info, opts.skip_bad)
-            reports.append(_int8(src, model, data, ds_opts, train, info, size, opts, dst, tmp, val, fp32,
+            train = spec.open("train", skip_bad=opts.skip_bad)
+            reports.append(_int8(src, model, spec, train, info, size, opts, dst, tmp, val, fp32,
                                  dict(timings), skipped))
         if opts.fp16:
             dst = Path(out) if out else output_path(src, "fp16")
@@ -125,7 +119,7 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
     return reports
 
 
-def _int8(src: Path, model: onnx.ModelProto, data: str, ds_opts: dict[str, Any], train: SegmentationDataset,
+def _int8(src: Path, model: onnx.ModelProto, data: DataSpec, train: SegmentationDataset,
           info: Any, size: tuple[int, int], opts: QuantizeOptions, dst: Path, tmp: Path,
           val: tuple[np.ndarray, np.ndarray] | None, fp32: dict[str, Any] | None, timings: dict[str, float],
           skipped: list[str]) -> dict[str, Any]:
@@ -135,8 +129,8 @@ def _int8(src: Path, model: onnx.ModelProto, data: str, ds_opts: dict[str, Any],
 
     method = opts.method or ("minmax" if opts.target == "cpu" else "entropy")
     t0 = time.perf_counter()
-    spec = f"{data} {json.dumps(ds_opts, sort_keys=True, default=str)}" if ds_opts else data
-    calib = build_calibration_set(train, spec, info, size, opts.images, opts.seed,
+    key = f"{data.text} {json.dumps(dict(data.options), sort_keys=True, default=str)}" if data.options else data.text
+    calib = build_calibration_set(train, key, info, size, opts.images, opts.seed,
                                   opts.cache_dir, opts.allow_missing_classes)
     timings["calibration_set_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -170,7 +164,7 @@ def _int8(src: Path, model: onnx.ModelProto, data: str, ds_opts: dict[str, Any],
     report = _report(src, dst, "int8", opts, info, fp32, val, int8_pred, timings)
     report.update({"target": opts.target, "method": method, "quantizer": "modelopt" if use_modelopt else "onnxruntime",
                    "calibration": {"images": calib.names, "count": len(calib.names), "cache": str(calib.path),
-                                   "dataset": data, "split": "train", "seed": opts.seed,
+                                   "dataset": data.text, "split": "train", "seed": opts.seed,
                                    "classes_missing": calib.manifest.get("classes_missing", [])},
                    "excluded_nodes": chosen["excluded"], "max_drop": opts.max_drop, "guard_rounds": chosen["rounds"],
                    "sensitivity": chosen["ranking"], "qdq_violations": violations,

@@ -34,8 +34,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
 
     Raises UserError when the agreement is below `MIN_AGREEMENT` and `force` is false."""
     from export.onnx_graph import export_graph
-    from export.onnx_parity import compare, dataset_spec_from_config, parity_frames
-    from train.checkpoint import model_from_checkpoint
+    from export.onnx_parity import compare, parity_frames
+    from train.checkpoint import model_from_checkpoint, training_data
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -66,9 +66,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
         export_graph(model, info, tmp, size=size, dynamic=dynamic, argmax=argmax, opset=opset, source=source,
                      uint8_input=uint8_input)
         export_s = time.perf_counter() - t0
-        spec, options = (data, {}) if data else dataset_spec_from_config(config)
+        spec = training_data(ckpt, info, data)
         split = "val" if data else str((config.get("data") or {}).get("val_split", "val"))
-        batch, names = parity_frames(spec, options, info, size, parity_images, split)
+        batch, names = parity_frames(spec, size, parity_images, split)
         fmt = f"uint8-{uint8_input}" if uint8_input else "float"
         parity = compare(model, tmp, batch, argmax, DataInfo(**{**info.__dict__, "input_format": fmt}))
         accepted = parity["argmax_agreement"] >= MIN_AGREEMENT or force
@@ -77,7 +77,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
     finally:
         if tmp.exists():
             tmp.unlink()
-    report = {"onnx": str(out), "written": accepted, "source": source, "data": spec, "frames": names,
+    report = {"onnx": str(out), "written": accepted, "source": source, "data": spec.text, "frames": names,
               "parity": parity, "min_agreement": MIN_AGREEMENT, "forced": force and
               parity["argmax_agreement"] < MIN_AGREEMENT, "export_seconds": round(export_s, 3),
               "versions": _versions()}

@@ -1,7 +1,7 @@
 """Parity between the PyTorch model and its ONNX export on real frames.
 
-Frames come from the checkpoint's training dataset (its resolved config's `data.dataset`, the val split)
-or a `--data name:root` override, pre-processed by runtime.preprocess at the export size. Reported:
+Frames come from the checkpoint's training dataset (`train.checkpoint.training_data`, its validation
+split) or a `--data name:root` override, pre-processed by runtime.preprocess at the export size. Reported:
 `max_abs_diff` = max |logits_torch - logits_onnx| over all frames and pixels (None for the argmax
 variant, whose output has no logits) and `argmax_agreement` = fraction of pixels where the ONNX labels
 equal argmax of the PyTorch logits.
@@ -17,29 +17,15 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from runtime.datasets import build_dataset
+from runtime.datasets import DataSpec
 from runtime.metadata import DataInfo
 from runtime.preprocess import frames_uint8, preprocess
 
 
-def dataset_spec_from_config(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """A resolved training config -> (`name[:root]`, reader options)."""
-    data = config.get("data", {}) if isinstance(config, dict) else {}
-    name = str(data.get("dataset", "synthetic"))
-    root = data.get("root")
-    spec = f"{name}:{root}" if root and ":" not in name else name
-    options: dict[str, Any] = {}
-    if spec.split(":")[0] == "synthetic" and isinstance(data.get("synthetic"), dict):
-        syn = data["synthetic"]
-        options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in syn.items()
-                   if k in ("num_train", "num_val", "size", "seed", "difficulty", "cache")}
-    return spec, options
-
-
-def parity_frames(spec: str, options: dict[str, Any], info: DataInfo, size: tuple[int, int], count: int,
-                  split: str = "val") -> tuple[np.ndarray, list[str]]:
+def parity_frames(spec: DataSpec, size: tuple[int, int], count: int, split: str = "val"
+                  ) -> tuple[np.ndarray, list[str]]:
     """The first `count` frames of `split` resized to `size` (uint8 N x H x W x 3 RGB), with their names."""
-    ds = build_dataset(spec, split, **options)
+    ds = spec.open(split)
     n = min(count, len(ds))
     samples = [ds[i] for i in range(n)]
     return frames_uint8([s[0] for s in samples], size), [s[2] for s in samples]

@@ -66,9 +66,10 @@ def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, 
             row.update({"p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "mean_ms": lat["mean"],
                         "fps": lat["fps"], "iters": lat["n"]})
             if data:
-                from runtime.eval import dataset_for_model, evaluate
+                from runtime.datasets import DataSpec
+                from runtime.eval import evaluate
 
-                res = evaluate(b, dataset_for_model(data, split, b.info), size, max_images)
+                res = evaluate(b, DataSpec.for_model(b.info, data).open(split), size, max_images)
                 row.update({"miou": 100 * res["mIoU"], "pixel_acc": 100 * res["pixel_acc"], "images": res["images"]})
     except UserError as e:
         row["status"] = f"error: {e}"

@@ -37,7 +37,7 @@ def parse_size(text: str | None, what: str = "--size") -> tuple[int, int] | None
         return None
     m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", str(text))
     if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-        raise UserError(f"{what} '{text}' is not a size; write height x width, e.g. 512x1024")
+        raise UserError(f"{what} '{text}' is not HxW (height x width), e.g. 512x1024")
     return int(m.group(1)), int(m.group(2))
 
 

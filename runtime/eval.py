@@ -17,37 +17,17 @@ Without `--data`, `DataInfo.extra["dataset"]` is used when present, else `synthe
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 from typing import Any
 
 from runtime.backends import Backend, load_backend
 from runtime.cli import add_backend_options, parse_size
-from runtime.datasets import SegmentationDataset, build_dataset, dataset_classes, parse_data_spec
+from runtime.datasets import DataSpec, SegmentationDataset
 from runtime.errors import UserError, cli_main
-from runtime.metadata import DataInfo
 from runtime.metrics import ConfusionMatrix
 from runtime.postprocess import labels_from_output
 from runtime.preprocess import preprocess_for
-
-
-def dataset_for_model(spec: str | None, split: str, info: DataInfo, skip_bad: bool = False) -> SegmentationDataset:
-    """Build the dataset `spec` (`name:root` or `synthetic`); for synthetic data, with the generator
-    parameters recorded in the model's `info.extra["synthetic"]` (those the reader accepts)."""
-    spec = spec or str(info.extra.get("dataset") or "synthetic")
-    return build_dataset(spec, split=split, skip_bad=skip_bad, **recorded_reader_options(spec, info))
-
-
-def recorded_reader_options(spec: str, info: DataInfo) -> dict[str, Any]:
-    """For synthetic data, the generator parameters the model was trained with (`info.extra["synthetic"]`,
-    those the reader accepts); nothing for other datasets."""
-    name, _ = parse_data_spec(spec)
-    if name != "synthetic" or not isinstance(info.extra.get("synthetic"), dict):
-        return {}
-    params = inspect.signature(dataset_classes()["synthetic"].__init__).parameters
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in info.extra["synthetic"].items()
-            if k in params and k not in ("root", "split")}
 
 
 def evaluate(backend: Backend, dataset: SegmentationDataset, size: tuple[int, int] | None = None,
@@ -141,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.model:
         with load_backend(model, args.backend, threads=args.threads, providers=args.providers,
                           device=args.device) as backend:
-            dataset = dataset_for_model(args.data, args.split, backend.info, skip_bad=args.skip_bad)
+            dataset = DataSpec.for_model(backend.info, args.data).open(args.split, skip_bad=args.skip_bad)
             print(f"{backend.name}: {model} on {args.data or 'synthetic'}/{args.split} "
                   f"({len(dataset)} images)", file=sys.stderr)
             result = evaluate(backend, dataset, parse_size(args.size), args.max_images, progress=True,

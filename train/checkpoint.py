@@ -19,6 +19,7 @@ import os
 import pickle
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtime.datasets import DataSpec
 from runtime.errors import UserError
 from runtime.io import atomic_write
 from runtime.metadata import DataInfo
@@ -274,3 +276,17 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def training_data(ckpt: Mapping[str, Any], info: DataInfo, override: str | None = None) -> DataSpec:
+    """The data a checkpoint was trained on, or `override` (`--data name:root`; naming the same reader keeps
+    the synthetic generator): what its DataInfo records, with the local choices of its resolved config's
+    `data` block (the scene cache) where both name the same reader; else that config (checkpoints from
+    before DataInfo recorded it); else synthetic."""
+    config = (ckpt.get("train") or {}).get("config") or {}
+    configured = DataSpec.from_config(config["data"]) if isinstance(config.get("data"), Mapping) else None
+    recorded = DataSpec.recorded(info)
+    if recorded is not None and configured is not None and recorded.name == configured.name:
+        recorded = replace(recorded, root=recorded.root or configured.root,
+                           options={**configured.options, **recorded.options})
+    return (recorded or configured or DataSpec()).with_override(override)

@@ -33,7 +33,7 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from runtime.datasets import BadSample, SegmentationDataset, build_dataset
+from runtime.datasets import BadSample, DataSpec, SegmentationDataset
 from runtime.errors import UserError
 from runtime.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DataInfo
 from runtime.preprocess import normalize, resize_image, resize_label
@@ -250,22 +250,15 @@ def seed_worker(worker_id: int) -> None:
 # Loaders
 
 
-def data_spec(data: DataConfig) -> str:
-    """`dataset` or `dataset:root` for runtime.datasets.build_dataset."""
-    if ":" in data.dataset or not data.root:
-        return data.dataset
-    return f"{data.dataset}:{data.root}"
+def data_spec(data: DataConfig) -> DataSpec:
+    """The DataSpec of the data config (reader, root, the synthetic generator's options)."""
+    return DataSpec.from_config(dataclasses.asdict(data))
 
 
 def build_readers(data: DataConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
     """(train reader, val reader) from the data config."""
     spec = data_spec(data)
-    opts: dict[str, Any] = {"skip_bad": data.skip_bad}
-    if spec.split(":")[0].strip().lower() == "synthetic":
-        syn = data.synthetic
-        opts.update(num_train=syn.num_train, num_val=syn.num_val, size=tuple(syn.size), seed=syn.seed,
-                     difficulty=syn.difficulty, cache=syn.cache)
-    return build_dataset(spec, data.train_split, **opts), build_dataset(spec, data.val_split, **opts)
+    return spec.open(data.train_split, skip_bad=data.skip_bad), spec.open(data.val_split, skip_bad=data.skip_bad)
 
 
 def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: int = 1, targets: Any = None
@@ -343,12 +336,7 @@ def image_sizes(reader: SegmentationDataset) -> set[tuple[int, int]]:
 def data_provenance(d: DataConfig) -> dict[str, Any]:
     """What `DataInfo.extra` records so that runtime.eval, export parity and calibration read the same
     data the model was trained on: the dataset spec, its splits and, for synthetic data, its generator."""
-    extra: dict[str, Any] = {"dataset": data_spec(d), "train_split": d.train_split, "val_split": d.val_split}
-    if data_spec(d).split(":")[0].strip().lower() == "synthetic":
-        syn = d.synthetic
-        extra["synthetic"] = {"num_train": syn.num_train, "num_val": syn.num_val, "size": list(syn.size),
-                              "seed": syn.seed, "difficulty": syn.difficulty}
-    return extra
+    return {**data_spec(d).to_extra(), "train_split": d.train_split, "val_split": d.val_split}
 
 
 class InfiniteLoader:

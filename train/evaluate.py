@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.eval import evaluate, format_result
     from runtime.io import check_writable
     from runtime.report import write_report
-    from train.checkpoint import load_checkpoint
-    from train.layers import dataset_for_teacher
+    from train.checkpoint import load_checkpoint, training_data
 
     args = build_parser().parse_args(argv)
     if args.max_images is not None and args.max_images < 1:
@@ -53,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = load_checkpoint(args.checkpoint)  # a missing, corrupt or foreign file fails here, clearly
     size = parse_size(args.size)
     with load_backend(args.checkpoint, "torch", threads=args.threads, device=args.device) as backend:
-        dataset = dataset_for_teacher(args.data, args.split, ckpt, DataInfo.from_dict(ckpt["data"]),
-                                      skip_bad=args.skip_bad)
+        dataset = training_data(ckpt, DataInfo.from_dict(ckpt["data"]), args.data).open(args.split,
+                                                                                      skip_bad=args.skip_bad)
         print(f"{args.checkpoint} on {args.data or 'its training dataset'}/{args.split} ({len(dataset)} images)",
               file=sys.stderr)
         result = evaluate(backend, dataset, size, args.max_images, progress=True,

@@ -14,7 +14,6 @@ student stage of the same stride (the deepest if several).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,11 @@ import yaml
 from runtime.cli import parse_size
 from runtime.datasets import SegmentationDataset
 from runtime.errors import UserError, cli_main
-from runtime.eval import dataset_for_model
 from runtime.io import atomic_write_json, atomic_write_text
 from runtime.metadata import DataInfo
 from runtime.preprocess import preprocess_for, resize_label
 from runtime.report import format_table
-from train.checkpoint import describe_arch, model_from_checkpoint
+from train.checkpoint import describe_arch, model_from_checkpoint, training_data
 from train.config import ModelConfig
 from train.distill import feature_info
 from train.distributed import resolve_device
@@ -152,20 +150,6 @@ def fkd_snippet(pairs: list[list[str]], teacher: str, recipe: str, rows: list[di
     return "\n".join(lines) + "\n" + body
 
 
-def dataset_for_teacher(spec: str | None, split: str, ckpt: dict[str, Any], info: DataInfo,
-                        skip_bad: bool = False) -> SegmentationDataset:
-    """`spec` (`name:root`), or the dataset the teacher was trained on (its data block's `extra`, else its
-    config's `data` block, with the synthetic generator's options), else synthetic."""
-    data = ((ckpt.get("train") or {}).get("config") or {}).get("data") or {}
-    extra = dict(info.extra)
-    if "dataset" not in extra and data.get("dataset"):
-        name, root = data["dataset"], data.get("root")
-        extra["dataset"] = f"{name}:{root}" if root and ":" not in name else name
-    if "synthetic" not in extra and isinstance(data.get("synthetic"), dict):
-        extra["synthetic"] = data["synthetic"]
-    return dataset_for_model(spec, split, dataclasses.replace(info, extra=extra), skip_bad=skip_bad)
-
-
 @torch.no_grad()
 def collect(model: torch.nn.Module, dataset: SegmentationDataset, info: DataInfo, size: tuple[int, int],
             images: int, per_class: int, batch: int, seed: int, device: torch.device
@@ -247,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pairing with the student {args.student_recipe}"
           + (f" (from {args.config})" if args.config and args.student_recipe else ""), file=sys.stderr)
     student = build_model(ModelConfig(recipe=args.student_recipe), info.num_classes).feature_info
-    dataset = dataset_for_teacher(args.data, args.split, ckpt, info)
+    dataset = training_data(ckpt, info, args.data).open(args.split)
     if len(dataset) == 0:
         raise UserError(f"the {args.split} split of {args.data or 'the teacher dataset'} has no images")
     size = parse_size(args.size) or (int(info.input_size[0]), int(info.input_size[1]))

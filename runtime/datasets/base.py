@@ -31,6 +31,7 @@ class SegmentationDataset:
     palette: list[tuple[int, int, int]] = []
     ignore_index: int = IGNORE_INDEX
     layout: str = ""  # the expected folder layout, shown when the root is missing
+    needs_root: bool = True  # False for readers that generate their data (DataSpec.open checks)
 
     def __init__(self, root: str | Path | None, split: str = "train", skip_bad: bool = False) -> None:
         self.root = Path(root) if root is not None else None

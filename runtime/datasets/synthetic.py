@@ -54,6 +54,7 @@ class SyntheticStreets(SegmentationDataset):
 
     classes = CLASSES
     palette = PALETTE
+    needs_root = False
     layout = "(none: generated; optional cache in the folder layout images/<split>/, labels/<split>/)"
 
     def __init__(self, root: str | Path | None = None, split: str = "train", skip_bad: bool = False,

@@ -112,8 +112,9 @@ def test_cli_prints_table_and_writes_default_names(trained, tmp_path, capsys, mo
 
     src = tmp_path / "student.onnx"
     src.write_bytes(trained[0].read_bytes())
-    real = cq.build_dataset
-    monkeypatch.setattr(cq, "build_dataset", lambda spec, split, **kw: real(spec, split, **{**SYNTHETIC, **kw}))
+    real = cq.DataSpec.open
+    monkeypatch.setattr(cq.DataSpec, "open", lambda self, split, skip_bad=False, **kw:
+                        real(self, split, skip_bad, **{**SYNTHETIC, **kw}))
     assert main(["--onnx", str(src), "--data", "synthetic", "--target", "cpu", "--images", "4",
                  "--val-images", "4", "--cache-dir", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out

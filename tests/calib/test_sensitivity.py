@@ -55,7 +55,7 @@ def test_guard_keeps_the_outlier_tensor_in_float(tmp_path, monkeypatch):
     src = tmp_path / "outlier.onnx"
     info = _outlier_model(src)
     splits = {"train": _dataset(src, info, 8, 0), "val": _dataset(src, info, 6, 1)}
-    monkeypatch.setattr(cq, "build_dataset", lambda spec, split, **kw: splits[split])
+    monkeypatch.setattr(cq.DataSpec, "open", lambda self, split, skip_bad=False, **kw: splits[split])
 
     def run(max_drop, name):
         opts = cq.QuantizeOptions(target="cpu", images=8, val_images=6, max_drop=max_drop,

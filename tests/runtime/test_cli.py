@@ -22,5 +22,5 @@ def test_parse_size():
     assert parse_size("32X48") == (32, 48)
     assert parse_size(None) is None
     for bad in ("", "512", "0x10", "1x2x3", "ax4", "-4x4"):
-        with pytest.raises(UserError, match="--size '.*' is not a size"):
+        with pytest.raises(UserError, match="--size '.*' is not HxW"):
             parse_size(bad)

@@ -8,7 +8,7 @@ import pytest
 
 import runtime.eval as ev
 from runtime.backends import load_backend
-from runtime.datasets import SegmentationDataset
+from runtime.datasets import DataSpec, SegmentationDataset
 from runtime.errors import UserError
 from runtime.metadata import DataInfo, default_palette
 from runtime.preprocess import preprocess_for
@@ -77,7 +77,7 @@ def test_class_count_mismatch(onnx_model):
 def test_synthetic_parameters_come_from_the_model():
     info = DataInfo(classes=["x"], palette=[(0, 0, 0)],
                     extra={"synthetic": {"size": [32, 64], "num_val": 3, "seed": 5, "cache": False, "unknown": 1}})
-    ds = ev.dataset_for_model("synthetic", "val", info)
+    ds = DataSpec.for_model(info, "synthetic").open("val")
     assert len(ds) == 3 and ds.size == (32, 64) and ds.seed == 5 and ds.cache_dir is None
     assert ds[0][0].shape == (32, 64, 3)
 

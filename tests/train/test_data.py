@@ -209,7 +209,7 @@ def test_random_scale_samples_labels_at_pixel_centres() -> None:
 
 def test_data_info_records_the_synthetic_generator_for_runtime_eval():
     """runtime.eval rebuilds the validation data from DataInfo.extra; it must be the training generator's."""
-    from runtime.eval import dataset_for_model
+    from runtime.datasets import DataSpec
     from train.config import load_config
     from train.data import build_loaders
 
@@ -219,7 +219,7 @@ def test_data_info_records_the_synthetic_generator_for_runtime_eval():
     _, val_loader, info = build_loaders(cfg)
     assert info.extra["dataset"] == "synthetic"
     assert info.extra["synthetic"] == {"num_train": 8, "num_val": 3, "size": [32, 64], "seed": 5, "difficulty": 1.0}
-    ds = dataset_for_model(None, "val", info)
+    ds = DataSpec.for_model(info).open("val")
     assert len(ds) == 3 and ds[0][0].shape == (32, 64, 3)
     ref = val_loader.dataset.reader if hasattr(val_loader.dataset, "reader") else None
     if ref is not None:
