@@ -26,11 +26,9 @@ from export.trt_plan import (
     resolve_profile,
 )
 from runtime.errors import UserError, cli_main
-from runtime.io import atomic_write_json, sha256_file
-from runtime.metadata import ONNX_DATA_KEY
+from runtime.io import sha256_file
+from runtime.metadata import ONNX_DATA_KEY, SIDECAR_FORMAT, sidecar_path, write_sidecar
 from runtime.trt_version import jetpacks_for, parse_trt_version
-
-SIDECAR_FORMAT = 1
 
 
 def default_engine_path(onnx: Path) -> Path:
@@ -42,7 +40,7 @@ def make_sidecar(*, onnx: Path, onnx_sha256: str, info: OnnxInfo, plan: BuildPla
                  device: dict[str, str], engine: Path, engine_sha256: str, dla_core: int | None,
                  workspace_mib: int | None, timing_cache: Path | None, calibration: dict[str, Any] | None,
                  version_compatible: bool, build_seconds: float, notes: list[str]) -> dict[str, Any]:
-    """The `.engine.json` sidecar beside each engine (read by runtime/backends/tensorrt.py)."""
+    """The `.engine.json` sidecar beside each engine (schema and reader: runtime/metadata.py)."""
     return {
         "format_version": SIDECAR_FORMAT,
         "engine": engine.name,
@@ -160,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     print(f"building {out} from {onnx.name}: TensorRT {caps.version.short}, {device['name']} "
           f"(sm {device['compute_capability']}), {plan.precision}{' strongly typed' if plan.strongly_typed else ''}")
-    from runtime.backends.tensorrt import sidecar_path
 
     side = sidecar_path(out)
     if side.exists():
@@ -171,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                                        version_compatible=args.version_compatible, verbose=args.verbose), caps)
     seconds = time.perf_counter() - t0
     notes = [*plan.notes, *result.notes]
-    atomic_write_json(side, make_sidecar(
+    write_sidecar(out, make_sidecar(
         onnx=onnx, onnx_sha256=sha256_file(onnx), info=info, plan=plan, profile=profile, trt_version=trt.__version__,
         device=device, engine=out, engine_sha256=sha256_file(out), dla_core=args.dla, workspace_mib=args.workspace,
         timing_cache=args.timing_cache, calibration=calibration, version_compatible=args.version_compatible,

@@ -1,11 +1,14 @@
 """The `data` block that travels with every artefact (checkpoint, ONNX metadata, engine sidecar):
-everything the runtime needs to pre-process a frame and to name and colour the output."""
+everything the runtime needs to pre-process a frame and to name and colour the output; the label and
+normalisation constants it defaults to; and the TensorRT engine sidecar (`M.engine.json`) that carries
+it beside an engine, with its schema, reading, writing and format-version check."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from runtime.errors import UserError
 
@@ -98,3 +101,68 @@ def default_palette(n: int) -> list[tuple[int, int, int]]:
             c >>= 3
         out.append((r, g, b))
     return out
+
+
+# --- the TensorRT engine sidecar ---------------------------------------------------------------------
+# `python -m export.trt` writes M.engine.json beside each engine (TensorRT version, GPU, precision,
+# optimisation profile, the ONNX model's lfd_edge.* metadata); runtime.backends.tensorrt reads it before
+# it deserializes anything. Bump SIDECAR_FORMAT when a key changes meaning; readers refuse newer formats.
+
+SIDECAR_FORMAT = 1
+SIDECAR_REQUIRED = ("tensorrt_version", "device", "precision", "inputs", "metadata", "format_version")
+_REBUILD = "rebuild the engine with python -m export.trt --onnx MODEL.onnx, which writes both files"
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    """`M.engine` -> `M.engine.json`."""
+    p = Path(engine)
+    return p.with_name(p.name + ".json")
+
+
+def write_sidecar(engine: str | Path, sidecar: dict[str, Any]) -> Path:
+    """Write `sidecar` (as made by export.trt, with every SIDECAR_REQUIRED key) beside `engine`, atomically."""
+    from runtime.io import atomic_write_json
+
+    missing = [k for k in SIDECAR_REQUIRED if k not in sidecar]
+    if missing:
+        raise ValueError(f"sidecar lacks {', '.join(missing)}")
+    path = sidecar_path(engine)
+    atomic_write_json(path, sidecar)
+    return path
+
+
+def read_sidecar(engine: str | Path) -> dict[str, Any]:
+    """The sidecar of `engine`, checked: readable JSON, every SIDECAR_REQUIRED key, a format this version reads."""
+    path = sidecar_path(engine)
+    if not path.is_file():
+        raise UserError(f"{Path(engine).name} has no sidecar {path.name} (TensorRT version, GPU, precision, class "
+                        f"names); {_REBUILD}")
+    try:
+        side = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not readable JSON ({e}); {_REBUILD}") from e
+    missing = [k for k in SIDECAR_REQUIRED if not isinstance(side, dict) or k not in side]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}; {_REBUILD}")
+    version = side["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version > SIDECAR_FORMAT:
+        raise UserError(f"{path} has format version {version}, newer than this LFD-Edge reads ({SIDECAR_FORMAT}); "
+                        f"upgrade LFD-Edge, or {_REBUILD}")
+    return cast(dict[str, Any], side)
+
+
+def info_from_sidecar(sidecar: dict[str, Any]) -> DataInfo:
+    """The DataInfo that the sidecar carries from the ONNX model's metadata."""
+    data = sidecar.get("metadata", {}).get(ONNX_DATA_KEY)
+    if data is None:
+        raise UserError(f"the engine sidecar has no {ONNX_DATA_KEY} block (class names, normalisation); rebuild it "
+                        "from an ONNX model exported by python -m export.onnx")
+    return DataInfo.from_json(data) if isinstance(data, str) else DataInfo.from_dict(data)
+
+
+def profile_bounds(sidecar: dict[str, Any], name: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(min, max) shapes of input `name` from the sidecar's optimisation profile, if it has one."""
+    spec = sidecar.get("inputs", {}).get(name)
+    if not isinstance(spec, dict) or "min" not in spec or "max" not in spec:
+        return None
+    return tuple(int(d) for d in spec["min"]), tuple(int(d) for d in spec["max"])

@@ -103,16 +103,11 @@ def model_format(path: str | Path) -> str:
                 return label
         return "onnx"
     if name.endswith((".engine", ".plan")):
-        sidecar = p.with_name(p.name + ".json")
-        if sidecar.is_file():
-            import json
+        from runtime.metadata import read_sidecar
 
-            try:
-                prec = json.loads(sidecar.read_text()).get("precision")
-            except (OSError, ValueError):
-                prec = None
-            if prec:
-                return f"tensorrt {prec}"
-        return "tensorrt"
+        try:
+            return f"tensorrt {read_sidecar(p)['precision']}"
+        except UserError:  # no sidecar or a broken one: loading the engine says why
+            return "tensorrt"
     return p.suffix.lstrip(".") or "unknown"
 

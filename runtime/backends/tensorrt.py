@@ -14,7 +14,6 @@ one CUDA stream (cuda-python or pycuda, runtime.backends.tensorrt_cuda).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -23,11 +22,8 @@ import numpy as np
 
 from runtime.backends.base import Backend
 from runtime.errors import UserError
-from runtime.metadata import ONNX_DATA_KEY, DataInfo
+from runtime.metadata import DataInfo, info_from_sidecar, profile_bounds, read_sidecar
 from runtime.trt_version import engine_runs_on, import_tensorrt, jetpacks_for, parse_trt_version
-
-SIDECAR_FORMAT = 1
-SIDECAR_REQUIRED = ("tensorrt_version", "device", "precision", "inputs", "metadata")
 
 # TensorRT DataType name -> numpy dtype for engine I/O
 TRT_NP_DTYPES: dict[str, np.dtype[Any]] = {
@@ -39,29 +35,6 @@ TRT_NP_DTYPES: dict[str, np.dtype[Any]] = {
     "UINT8": np.dtype(np.uint8),
     "BOOL": np.dtype(np.bool_),
 }
-
-
-def sidecar_path(engine: str | Path) -> Path:
-    """`M.engine` -> `M.engine.json`."""
-    p = Path(engine)
-    return p.with_name(p.name + ".json")
-
-
-def read_sidecar(engine: str | Path) -> dict[str, Any]:
-    """Load and minimally validate the sidecar of `engine`."""
-    path = sidecar_path(engine)
-    rebuild = "rebuild the engine with python -m export.trt --onnx MODEL.onnx, which writes both files"
-    if not path.is_file():
-        raise UserError(f"{Path(engine).name} has no sidecar {path.name} (TensorRT version, GPU, precision, class "
-                        f"names); {rebuild}")
-    try:
-        side = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is not readable JSON ({e}); {rebuild}") from e
-    missing = [k for k in SIDECAR_REQUIRED if not isinstance(side, dict) or k not in side]
-    if missing:
-        raise UserError(f"{path} lacks {', '.join(missing)}; {rebuild}")
-    return cast(dict[str, Any], side)
 
 
 def check_engine_compat(sidecar: dict[str, Any], trt_version: str, device: dict[str, str]) -> None:
@@ -98,22 +71,6 @@ def np_dtype_for(trt_dtype_name: str) -> np.dtype[Any]:
 def dims_tuple(dims: Any) -> tuple[int, ...]:
     """A TensorRT Dims (indexable, with len) as a tuple of ints."""
     return tuple(int(dims[i]) for i in range(len(dims)))
-
-
-def info_from_sidecar(sidecar: dict[str, Any]) -> DataInfo:
-    data = sidecar.get("metadata", {}).get(ONNX_DATA_KEY)
-    if data is None:
-        raise UserError(f"the engine sidecar has no {ONNX_DATA_KEY} block (class names, normalisation); rebuild it "
-                        "from an ONNX model exported by python -m export.onnx")
-    return DataInfo.from_json(data) if isinstance(data, str) else DataInfo.from_dict(data)
-
-
-def profile_bounds(sidecar: dict[str, Any], name: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """(min, max) shapes of input `name` from the sidecar's optimisation profile, if it has one."""
-    spec = sidecar.get("inputs", {}).get(name)
-    if not isinstance(spec, dict) or "min" not in spec or "max" not in spec:
-        return None
-    return tuple(int(d) for d in spec["min"]), tuple(int(d) for d in spec["max"])
 
 
 def check_in_profile(shape: tuple[int, ...], bounds: tuple[tuple[int, ...], tuple[int, ...]], engine: str) -> None:

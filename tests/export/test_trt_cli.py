@@ -4,21 +4,16 @@ engine sidecar it writes, read back by the runtime and checked against another T
 from __future__ import annotations
 
 import importlib
+import json
 
 import pytest
 from trt_onnx_models import write_model
 
 from export.trt import default_engine_path, main, make_sidecar
 from export.trt_plan import capabilities_for_version, inspect_onnx, plan_build, resolve_profile
-from runtime.backends.tensorrt import (
-    check_engine_compat,
-    info_from_sidecar,
-    profile_bounds,
-    read_sidecar,
-    sidecar_path,
-)
+from runtime.backends.tensorrt import check_engine_compat
 from runtime.errors import UserError
-from runtime.io import atomic_write_json
+from runtime.metadata import info_from_sidecar, profile_bounds, read_sidecar, sidecar_path, write_sidecar
 from runtime.trt_version import parse_trt_version
 
 REAL_TRT = importlib.util.find_spec("tensorrt") is not None and hasattr(importlib.import_module("tensorrt"), "__version__")
@@ -57,7 +52,7 @@ def _sidecar(tmp_path, version="10.3.0.26", device=ORIN, dynamic=False, version_
                         device=device, engine=engine, engine_sha256="1" * 64, dla_core=None, workspace_mib=512,
                         timing_cache=None, calibration=None, version_compatible=version_compatible,
                         build_seconds=1.234, notes=list(plan.notes))
-    atomic_write_json(sidecar_path(engine), side)
+    write_sidecar(engine, side)
     return engine
 
 
@@ -115,4 +110,13 @@ def test_missing_and_broken_sidecar(tmp_path):
         read_sidecar(engine)
     sidecar_path(engine).write_text('{"precision": "fp16"}')
     with pytest.raises(UserError, match="lacks tensorrt_version, device, inputs, metadata"):
+        read_sidecar(engine)
+
+
+def test_a_sidecar_of_a_newer_format_is_refused(tmp_path):
+    engine = _sidecar(tmp_path)
+    side = read_sidecar(engine)
+    assert side["format_version"] == 1
+    sidecar_path(engine).write_text(json.dumps({**side, "format_version": 2}))
+    with pytest.raises(UserError, match=r"format version 2, newer than this LFD-Edge reads \(1\); upgrade"):
         read_sidecar(engine)

@@ -16,9 +16,9 @@ from runtime.backends.tensorrt import (
     check_in_profile,
     dims_tuple,
     np_dtype_for,
-    sidecar_path,
 )
 from runtime.errors import MissingDependency, UserError
+from runtime.metadata import SIDECAR_FORMAT, sidecar_path
 from runtime.trt_version import engine_runs_on, jetpacks_for, parse_trt_version
 
 REAL_TRT = importlib.util.find_spec("tensorrt") is not None and hasattr(importlib.import_module("tensorrt"), "__version__")
@@ -61,7 +61,7 @@ def test_missing_sidecar_is_refused_before_tensorrt(tmp_path):
 def test_without_tensorrt_says_what_to_install(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")
-    side = {"tensorrt_version": "10.3.0", "device": {"name": "Orin", "compute_capability": "8.7"}, "precision": "fp16",
+    side = {"format_version": SIDECAR_FORMAT, "tensorrt_version": "10.3.0", "device": {"name": "Orin", "compute_capability": "8.7"}, "precision": "fp16",
             "inputs": {}, "metadata": {"lfd_edge.data": {"classes": ["a"], "palette": [[0, 0, 0]]}}}
     sidecar_path(engine).write_text(json.dumps(side))
     with pytest.raises(MissingDependency, match="tensorrt is not installed.*pypi.nvidia.com"):
