@@ -1,22 +1,18 @@
-"""Opening ONNX files with one-sentence errors: a truncated or corrupt file names the file, a model
-without LFD-Edge metadata says how to re-export it."""
+"""Opening ONNX files as graphs (onnx.ModelProto) with one-sentence errors: a truncated or corrupt file
+names the file, a model without LFD-Edge metadata says how to re-export it. Sessions to run a model come
+from the runtime backend (`cpu_session`), the same one the device runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
 from google.protobuf.message import DecodeError
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.errors import UserError
 from runtime.io import check_readable
 from runtime.metadata import ONNX_DATA_KEY, DataInfo
-
-# What ONNX Runtime raises for unreadable or invalid model files.
-ORT_LOAD_ERRORS = (ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.Fail, ort_state.NoSuchFile,
-                   ort_state.InvalidArgument, ort_state.NotImplemented)
 
 
 def load_onnx(path: str | Path, check: bool = True) -> onnx.ModelProto:
@@ -37,17 +33,10 @@ def load_onnx(path: str | Path, check: bool = True) -> onnx.ModelProto:
     return model
 
 
-def session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session, raising UserError naming `path` when ONNX Runtime cannot load it."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except ORT_LOAD_ERRORS as e:
-        raise UserError(f"ONNX Runtime cannot load {path} ({str(e).splitlines()[0][:200]}); export it again") from e
+def cpu_session(path: str | Path, threads: int | None = None) -> OnnxRuntimeBackend:
+    """The runtime's ONNX Runtime backend on the CPU provider (calibration figures must not depend on
+    whether this machine has a GPU); UserError naming `path` when ONNX Runtime cannot load it."""
+    return OnnxRuntimeBackend(path, providers="cpu", threads=threads)
 
 
 def data_info(model: onnx.ModelProto, path: str | Path) -> DataInfo:

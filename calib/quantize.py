@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from calib.dataset import DEFAULT_CACHE_DIR, build_calibration_set, evaluation_set
-from calib.onnx_io import data_info, input_size, load_onnx, session
+from calib.onnx_io import cpu_session, data_info, input_size, load_onnx
 from runtime.datasets import DataSpec, SegmentationDataset
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_bytes, atomic_write_json, check_writable, sha256_file
@@ -67,7 +67,7 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
     generator, as runtime.eval does); `dataset_options`, when given, replace the reader options."""
     src = Path(onnx_path)
     model = load_onnx(src)
-    session(src)  # ONNX Runtime must load it too; fails with the file named
+    cpu_session(src).close()  # ONNX Runtime must load it too; fails with the file named
     info = data_info(model, src)
     spec = DataSpec.for_model(info, data) if data is not None else None
     if spec is not None and dataset_options:

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from calib.onnx_io import session
+from calib.onnx_io import cpu_session
 from runtime.metadata import DataInfo
 from runtime.metrics import ConfusionMatrix
 from runtime.postprocess import labels_from_output
@@ -39,9 +39,8 @@ from runtime.postprocess import labels_from_output
 
 def predict(model: str | Path, images: np.ndarray, threads: int | None = None) -> np.ndarray:
     """N x H x W labels of `model` on float32 N x 3 x H x W images, one image per run."""
-    sess = session(model, threads)
-    name = sess.get_inputs()[0].name
-    return np.concatenate([labels_from_output(sess.run(None, {name: x[None]})[0], x.shape[1:]) for x in images])
+    with cpu_session(model, threads) as backend:
+        return np.concatenate([labels_from_output(backend.infer(x[None]), x.shape[1:]) for x in images])
 
 
 def miou(pred: np.ndarray, labels: np.ndarray, info: DataInfo) -> float:
@@ -95,7 +94,7 @@ def _activation_sqnr(float_model: onnx.ModelProto, quant: dict[str, tuple[np.nda
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "augmented.onnx"
         onnx.save(aug, str(path))
-        sess = session(path)
+        sess = cpu_session(path).session  # every output, not only the backend's first
         names = [o.name for o in sess.get_outputs()]
         iname = sess.get_inputs()[0].name
         for x in images:

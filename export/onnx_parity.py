@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.datasets import DataSpec
 from runtime.metadata import DataInfo
-from runtime.preprocess import frames_uint8, preprocess
+from runtime.preprocess import frames_uint8, preprocess, preprocess_for
 
 
 def parity_frames(spec: DataSpec, size: tuple[int, int], count: int, split: str = "val"
@@ -35,20 +35,15 @@ def compare(model: nn.Module, onnx_path: str | Path, frames: np.ndarray, argmax:
             ) -> dict[str, Any]:
     """Run `model.segment` on the pre-processed frames and the ONNX file on what it takes (the same float
     batch, or the uint8 frames for a --uint8-input export), frame by frame; return the parity figures."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    bgr = info.input_format == "uint8-bgr"
+    backend = OnnxRuntimeBackend(onnx_path, providers="cpu")  # the runtime's own session, on the CPU
     max_diff = 0.0
     agree = total = 0
     for frame in frames:
         x = preprocess(frame, None, info.mean, info.std)
         with torch.no_grad():
             ref = model.segment(torch.from_numpy(x)).float().numpy()  # type: ignore[operator]
-        feed = np.ascontiguousarray((frame[..., ::-1] if bgr else frame)[None]) if inp.type == "tensor(uint8)" \
-            else x
-        got = sess.run(None, {inp.name: feed})[0]
+        # a --uint8-input model takes the frame itself, in its channel order, as runtime.preprocess gives it
+        got = backend.infer(preprocess_for(backend.info, frame, frame.shape[:2]) if backend.uint8_input else x)
         ref_labels = ref.argmax(1)
         if argmax:
             labels = got.astype(np.int64)

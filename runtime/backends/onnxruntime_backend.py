@@ -1,5 +1,9 @@
 """ONNX Runtime backend: CPU, CUDA or TensorRT execution providers, whichever are asked for and available.
 
+This is the one way the project opens an ONNX Runtime session: runtime.infer/eval/bench, the export
+parity check (export/onnx_parity.py) and calibration's mIoU and sensitivity (calib/) all measure the
+same session options the device runs.
+
 The model's `DataInfo` comes from its metadata property `lfd_edge.data` (written by `python -m export.onnx`);
 the output name (`logits` or `labels`) sets `output_kind`; a static input shape is read from the session.
 Graph optimisation is at ORT_ENABLE_ALL. With the CUDA provider, outputs are bound to device memory
@@ -75,10 +79,12 @@ class OnnxRuntimeBackend(Backend):
         provider_args: list[Any] = [
             (p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(self.path.parent)})
             if p == "TensorrtExecutionProvider" else p for p in chosen]
+        # what ONNX Runtime raises for unreadable or invalid model files
+        load_errors = (ort_state.InvalidProtobuf, ort_state.InvalidArgument, ort_state.InvalidGraph,
+                       ort_state.NoSuchFile, ort_state.Fail, ort_state.NotImplemented)
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=provider_args)
-        except (ort_state.InvalidProtobuf, ort_state.InvalidArgument, ort_state.InvalidGraph,
-                ort_state.NoSuchFile, ort_state.Fail) as e:
+        except load_errors as e:
             raise UserError(f"{self.path} is not a readable ONNX model (truncated or corrupt?): "
                             f"{str(e).splitlines()[0][:200]}; re-export it with python -m export.onnx") from e
         self.providers = self.session.get_providers()

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from calib_standins import SIZE, SYNTHETIC
 
-from calib.onnx_io import load_onnx, session
+from calib.onnx_io import cpu_session, load_onnx
 from calib.qdq_check import check_qdq
 from calib.qdq_check import main as qdq_main
 from calib.quantize import QuantizeOptions, main, quantize
@@ -78,7 +78,7 @@ def test_trt_int8_follows_tensorrt_rules_and_is_reproducible(trained, tmp_path):
 def test_fp16_keeps_float32_io_and_runs(trained, tmp_path):
     src, _, val_x, _, _ = trained
     (rep,) = quantize(src, None, QuantizeOptions(target=None, fp16=True), out=tmp_path / "s.fp16.onnx")
-    s = session(tmp_path / "s.fp16.onnx")
+    s = cpu_session(tmp_path / "s.fp16.onnx").session
     assert [i.type for i in s.get_inputs()] == ["tensor(float)"]
     assert [o.type for o in s.get_outputs()] == ["tensor(float)"]
     m = onnx.load(str(tmp_path / "s.fp16.onnx"))
