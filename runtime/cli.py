@@ -45,9 +45,9 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """The options every command that runs models shares: --backend, --threads, --providers, --device.
     Pass them on with `load_backend(path, args.backend, threads=args.threads, providers=args.providers,
     device=args.device)`; each backend takes those it understands."""
-    from runtime.backends import BACKENDS
+    from runtime.backends import registry
 
-    parser.add_argument("--backend", choices=sorted(BACKENDS), help="override the backend chosen from the suffix")
+    parser.add_argument("--backend", choices=sorted(registry()), help="override the backend chosen from the suffix")
     parser.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime intra-op / torch)")
     parser.add_argument("--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu or tensorrt,cuda,cpu "
                         "(default: CUDA when available, then CPU)")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.backends import BACKENDS, load_backend, model_format
+from runtime.backends import load_backend, model_format, registry
 from runtime.bench import time_backend
 from runtime.errors import UserError, cli_main
 from runtime.preprocess import dummy_batch
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=20, help="untimed calls first (default 20)")
     p.add_argument("--interval-ms", type=int, default=100, help="tegrastats sampling interval (default 100)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="force a backend (default: from each suffix)")
+    p.add_argument("--backend", choices=sorted(registry()), help="force a backend (default: from each suffix)")
     p.add_argument("--no-power", action="store_true", help="do not run tegrastats (latency and FPS only)")
     p.add_argument("--out", default="runs/jetson_bench", help="folder for jetson_bench.json and .md")
     return p

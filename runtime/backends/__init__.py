@@ -1,18 +1,23 @@
 """Inference backends, chosen from the model file's suffix unless the user names one.
 
-    BACKENDS["onnxruntime"]  ->  "runtime.backends.onnxruntime_backend.OnnxRuntimeBackend"
+    BACKENDS["onnxruntime"]  ->  "runtime.backends.onnxruntime_backend:OnnxRuntimeBackend"
     load_backend("student.onnx", threads=2)            # suffix .onnx -> onnxruntime
     load_backend("student.onnx", backend="tensorrt")   # explicit
 
-Each backend module is imported only when chosen, so that ONNX Runtime users never import torch and
-PyTorch users never import tensorrt. Options a backend's constructor does not take (e.g. `threads` for a
+`BACKENDS` lists the backends that live in runtime/. Packages register others under the entry-point
+group `lfd_edge.backends` (pyproject.toml): the PyTorch backend for `.pt` checkpoints is one, in
+train/torch_backend.py, since it needs the model code; runtime/ itself never imports train/.
+`registry()` is both. Each backend module is imported only when chosen, so that ONNX Runtime users
+never import torch and PyTorch users never import tensorrt. Options a backend's constructor does not take (e.g. `threads` for a
 TensorRT engine) are ignored, so that one command line can drive every kind of model.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
+import importlib.metadata
 import inspect
 from pathlib import Path
 from typing import Any
@@ -20,15 +25,19 @@ from typing import Any
 from runtime.backends.base import Backend
 from runtime.errors import UserError
 
-__all__ = ["BACKENDS", "SUFFIXES", "Backend", "backend_class", "backend_name_for",
-           "load_backend", "model_format"]
+__all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "SUFFIXES", "Backend", "backend_class", "backend_name_for",
+           "load_backend", "model_format", "registry"]
 
-# name -> "module.Class" (a plain dictionary: grep here to find any backend)
+# name -> "module:Class" of the backends in runtime/ (a plain dictionary: grep here to find them)
 BACKENDS: dict[str, str] = {
-    "torch": "runtime.backends.torch_backend.TorchBackend",
-    "onnxruntime": "runtime.backends.onnxruntime_backend.OnnxRuntimeBackend",
-    "tensorrt": "runtime.backends.tensorrt.TensorRTBackend",
+    "onnxruntime": "runtime.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "tensorrt": "runtime.backends.tensorrt:TensorRTBackend",
 }
+# entry-point group through which installed packages add backends (name = "module:Class")
+ENTRY_POINT_GROUP = "lfd_edge.backends"
+# what to install when a backend named in SUFFIXES is not registered
+INSTALL_HINTS: dict[str, str] = {"torch": "pip install -e '.[train]' in an LFD-Edge checkout (it registers the "
+                                          "PyTorch backend), or export the checkpoint to ONNX and run the .onnx"}
 
 # file suffix -> backend name
 SUFFIXES: dict[str, str] = {
@@ -44,26 +53,38 @@ ALIASES: dict[str, str] = {"pytorch": "torch", "pt": "torch", "ort": "onnxruntim
                            "trt": "tensorrt", "engine": "tensorrt"}
 
 
+@functools.cache
+def registry() -> dict[str, str]:
+    """Every backend this installation has: name -> "module:Class" (BACKENDS, then the entry points)."""
+    found = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return {**found, **BACKENDS}
+
+
 def backend_name_for(path: str | Path, backend: str | None = None) -> str:
     """The backend for `path`: `backend` when given (aliases accepted), else from the file suffix."""
     if backend:
         key = ALIASES.get(backend.lower(), backend.lower())
-        if key not in BACKENDS:
-            close = difflib.get_close_matches(key, list(BACKENDS) + list(ALIASES), n=1)
+        names = sorted({*registry(), *INSTALL_HINTS})
+        if key not in names:
+            close = difflib.get_close_matches(key, names + list(ALIASES), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise UserError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}.{hint}")
+            raise UserError(f"unknown backend '{backend}'; choose one of {', '.join(names)}.{hint}")
         return key
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
         kinds = ", ".join(f"{s} ({n})" for s, n in SUFFIXES.items())
         raise UserError(f"cannot tell the backend of {path} from its suffix '{suffix}'; accepted kinds: {kinds}, "
-                        f"or pass --backend {'|'.join(BACKENDS)}")
+                        f"or pass --backend {'|'.join(sorted(registry()))}")
     return SUFFIXES[suffix]
 
 
 def backend_class(name: str) -> type[Backend]:
-    """Import and return the class registered under `name` in BACKENDS."""
-    module_name, _, cls_name = BACKENDS[name].rpartition(".")
+    """Import and return the class registered under `name` (registry())."""
+    target = registry().get(name)
+    if target is None:
+        raise UserError(f"the {name} backend is not registered in this installation; "
+                        f"{INSTALL_HINTS.get(name, 'install the package that provides it')}")
+    module_name, _, cls_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

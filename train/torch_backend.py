@@ -1,14 +1,15 @@
-"""PyTorch backend for `.pt` student checkpoints: the one place in runtime/ that touches torch.
+"""PyTorch backend for `.pt` student checkpoints, so that runtime.infer, runtime.eval and runtime.bench
+run a checkpoint as they run an ONNX model or an engine.
 
-torch is imported when the backend is created (never at module import); the model is rebuilt by
-`train.checkpoint.model_from_checkpoint(path) -> (model.eval(), DataInfo, ckpt)` and run under
+It lives in train/ because it rebuilds the model with `train.checkpoint.model_from_checkpoint(path) ->
+(model.eval(), DataInfo, ckpt)`; runtime/ never imports train, and finds this class by name through the
+`lfd_edge.backends` entry point in pyproject.toml (runtime/backends/__init__.py). The model runs under
 `torch.inference_mode()` in channels-last memory format; `model.segment(x)` returns logits at the
-input's size.
+input's size. torch is imported when the backend is created, with an install hint when it is missing.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,9 @@ class TorchBackend(Backend):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"device '{device}' was asked for but torch sees no CUDA GPU; pass --device cpu")
         self.device = torch.device(device)
-        # import through sys.modules so the checkpoint module is only loaded with torch present
-        checkpoint = importlib.import_module("train.checkpoint")
-        model, info, ckpt = checkpoint.model_from_checkpoint(self.path)
+        from train.checkpoint import model_from_checkpoint  # after torch: the hint above comes first
+
+        model, info, ckpt = model_from_checkpoint(self.path)
         self.ckpt_meta: dict[str, Any] = {k: v for k, v in ckpt.items() if k not in ("model",)}
         self.channels_last = channels_last
         model = model.to(self.device).eval()
