@@ -83,9 +83,9 @@ def distill_command(config: str | None, method: str, seed: int, budget: str, tea
 
 
 def method_reads_teacher(method: str) -> bool:
-    from train.losses import METHODS
+    from train.losses import needs_teacher
 
-    return any(METHODS[n].needs_teacher for n in parse_method(method))
+    return needs_teacher(method)
 
 
 def resolve_counts(probes: dict[str, float], seconds: float, cache_seconds: float, cached: Sequence[str],

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -71,7 +71,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adamw
+    name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -84,7 +84,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     budget: str = "2000"  # iterations ("40000") or wall-clock ("90s", "30m", "2h")
-    budget_mode: str = "wallclock"  # wallclock: a time budget runs live; probe: resolved to iterations first
+    budget_mode: Literal["wallclock", "probe"] = "wallclock"  # wallclock: a time budget runs live; probe: resolved to iterations first
     iterations: int | None = None  # the iteration count a time budget resolved to (probe, compare --resolved)
     probe_steps: int = 5  # timed training steps of the probe (after probe_warmup untimed ones); median s/iter
     probe_warmup: int = 3
@@ -92,7 +92,7 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: str = "5m"  # how often last.pt is written (iterations or wall-clock)
     amp: bool = True  # bf16 on CPUs that support it, fp16/bf16 on GPUs
-    amp_dtype: str = "auto"  # auto | bf16 | fp16
+    amp_dtype: Literal["auto", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -131,18 +131,18 @@ class ATConfig:
 @dataclass
 class LFDConfig:
     tau: float = 1.0
-    mask: str = "kl"  # kl | entropy | uniform
+    mask: Literal["kl", "entropy", "uniform"] = "kl"
     beta: float = 0.5
     extra_pairs: list[list[str]] = field(default_factory=list)  # [[student_stage, teacher_stage], ...]
     aux_stages: list[str] = field(default_factory=lambda: ["stage2", "stage3"])
-    aux_target: str = "student"  # student | teacher
+    aux_target: Literal["student", "teacher"] = "student"
     aux_channels: int = 128
     shared_channels: int = 128
     shared_tau: float = 1.0
     kl_start: int | None = None  # None: 1000 iterations, or 5 % of a wall-clock budget
     kl_tau: float = 1.0
     self_normalize: bool = True  # = normalize [task, fea]
-    normalize: list[str] | None = None  # terms divided by their own detached value (task, fea, kd, kl);
+    normalize: list[Literal["task", "fea", "kd", "kl"]] | None = None  # terms divided by their own detached value (task, fea, kd, kl);
     # None: [task, fea] with self_normalize, else none. The authors' script: method=lfd+kd normalize=[task,kd,fea]
     w_fea: float = 1.0
     w_aux: float = 0.1
@@ -258,6 +258,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert a YAML/CLI value to the annotated type `tp`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Literal:
+        _check_choice(where, value, args)
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
             if type(None) in args:
@@ -497,8 +500,33 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
+def _check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"{key} '{value}' is not one of {', '.join(map(str, choices))}")
+
+
+def _check_choices(obj: Any, prefix: str = "") -> None:
+    """Every field typed `Literal[...]` (or a list of them) holds one of its choices, however the config
+    was made (YAML, key=value, or dataclasses built in Python)."""
+    for f in dataclasses.fields(obj):
+        tp, value, key = _hints(type(obj))[f.name], getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_choices(value, f"{key}.")
+            continue
+        for t in (tp, *typing.get_args(tp)):  # X, or the members of X | None
+            if typing.get_origin(t) is Literal:
+                _check_choice(key, value, typing.get_args(t))
+            elif typing.get_origin(t) is list and value is not None:
+                inner = typing.get_args(t)
+                if inner and typing.get_origin(inner[0]) is Literal:
+                    for v in value:
+                        _check_choice(key, v, typing.get_args(inner[0]))
+
+
 def validate(cfg: Config) -> None:
-    """Ranges (RANGES), budgets and the names of choices; one sentence naming the key and what is allowed."""
+    """Ranges (RANGES), budgets and the names of choices (the `Literal` fields); one sentence naming the
+    key and what is allowed."""
+    _check_choices(cfg)
     for key, (low, high, open_low) in RANGES.items():
         _check_range(key, _get(cfg, key), low, high, open_low)
     lo, hi = cfg.data.scale_range
@@ -516,17 +544,6 @@ def validate(cfg: Config) -> None:
         cfg.distill.teacher_cache = "off"  # YAML reads a bare `off` as false
     if not cfg.distill.teacher_cache:
         raise UserError("distill.teacher_cache is empty; give off, auto or a cache folder")
-    if cfg.train.budget_mode not in ("wallclock", "probe"):
-        raise UserError(f"train.budget_mode '{cfg.train.budget_mode}' is not one of wallclock, probe")
-    if cfg.optim.name not in ("sgd", "adamw"):
-        raise UserError(f"optim.name '{cfg.optim.name}' is not one of sgd, adamw")
-    if cfg.distill.lfd.mask not in ("kl", "entropy", "uniform"):
-        raise UserError(f"distill.lfd.mask '{cfg.distill.lfd.mask}' is not one of kl, entropy, uniform")
-    bad = [n for n in (cfg.distill.lfd.normalize or []) if n not in ("task", "fea", "kd", "kl")]
-    if bad:
-        raise UserError(f"distill.lfd.normalize names {bad}; choose from task, fea, kd, kl")
-    if cfg.distill.lfd.aux_target not in ("student", "teacher"):
-        raise UserError(f"distill.lfd.aux_target '{cfg.distill.lfd.aux_target}' is not one of student, teacher")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

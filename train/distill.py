@@ -35,23 +35,18 @@ from train.checkpoint import (
 )
 from train.config import Budget, Config, load_config, parse_budget
 from train.engine import Trainer, default_run_dir, seed_everything
-from train.losses import METHODS, build_objective, parse_method, teacher_reads
+from train.losses import METHODS, build_objective, needs_teacher, parse_method, teacher_reads
 from train.models import build_model, count_params, gflops
 from train.models.output import FeatureInfo
+from train.objective import require_teacher
 from train.run_lock import run_lock
-
-
-def needs_teacher(method: str) -> bool:
-    """Whether `method` (e.g. 'kd+cwd') has a part that reads the teacher (UserError for unknown names)."""
-    return any(METHODS[n].needs_teacher for n in parse_method(method))
 
 
 def read_teacher(path: str | Path | None, method: str) -> dict[str, Any] | None:
     """The teacher checkpoint dict (weights on the CPU), or None when the method needs none and none is given."""
     if path is None:
         if needs_teacher(method):
-            raise UserError(f"method '{method}' needs a teacher: pass teacher=path/to/teacher.pt "
-                            f"(train one with python -m train.teacher --config ...)")
+            require_teacher(method, False)
         return None
     if not Path(path).is_file():
         raise UserError(f"teacher checkpoint {path} does not exist; pass teacher=path/to/teacher.pt "

@@ -61,7 +61,7 @@ from train.config import Budget, Config, parse_budget, save_config
 from train.env import environment, git_commit
 from train.losses._common import resize
 from train.models.output import SegOutput
-from train.objective import Objective, StepInfo
+from train.objective import Objective, StepInfo, require_teacher
 from train.schedule import Every, choose_amp_dtype, log, poly_lr
 from train.teacher_cache import cached_output
 
@@ -128,8 +128,8 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.cached_targets = cached_targets and objective.needs_teacher
-        if objective.needs_teacher and teacher is None and not self.cached_targets:
-            raise UserError(f"method '{self.method}' needs a teacher; set distill.teacher to a teacher checkpoint")
+        if objective.needs_teacher:
+            require_teacher(self.method, teacher is not None or self.cached_targets)
 
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.amp_dtype = choose_amp_dtype(cfg.train.amp, cfg.train.amp_dtype, self.device)

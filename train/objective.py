@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from runtime.errors import UserError
 from train.models.output import SegOutput
 
 
@@ -28,6 +29,31 @@ class StepInfo:
     iteration: int  # 0-based iteration about to be taken
     progress: float  # fraction of the budget used, 0..1 (iterations or wall-clock)
     is_time_budget: bool = False
+
+
+def require_teacher(method: str, has_teacher: bool) -> None:
+    """The one check that a method reading the teacher has one (a checkpoint, or its cached outputs);
+    made where a run is set up (train.distill, build_objective, the Trainer)."""
+    if not has_teacher:
+        raise UserError(f"method '{method}' needs a teacher: pass teacher=path/to/teacher.pt (distill.teacher; "
+                        f"train one with python -m train.teacher --config ...)")
+
+
+def check_teacher_classes(teacher_classes: int, student_classes: int) -> None:
+    """The one check that teacher and student predict the same number of classes: from the checkpoints
+    when the objective is built, and from the logits themselves when a method reads them."""
+    if teacher_classes != student_classes:
+        raise UserError(f"the teacher predicts {teacher_classes} classes but the student {student_classes}; distil "
+                        f"with a teacher trained on the student's dataset and classes (model num_classes = "
+                        f"{teacher_classes})")
+
+
+def teacher_output(t: SegOutput | None) -> SegOutput:
+    """The teacher's outputs inside a method that reads them. The Trainer passes them whenever
+    `needs_teacher` (require_teacher checked that at set-up), so None here is a bug, not bad input."""
+    if t is None:
+        raise RuntimeError("a teacher-reading objective got no teacher outputs; the Trainer must pass them")
+    return t
 
 
 class Objective(nn.Module, abc.ABC):

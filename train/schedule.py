@@ -30,8 +30,6 @@ def choose_amp_dtype(amp: bool, amp_dtype: str, device: torch.device) -> torch.d
     """The autocast dtype (None = fp32): bf16 on CPUs with native bf16, bf16 or fp16 on GPUs."""
     if not amp:
         return None
-    if amp_dtype not in ("auto", "bf16", "fp16"):
-        raise UserError(f"train.amp_dtype '{amp_dtype}' is not one of auto, bf16, fp16")
     if device.type == "cuda":
         if amp_dtype == "bf16" and not torch.cuda.is_bf16_supported():
             raise UserError(f"{torch.cuda.get_device_name(device)} has no bf16; use train.amp_dtype=fp16")

@@ -48,3 +48,21 @@ def test_every_range_names_a_real_key():
         for part in key.split("."):
             assert hasattr(obj, part), key
             obj = getattr(obj, part)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("distill.lfd.mask=kll", "distill.lfd.mask 'kll' is not one of kl, entropy, uniform"),
+    ("distill.lfd.aux_target=both", "distill.lfd.aux_target 'both' is not one of student, teacher"),
+    ("distill.lfd.normalize=[task,ce]", "distill.lfd.normalize 'ce' is not one of task, fea, kd, kl"),
+    ("optim.name=adam", "optim.name 'adam' is not one of sgd, adamw"),
+    ("train.budget_mode=live", "train.budget_mode 'live' is not one of wallclock, probe"),
+    ("train.amp_dtype=fp8", "train.amp_dtype 'fp8' is not one of auto, bf16, fp16"),
+])
+def test_choices_are_checked_once_from_the_literal_types(override, message):
+    with pytest.raises(UserError) as e:
+        load_config(None, [override])
+    assert message in str(e.value)
+    cfg = Config()  # a config built in Python is checked by the same rule
+    cfg.distill.lfd.mask = "kll"  # type: ignore[assignment]
+    with pytest.raises(UserError, match="distill.lfd.mask 'kll' is not one of"):
+        validate(cfg)

@@ -26,7 +26,7 @@ from train.losses.kd import KD
 from train.losses.lfd import LFD
 from train.losses.task import TaskLoss
 from train.models.output import FeatureInfo, SegOutput
-from train.objective import Objective, StepInfo
+from train.objective import Objective, StepInfo, check_teacher_classes, require_teacher
 
 METHODS: dict[str, type[DistillMethod]] = {"kd": KD, "cwd": CWD, "fitnet": FitNet, "at": AT, "lfd": LFD, "fkd": FKD}
 BASELINE = "baseline"
@@ -88,6 +88,11 @@ def parse_method(method: str) -> list[str]:
     return out
 
 
+def needs_teacher(method: str) -> bool:
+    """Whether `method` (e.g. 'kd+cwd') has a part that reads the teacher (UserError for unknown names)."""
+    return any(METHODS[n].needs_teacher for n in parse_method(method))
+
+
 def teacher_reads(cfg: DistillConfig) -> list[str]:
     """The teacher outputs `cfg.method` reads (`logits`, feature names): what a teacher cache must hold."""
     return list(dict.fromkeys(o for n in parse_method(cfg.method) for o in METHODS[n].teacher_reads(cfg)))
@@ -102,12 +107,10 @@ def build_objective(cfg: DistillConfig, student_info: list[FeatureInfo], teacher
     whose class count differs from the student's.
     """
     names = parse_method(cfg.method)
-    needs_teacher = any(METHODS[n].needs_teacher for n in names)
-    if needs_teacher and teacher_info is None:
-        raise UserError(f"method '{cfg.method}' needs a teacher; set distill.teacher to a teacher checkpoint (.pt)")
-    if needs_teacher and teacher_num_classes is not None and teacher_num_classes != num_classes:
-        raise UserError(f"the teacher predicts {teacher_num_classes} classes but the student {num_classes}; "
-                        f"distil with a teacher trained on the student's dataset and classes")
+    if needs_teacher(cfg.method):
+        require_teacher(cfg.method, teacher_info is not None)
+        if teacher_num_classes is not None:
+            check_teacher_classes(teacher_num_classes, num_classes)
     if not student_info:
         raise UserError("the student model reports no feature stages; its recipe must set feature_info")
     ctx = BuildContext(cfg, student_info, teacher_info, num_classes, budget_is_time)
@@ -115,4 +118,5 @@ def build_objective(cfg: DistillConfig, student_info: list[FeatureInfo], teacher
     return Combined(TaskLoss(), methods)
 
 
-__all__ = ["METHODS", "Combined", "build_objective", "describe_stages", "parse_method", "TaskLoss", "teacher_reads"]
+__all__ = ["METHODS", "Combined", "build_objective", "describe_stages", "needs_teacher", "parse_method", "TaskLoss",
+           "teacher_reads"]

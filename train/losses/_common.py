@@ -13,7 +13,7 @@ from torch import nn
 from runtime.errors import UserError
 from train.config import DistillConfig
 from train.models.output import FeatureInfo, SegOutput
-from train.objective import Objective
+from train.objective import Objective, check_teacher_classes, teacher_output
 
 DEEP = "decoder"  # the input of each model's classifier: F in METHODS.md
 
@@ -27,6 +27,13 @@ class BuildContext:
     teacher_info: list[FeatureInfo] | None
     num_classes: int
     budget_is_time: bool = False
+
+    @property
+    def teacher(self) -> list[FeatureInfo]:
+        """The teacher's stages; build_objective has checked that a teacher-reading method has a teacher."""
+        if self.teacher_info is None:
+            raise RuntimeError("a teacher-reading method was built without the teacher's stages")
+        return self.teacher_info
 
 
 class DistillMethod(Objective):
@@ -49,10 +56,8 @@ def describe_stages(info: list[FeatureInfo]) -> str:
     return ", ".join(f"{i.name} ({i.channels} ch, stride {i.reduction})" for i in info)
 
 
-def stage(info: list[FeatureInfo] | None, name: str, who: str, purpose: str) -> FeatureInfo:
+def stage(info: list[FeatureInfo], name: str, who: str, purpose: str) -> FeatureInfo:
     """The FeatureInfo called `name`, or a UserError listing the available stages."""
-    if info is None:
-        raise UserError(f"{purpose} needs a teacher; set distill.teacher to a teacher checkpoint (.pt)")
     for i in info:
         if i.name == name:
             return i
@@ -76,19 +81,10 @@ def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def require_teacher(t: SegOutput | None) -> SegOutput:
-    if t is None:
-        raise UserError("this distillation method needs a teacher; set distill.teacher to a teacher checkpoint")
-    return t
-
-
 def teacher_logits(s: SegOutput, t: SegOutput | None) -> torch.Tensor:
     """z_T at the student's logit size (float32), checking that both models predict the same classes."""
-    t = require_teacher(t)
-    ks, kt = s.logits.shape[1], t.logits.shape[1]
-    if ks != kt:
-        raise UserError(f"the teacher predicts {kt} classes but the student {ks}; distil a student with the "
-                        f"teacher's classes (model num_classes = {kt})")
+    t = teacher_output(t)
+    check_teacher_classes(int(t.logits.shape[1]), int(s.logits.shape[1]))
     return resize(t.logits.detach().float(), s.logits.shape[-2:])
 
 

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from train.config import DistillConfig
-from train.losses._common import DEEP, BuildContext, DistillMethod, feature, require_teacher, resize, stage
+from train.losses._common import DEEP, BuildContext, DistillMethod, feature, resize, stage
 from train.models.output import SegOutput
-from train.objective import StepInfo
+from train.objective import StepInfo, teacher_output
 
 
 def attention_map(f: torch.Tensor, size: tuple[int, int] | torch.Size | None = None) -> torch.Tensor:
@@ -41,7 +41,7 @@ class AT(DistillMethod):
 
     @classmethod
     def from_config(cls, ctx: BuildContext) -> AT:
-        stage(ctx.teacher_info, DEEP, "teacher", "at")
+        stage(ctx.teacher, DEEP, "teacher", "at")
         return cls(ctx.cfg.at.weight)
 
     @classmethod
@@ -50,6 +50,6 @@ class AT(DistillMethod):
 
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
-        t = require_teacher(t)
+        t = teacher_output(t)
         f_t = feature(t, DEEP, "teacher").detach()
         return {"at": self.weight * at_loss(feature(s, DEEP, "student"), f_t)}

@@ -21,13 +21,12 @@ from train.losses._common import (
     conv1x1,
     feature,
     pixel_kl,
-    require_teacher,
     resize,
     stage,
     teacher_logits,
 )
 from train.models.output import SegOutput
-from train.objective import StepInfo
+from train.objective import StepInfo, teacher_output
 
 
 def cwd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
@@ -54,7 +53,7 @@ class CWD(DistillMethod):
         channels = None
         if c.features:
             cs = stage(ctx.student_info, DEEP, "student", "cwd features").channels
-            ct = stage(ctx.teacher_info, DEEP, "teacher", "cwd features").channels
+            ct = stage(ctx.teacher, DEEP, "teacher", "cwd features").channels
             channels = (cs, ct)
         return cls(c.tau, c.weight, channels, c.feature_tau, c.feature_weight)
 
@@ -67,6 +66,6 @@ class CWD(DistillMethod):
         terms = {"cwd": self.weight * cwd_loss(s.logits, teacher_logits(s, t), self.tau)}
         if self.adapter is not None:
             f_s = self.adapter(feature(s, DEEP, "student"))
-            f_t = resize(feature(require_teacher(t), DEEP, "teacher").detach(), f_s.shape[-2:])
+            f_t = resize(feature(teacher_output(t), DEEP, "teacher").detach(), f_s.shape[-2:])
             terms["cwd_fea"] = self.feature_weight * cwd_loss(f_s, f_t, self.feature_tau)
         return terms

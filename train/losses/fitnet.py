@@ -16,12 +16,11 @@ from train.losses._common import (
     DistillMethod,
     conv1x1,
     feature,
-    require_teacher,
     resize,
     stage,
 )
 from train.models.output import SegOutput
-from train.objective import StepInfo
+from train.objective import StepInfo, teacher_output
 
 
 def fitnet_loss(f_s_adapted: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
@@ -40,7 +39,7 @@ class FitNet(DistillMethod):
     @classmethod
     def from_config(cls, ctx: BuildContext) -> FitNet:
         cs = stage(ctx.student_info, DEEP, "student", "fitnet").channels
-        ct = stage(ctx.teacher_info, DEEP, "teacher", "fitnet").channels
+        ct = stage(ctx.teacher, DEEP, "teacher", "fitnet").channels
         return cls(cs, ct, ctx.cfg.fitnet.weight)
 
     @classmethod
@@ -49,7 +48,7 @@ class FitNet(DistillMethod):
 
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
-        t = require_teacher(t)
+        t = teacher_output(t)
         f_s = self.adapter(feature(s, DEEP, "student"))
         f_t = resize(feature(t, DEEP, "teacher").detach(), f_s.shape[-2:])
         return {"fitnet": self.weight * fitnet_loss(f_s, f_t)}

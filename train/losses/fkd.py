@@ -20,9 +20,9 @@ from torch import nn
 
 from runtime.errors import UserError
 from train.config import DistillConfig
-from train.losses._common import BuildContext, DistillMethod, conv1x1, feature, require_teacher, stage
+from train.losses._common import BuildContext, DistillMethod, conv1x1, feature, stage
 from train.models.output import SegOutput
-from train.objective import StepInfo
+from train.objective import StepInfo, teacher_output
 
 
 def fkd_pair_loss(f_s_projected: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ class FKD(DistillMethod):
                 raise UserError(f"distill.fkd.pairs entry {pair!r} must be [student_stage, teacher_stage]")
             pairs.append((str(pair[0]), str(pair[1])))
         s_ch = {a: stage(ctx.student_info, a, "student", "fkd").channels for a, _ in pairs}
-        t_ch = {b: stage(ctx.teacher_info, b, "teacher", "fkd").channels for _, b in pairs}
+        t_ch = {b: stage(ctx.teacher, b, "teacher", "fkd").channels for _, b in pairs}
         return cls(pairs, s_ch, t_ch, ctx.cfg.fkd.weight)
 
     @classmethod
@@ -72,7 +72,7 @@ class FKD(DistillMethod):
 
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
-        t = require_teacher(t)
+        t = teacher_output(t)
         total = torch.stack([
             fkd_pair_loss(proj(feature(s, a, "student")), feature(t, b, "teacher").detach())
             for (a, b), proj in zip(self.pairs, self.projectors)

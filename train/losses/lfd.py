@@ -30,6 +30,8 @@ Terms: `fea`, `aux`, `shared_H`, `shared`, `kl` (weighted; `kl` is 0 before kl_s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,16 +49,20 @@ from train.losses._common import (
     feature,
     head,
     pixel_kl,
-    require_teacher,
     resize,
     stage,
     teacher_logits,
     zero,
 )
 from train.models.output import SegOutput
-from train.objective import StepInfo
+from train.objective import StepInfo, teacher_output
 
-MASKS = ("kl", "entropy", "uniform")
+# d per pixel for each `mask` (LFDConfig.mask; its choices are checked once, by train.config.validate)
+MASKS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "kl": lambda log_pt, log_ps: pixel_kl(log_pt, log_ps),
+    "entropy": lambda log_pt, log_ps: -(log_pt.exp() * log_pt).sum(1),
+    "uniform": lambda log_pt, log_ps: torch.ones_like(log_pt[:, 0]),
+}
 DEFAULT_KL_START_ITERS = 1000
 DEFAULT_KL_START_FRACTION = 0.05
 _EPS = 1e-12
@@ -69,14 +75,7 @@ def logit_mask(log_pt: torch.Tensor, log_ps: torch.Tensor, valid: torch.Tensor, 
     `log_pt`, `log_ps`: B x K x h x w log-probabilities (detached); `valid`: B x h x w bool.
     An image whose d is 0 everywhere on P gets m = 1 on P.
     """
-    if kind == "kl":
-        d = pixel_kl(log_pt, log_ps)
-    elif kind == "entropy":
-        d = -(log_pt.exp() * log_pt).sum(1)
-    elif kind == "uniform":
-        d = torch.ones_like(log_pt[:, 0])
-    else:
-        raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {kind!r}")
+    d = MASKS[kind](log_pt, log_ps)
     v = valid.to(d.dtype)
     mean_d = (d * v).sum((1, 2)) / v.sum((1, 2)).clamp_min(1)
     ratio = torch.where(mean_d[:, None, None] > _EPS, d / mean_d.clamp_min(_EPS)[:, None, None],
@@ -135,10 +134,6 @@ class LFD(DistillMethod):
         """`student_channels` / `teacher_channels`: stage name -> width for `decoder`, every stage of
         `cfg.aux_stages` (student) and of `cfg.extra_pairs`."""
         super().__init__()
-        if cfg.mask not in MASKS:
-            raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {cfg.mask!r}")
-        if cfg.aux_target not in ("student", "teacher"):
-            raise ValueError(f"aux_target must be student or teacher, got {cfg.aux_target!r}")
         self.cfg = cfg
         self.last_raw: dict[str, torch.Tensor] = {}
         self.normalize_terms = set(normalized_terms(cfg))
@@ -164,7 +159,7 @@ class LFD(DistillMethod):
         s_names = [DEEP, *c.aux_stages, *(p[0] for p in c.extra_pairs)]
         t_names = [DEEP, *(p[1] for p in c.extra_pairs)]
         s_ch = {n: stage(ctx.student_info, n, "student", "lfd").channels for n in s_names}
-        t_ch = {n: stage(ctx.teacher_info, n, "teacher", "lfd").channels for n in t_names}
+        t_ch = {n: stage(ctx.teacher, n, "teacher", "lfd").channels for n in t_names}
         return cls(c, s_ch, t_ch, ctx.num_classes, ctx.budget_is_time)
 
     @classmethod
@@ -189,7 +184,7 @@ class LFD(DistillMethod):
     def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
         c = self.cfg
-        t = require_teacher(t)
+        t = teacher_output(t)
         z_s = s.logits.float()
         z_t = teacher_logits(s, t)
         size = z_s.shape[-2:]
