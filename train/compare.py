@@ -45,7 +45,7 @@ from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json, atomic_write_text
 from runtime.report import format_table
 from train.config import ALIASES, Config, load_config, parse_budget
-from train.losses import parse_method
+from train.losses import needs_teacher, parse_method
 
 RESERVED = ("distill.method", "train.budget", "train.seed", "train.name", "distill.teacher", "train.runs_dir",
             "train.iterations", "train.budget_mode", "distill.teacher_cache")
@@ -77,15 +77,9 @@ def distill_command(config: str | None, method: str, seed: int, budget: str, tea
         cmd += ["train.budget_mode=probe", f"train.iterations={iterations}"]
     if teacher:
         cmd.append(f"teacher={teacher}")
-    if cache and method_reads_teacher(method):
+    if cache and needs_teacher(method):
         cmd.append(f"distill.teacher_cache={cache}")
     return cmd
-
-
-def method_reads_teacher(method: str) -> bool:
-    from train.losses import needs_teacher
-
-    return needs_teacher(method)
 
 
 def resolve_counts(probes: dict[str, float], seconds: float, cache_seconds: float, cached: Sequence[str],
@@ -287,7 +281,7 @@ def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str]
 
     reads: list[str] = []
     for m in methods:
-        if method_reads_teacher(m):
+        if needs_teacher(m):
             reads += teacher_reads(load_config(config, [*overrides, f"method={m}"]).distill)
     if mode == "off" or not reads:
         return None, 0.0, False
@@ -340,7 +334,7 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
 
     cache, cache_s, cache_built = (build_comparison_cache(cfg, config, overrides, methods, teacher, teacher_cache)
                                    if teacher is not None else (None, 0.0, False))
-    cached = [m for m in methods if cache and method_reads_teacher(m)]
+    cached = [m for m in methods if cache and needs_teacher(m)]
     if cache:
         print(f"[compare] teacher cache {cache}: {'built' if cache_built else 'reused'}, build time "
               f"{cache_s:.1f}s, read by {', '.join(cached)}", flush=True)
