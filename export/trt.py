@@ -3,7 +3,7 @@
 Writes `M.engine` atomically and `M.engine.json` beside it (TensorRT version, GPU, precision, profile,
 source ONNX sha256, the model's lfd_edge.* metadata), which runtime.backends.tensorrt reads to refuse
 engines from another TensorRT or GPU. How the precision is obtained depends on the TensorRT version
-(export/trt_plan.py); a request this TensorRT cannot honour is an error, never a silent change.
+(export/trt_choices.py); a request this TensorRT cannot honour is an error, never a silent change.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from export.trt_plan import (
+from export.trt_choices import (
     PRECISIONS,
-    BuildPlan,
+    BuildChoice,
     OnnxInfo,
     Profile,
+    choose_build,
     inspect_onnx,
-    plan_build,
     resolve_profile,
 )
 from runtime.errors import UserError, cli_main
@@ -36,7 +36,7 @@ def default_engine_path(onnx: Path) -> Path:
     return onnx.with_suffix(".engine")
 
 
-def make_sidecar(*, onnx: Path, onnx_sha256: str, info: OnnxInfo, plan: BuildPlan, profile: Profile, trt_version: str,
+def make_sidecar(*, onnx: Path, onnx_sha256: str, info: OnnxInfo, choice: BuildChoice, profile: Profile, trt_version: str,
                  device: dict[str, str], engine: Path, engine_sha256: str, dla_core: int | None,
                  workspace_mib: int | None, timing_cache: Path | None, calibration: dict[str, Any] | None,
                  version_compatible: bool, build_seconds: float, notes: list[str]) -> dict[str, Any]:
@@ -51,9 +51,9 @@ def make_sidecar(*, onnx: Path, onnx_sha256: str, info: OnnxInfo, plan: BuildPla
         "device": {"name": device["name"], "compute_capability": device["compute_capability"]},
         "machine": platform.machine(),
         "dla_core": dla_core,
-        "precision": plan.precision,
-        "strongly_typed": plan.strongly_typed,
-        "builder_flags": list(plan.flags),
+        "precision": choice.precision,
+        "strongly_typed": choice.strongly_typed,
+        "builder_flags": list(choice.flags),
         "inputs": {profile.name: profile.to_dict()},
         "input_shape": list(profile.opt) if profile.static else None,
         "outputs": {k: list(v) for k, v in info.outputs.items()},
@@ -124,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     caps = detect_capabilities(trt)
     info = inspect_onnx(onnx)
     has_calib = args.calib_data is not None or (args.calib_cache is not None and args.calib_cache.is_file())
-    plan = plan_build(caps, info.kind, args.precision, onnx.name, has_calib)
-    if args.dla is not None and plan.precision == "fp32":
+    choice = choose_build(caps, info.kind, args.precision, onnx.name, has_calib)
+    if args.dla is not None and choice.precision == "fp32":
         raise UserError("DLA runs only FP16 and INT8: add --precision fp16 (or int8), or drop --dla")
     if len(info.inputs) != 1:
         raise UserError(f"{onnx.name} has inputs {list(info.inputs)}; export.trt builds models with one image input")
     (name, dims), = info.inputs.items()
     if _input_format(info).startswith("uint8"):  # N x H x W x 3 frames, normalised in the graph
-        if plan.calibrator:
+        if choice.calibrator:
             raise UserError(f"{onnx.name} takes uint8 frames (--uint8-input), which TensorRT's implicit INT8 "
                             "calibration cannot feed; build FP16, or INT8 from the float-input export")
         if any(d < 0 for d in dims) and args.opt is None:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     calibration = None
     batches = None
-    if plan.calibrator:
+    if choice.calibrator:
         from export.trt_calibrator import CalibrationBatches, load_calibration_set
 
         data = load_calibration_set(args.calib_data) if args.calib_data is not None else None
@@ -150,32 +150,32 @@ def main(argv: list[str] | None = None) -> int:
         calibration = {"images": batches.num_images, "set": str(args.calib_data) if args.calib_data else None,
                        "cache": str(args.calib_cache) if args.calib_cache else None, "algorithm": "entropy2"}
     elif args.calib_data is not None or args.calib_cache is not None:
-        plan = BuildPlan(plan.precision, plan.strongly_typed, plan.flags, plan.calibrator,
-                         (*plan.notes, "--calib-data/--calib-cache ignored: this build needs no calibrator"))
+        choice = BuildChoice(choice.precision, choice.strongly_typed, choice.flags, choice.calibrator,
+                         (*choice.notes, "--calib-data/--calib-cache ignored: this build needs no calibrator"))
 
     out = args.out or default_engine_path(onnx)
-    for note in plan.notes:
+    for note in choice.notes:
         print(f"note: {note}")
     print(f"building {out} from {onnx.name}: TensorRT {caps.version.short}, {device['name']} "
-          f"(sm {device['compute_capability']}), {plan.precision}{' strongly typed' if plan.strongly_typed else ''}")
+          f"(sm {device['compute_capability']}), {choice.precision}{' strongly typed' if choice.strongly_typed else ''}")
 
     side = sidecar_path(out)
     if side.exists():
         side.unlink()  # an engine without its sidecar is refused; a stale sidecar would vouch for a new engine
     t0 = time.perf_counter()
-    result = build_engine(BuildRequest(onnx=onnx, out=out, plan=plan, profile=profile, workspace_mib=args.workspace,
+    result = build_engine(BuildRequest(onnx=onnx, out=out, choice=choice, profile=profile, workspace_mib=args.workspace,
                                        dla_core=args.dla, timing_cache=args.timing_cache, calibration=batches,
                                        version_compatible=args.version_compatible, verbose=args.verbose), caps)
     seconds = time.perf_counter() - t0
-    notes = [*plan.notes, *result.notes]
+    notes = [*choice.notes, *result.notes]
     write_sidecar(out, make_sidecar(
-        onnx=onnx, onnx_sha256=sha256_file(onnx), info=info, plan=plan, profile=profile, trt_version=trt.__version__,
+        onnx=onnx, onnx_sha256=sha256_file(onnx), info=info, choice=choice, profile=profile, trt_version=trt.__version__,
         device=device, engine=out, engine_sha256=sha256_file(out), dla_core=args.dla, workspace_mib=args.workspace,
         timing_cache=args.timing_cache, calibration=calibration, version_compatible=args.version_compatible,
         build_seconds=seconds, notes=notes))
     for note in result.notes:
         print(f"note: {note}")
-    rows = [("engine", str(out)), ("size", f"{result.engine_bytes / 2**20:.1f} MiB"), ("precision", plan.precision),
+    rows = [("engine", str(out)), ("size", f"{result.engine_bytes / 2**20:.1f} MiB"), ("precision", choice.precision),
             ("profile", f"{_fmt(profile.min)} .. {_fmt(profile.opt)} .. {_fmt(profile.max)}"),
             ("build", f"{seconds:.1f} s"), ("sidecar", str(side))]
     for k, v in rows:

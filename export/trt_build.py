@@ -1,5 +1,5 @@
 """The TensorRT calls of an engine build (ONNX parser, builder config, profiles, timing cache, DLA),
-driven by an `export.trt_plan.BuildPlan`. Written against TensorRT 8.5, 10.x and 11.x; features are
+driven by an `export.trt_choices.BuildChoice`. Written against TensorRT 8.5, 10.x and 11.x; features are
 detected with hasattr on the installed module (`detect_capabilities`) and checked with mypy against
 tensorrt-stubs (scripts/lint_trt.sh)."""
 
@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from export.trt_calibrator import CalibrationBatches, make_entropy_calibrator
-from export.trt_plan import BuildPlan, Capabilities, Profile
+from export.trt_choices import BuildChoice, Capabilities, Profile
 from runtime.errors import UserError
 from runtime.io import atomic_write_bytes
 from runtime.trt_version import import_tensorrt, parse_trt_version
@@ -46,7 +46,7 @@ def detect_capabilities(trt: ModuleType) -> Capabilities:
 class BuildRequest:
     onnx: Path
     out: Path
-    plan: BuildPlan
+    choice: BuildChoice
     profile: Profile
     workspace_mib: int | None = None
     dla_core: int | None = None
@@ -64,7 +64,7 @@ class BuildResult:
 
 
 def build_engine(req: BuildRequest, caps: Capabilities) -> BuildResult:
-    """Parse `req.onnx`, configure the builder as `req.plan` says, build and write `req.out` atomically."""
+    """Parse `req.onnx`, configure the builder as `req.choice` says, build and write `req.out` atomically."""
     require_tensorrt()
     import tensorrt as trt  # typed by tensorrt-stubs
 
@@ -74,7 +74,7 @@ def build_engine(req: BuildRequest, caps: Capabilities) -> BuildResult:
     net_flags = 0
     if caps.explicit_batch_flag:
         net_flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    if req.plan.strongly_typed:
+    if req.choice.strongly_typed:
         net_flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(net_flags)
     parser = trt.OnnxParser(network, logger)
@@ -86,9 +86,9 @@ def build_engine(req: BuildRequest, caps: Capabilities) -> BuildResult:
     config = builder.create_builder_config()
     if req.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.workspace_mib) << 20)
-    for name in req.plan.flags:
+    for name in req.choice.flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
-    if "FP16" in req.plan.flags and hasattr(builder, "platform_has_fast_fp16") and not builder.platform_has_fast_fp16:
+    if "FP16" in req.choice.flags and hasattr(builder, "platform_has_fast_fp16") and not builder.platform_has_fast_fp16:
         notes.append("this GPU has no fast FP16; the FP16 engine may not be faster than FP32")
     if req.version_compatible:
         if not caps.version_compatible:
@@ -103,7 +103,7 @@ def build_engine(req: BuildRequest, caps: Capabilities) -> BuildResult:
         _configure_dla(builder, config, req.dla_core)
 
     calibrator = None
-    if req.plan.calibrator:
+    if req.choice.calibrator:
         if req.calibration is None:
             raise UserError("this INT8 build needs --calib-data or --calib-cache")
         calibrator = make_entropy_calibrator(req.calibration, req.profile.name)

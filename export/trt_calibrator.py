@@ -2,7 +2,7 @@
 IInt8EntropyCalibrator2 over the calibration set that calib/ caches (a float32 N x 3 x H x W `.npy`).
 
 TensorRT 10.1 deprecated it and 11 removed it; there a Q/DQ model from
-`python -m calib.quantize --target trt` is the way to INT8 (export.trt_plan decides).
+`python -m calib.quantize --target trt` is the way to INT8 (export.trt_choices decides).
 
 `CalibrationBatches` (pure numpy, tested without TensorRT) cuts the set into fixed-size batches and
 reads/writes the calibration cache; `make_entropy_calibrator` wraps it in the TensorRT class, created

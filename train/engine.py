@@ -58,11 +58,12 @@ from train.checkpoint import (
     unwrap,
 )
 from train.config import Budget, Config, parse_budget, save_config
+from train.console import log
 from train.env import environment, git_commit
-from train.losses._common import resize
+from train.losses.base import resize
 from train.models.output import SegOutput
 from train.objective import Objective, StepInfo, require_teacher
-from train.schedule import Every, choose_amp_dtype, log, poly_lr
+from train.schedule import Every, choose_amp_dtype, poly_lr
 from train.teacher_cache import cached_output
 
 

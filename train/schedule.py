@@ -4,20 +4,12 @@ learning rate, and periods (`Every`) in iterations or budget-clock seconds."""
 from __future__ import annotations
 
 import math
-import sys
 
 import torch
-from tqdm import tqdm
 
 from runtime.errors import UserError
-from train import distributed as D
 from train.config import parse_budget
-
-
-def log(msg: str) -> None:
-    """One line on rank 0's stderr that does not break the progress bar."""
-    if D.is_main():
-        tqdm.write(f"[lfd-edge] {msg}", file=sys.stderr)
+from train.console import log
 
 
 def cpu_has_bf16() -> bool:

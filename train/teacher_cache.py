@@ -344,7 +344,7 @@ def measure_agreement(cfg: Config, teacher_path: str | Path, path: str | Path, m
 
     from train.checkpoint import model_from_checkpoint
     from train.data import SegmentationTorchDataset, TrainSampler, build_readers
-    from train.losses._common import downsample_labels, pixel_kl
+    from train.losses.base import downsample_labels, pixel_kl
 
     d = cfg.data
     model, _, _ = model_from_checkpoint(teacher_path, "cpu")

@@ -10,7 +10,7 @@ import pytest
 from trt_onnx_models import write_model
 
 from export.trt import default_engine_path, main, make_sidecar
-from export.trt_plan import capabilities_for_version, inspect_onnx, plan_build, resolve_profile
+from export.trt_choices import capabilities_for_version, choose_build, inspect_onnx, resolve_profile
 from runtime.backends.tensorrt import check_engine_compat
 from runtime.errors import UserError
 from runtime.metadata import info_from_sidecar, profile_bounds, read_sidecar, sidecar_path, write_sidecar
@@ -43,15 +43,15 @@ def _sidecar(tmp_path, version="10.3.0.26", device=ORIN, dynamic=False, version_
     onnx = write_model(tmp_path / "s.fp16.onnx", "fp16", dims)
     info = inspect_onnx(onnx)
     caps = capabilities_for_version(parse_trt_version(version))
-    plan = plan_build(caps, info.kind, None, onnx.name, False)
+    choice = choose_build(caps, info.kind, None, onnx.name, False)
     spec = ("1x3x64x128", "2x3x64x128", "4x3x64x128") if dynamic else (None, None, None)
     profile = resolve_profile("images", info.inputs["images"], *spec)
     engine = default_engine_path(onnx)
     engine.write_bytes(b"plan")
-    side = make_sidecar(onnx=onnx, onnx_sha256="0" * 64, info=info, plan=plan, profile=profile, trt_version=version,
+    side = make_sidecar(onnx=onnx, onnx_sha256="0" * 64, info=info, choice=choice, profile=profile, trt_version=version,
                         device=device, engine=engine, engine_sha256="1" * 64, dla_core=None, workspace_mib=512,
                         timing_cache=None, calibration=None, version_compatible=version_compatible,
-                        build_seconds=1.234, notes=list(plan.notes))
+                        build_seconds=1.234, notes=list(choice.notes))
     write_sidecar(engine, side)
     return engine
 

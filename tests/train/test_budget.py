@@ -12,7 +12,7 @@ import pytest
 import torch
 from engine_standins import TinyLoader, TinySeg, data_info, make_data
 from test_distill import tiny_config
-from test_layers import save_teacher
+from test_fkd_layers import save_teacher
 
 from train.budget import charge_cache, probe_record, resolve_iterations
 from train.checkpoint import load_checkpoint

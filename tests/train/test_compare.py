@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_distill import tiny_config
-from test_layers import save_teacher
+from test_fkd_layers import save_teacher
 
 from runtime.errors import UserError
 from train.compare import (

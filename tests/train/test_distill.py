@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_layers import save_teacher
+from test_fkd_layers import save_teacher
 
 from train.checkpoint import load_checkpoint, load_training_state
 from train.distill import main

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from test_distill import tiny_config
-from test_layers import save_teacher
+from test_fkd_layers import save_teacher
 
 import train.teacher_cache as tc
 from runtime.errors import UserError

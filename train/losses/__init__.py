@@ -17,8 +17,8 @@ from torch import nn
 
 from runtime.errors import UserError
 from train.config import DistillConfig
-from train.losses._common import BuildContext, DistillMethod, describe_stages
 from train.losses.at import AT
+from train.losses.base import BuildContext, DistillMethod, describe_stages
 from train.losses.cwd import CWD
 from train.losses.fitnet import FitNet
 from train.losses.fkd import FKD

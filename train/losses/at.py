@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from train.config import DistillConfig
-from train.losses._common import DEEP, BuildContext, DistillMethod, feature, resize, stage
+from train.losses.base import DEEP, BuildContext, DistillMethod, feature, resize, stage
 from train.models.output import SegOutput
 from train.objective import StepInfo, teacher_output
 

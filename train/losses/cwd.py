@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from train.config import DistillConfig
-from train.losses._common import (
+from train.losses.base import (
     DEEP,
     BuildContext,
     DistillMethod,

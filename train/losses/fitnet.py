@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from train.config import DistillConfig
-from train.losses._common import (
+from train.losses.base import (
     DEEP,
     BuildContext,
     DistillMethod,

@@ -9,7 +9,7 @@ pool = adaptive average pooling of the finer of the two maps to the coarser one'
 (min h, min w)), so any teacher layer can be paired with any student stage. `detach_encoder = True`:
 the engine feeds detached encoder features to the decode head, so the task CE trains the head only and
 the backbone learns from L_fkd alone. `fkd+kd` adds the logit KD term (kd.py). Default pair
-(stage4, stage4), λ = 1; `python -m train.layers` ranks teacher layers by knowledge quality (quality.py).
+(stage4, stage4), λ = 1; `python -m train.fkd_layers` ranks teacher layers by knowledge quality (quality.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from runtime.errors import UserError
 from train.config import DistillConfig
-from train.losses._common import BuildContext, DistillMethod, conv1x1, feature, stage
+from train.losses.base import BuildContext, DistillMethod, conv1x1, feature, stage
 from train.models.output import SegOutput
 from train.objective import StepInfo, teacher_output
 

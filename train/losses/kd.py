@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from train.config import DistillConfig
-from train.losses._common import BuildContext, DistillMethod, pixel_kl, teacher_logits
+from train.losses.base import BuildContext, DistillMethod, pixel_kl, teacher_logits
 from train.models.output import SegOutput
 from train.objective import StepInfo
 

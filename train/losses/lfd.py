@@ -40,7 +40,7 @@ from torch.func import functional_call
 from runtime.errors import UserError
 from runtime.metadata import IGNORE_INDEX
 from train.config import DistillConfig, LFDConfig
-from train.losses._common import (
+from train.losses.base import (
     DEEP,
     BuildContext,
     DistillMethod,

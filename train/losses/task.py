@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from runtime.metadata import IGNORE_INDEX
-from train.losses._common import resize
+from train.losses.base import resize
 from train.models.output import SegOutput
 from train.objective import Objective, StepInfo
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.models.heads.base import DecodeHead
-from train.models.heads.layers import ConvBNReLU, stage
+from train.models.heads.blocks import ConvBNReLU, stage
 from train.models.output import FeatureInfo
 
 RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}

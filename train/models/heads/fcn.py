@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from train.models.heads.layers import ConvBNReLU
+from train.models.heads.blocks import ConvBNReLU
 
 
 class FCNHead(nn.Sequential):

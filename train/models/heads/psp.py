@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.models.heads.base import DecodeHead
-from train.models.heads.layers import ConvBNReLU, stage
+from train.models.heads.blocks import ConvBNReLU, stage
 from train.models.output import FeatureInfo
 
 BINS = (1, 2, 3, 6)

@@ -5,39 +5,39 @@ from __future__ import annotations
 import pytest
 from trt_onnx_models import write_model
 
-from export.trt_plan import capabilities_for_version, inspect_onnx, plan_build, resolve_profile
+from export.trt_choices import capabilities_for_version, choose_build, inspect_onnx, resolve_profile
 from runtime.errors import UserError
 from runtime.trt_version import parse_trt_version
 
 V85, V103, V1013, V114 = (capabilities_for_version(parse_trt_version(v)) for v in ("8.5.2.2", "10.3.0", "10.13.0.35", "11.4.1"))
 
 
-def plan(caps, kind, want, calib=True):
-    return plan_build(caps, kind, want, "s.onnx", calib)
+def choose(caps, kind, want, calib=True):
+    return choose_build(caps, kind, want, "s.onnx", calib)
 
 
 @pytest.mark.parametrize("caps", [V103, V1013, V114])
 @pytest.mark.parametrize("kind,want,prec", [("fp16", None, "fp16"), ("fp16", "fp16", "fp16"),
                                             ("qdq", None, "int8"), ("qdq", "int8", "int8")])
 def test_typed_models_build_strongly_typed_from_10_on(caps, kind, want, prec):
-    p = plan(caps, kind, want, calib=False)
+    p = choose(caps, kind, want, calib=False)
     assert (p.precision, p.strongly_typed, p.flags, p.calibrator) == (prec, True, (), False)
 
 
 @pytest.mark.parametrize("kind,flag,prec", [("fp16", "FP16", "fp16"), ("qdq", "INT8", "int8")])
 def test_typed_models_on_85_use_the_builder_flag_without_calibrator(kind, flag, prec):
-    p = plan(V85, kind, None, calib=False)
+    p = choose(V85, kind, None, calib=False)
     assert (p.precision, p.strongly_typed, p.flags, p.calibrator) == (prec, False, (flag,), False)
 
 
 @pytest.mark.parametrize("caps", [V85, V103, V1013])
 def test_fp32_model_uses_flags_and_legacy_calibrator_before_11(caps):
-    assert plan(caps, "fp32", "fp32") == plan(caps, "fp32", None)
-    p32 = plan(caps, "fp32", None)
+    assert choose(caps, "fp32", "fp32") == choose(caps, "fp32", None)
+    p32 = choose(caps, "fp32", None)
     assert (p32.precision, p32.strongly_typed, p32.flags) == ("fp32", False, ())
-    p16 = plan(caps, "fp32", "fp16")
+    p16 = choose(caps, "fp32", "fp16")
     assert (p16.precision, p16.flags, p16.calibrator) == ("fp16", ("FP16",), False)
-    p8 = plan(caps, "fp32", "int8")
+    p8 = choose(caps, "fp32", "int8")
     assert (p8.precision, p8.flags, p8.calibrator, p8.strongly_typed) == ("int8", ("INT8",), True, False)
     # The calibrator is deprecated from 10.1 on: said so, still used.
     assert bool(p8.notes) == (caps.version.minor >= 1 and caps.version.major == 10)
@@ -45,15 +45,15 @@ def test_fp32_model_uses_flags_and_legacy_calibrator_before_11(caps):
 
 def test_fp32_int8_needs_calibration_data():
     with pytest.raises(UserError, match="--calib-data"):
-        plan(V103, "fp32", "int8", calib=False)
+        choose(V103, "fp32", "int8", calib=False)
 
 
 def test_trt11_refuses_lower_precision_from_an_fp32_model():
-    assert plan(V114, "fp32", None).strongly_typed  # 11: every network is strongly typed
+    assert choose(V114, "fp32", None).strongly_typed  # 11: every network is strongly typed
     with pytest.raises(UserError, match=r"calib\.quantize --onnx s\.onnx --target trt"):
-        plan(V114, "fp32", "int8")
+        choose(V114, "fp32", "int8")
     with pytest.raises(UserError, match=r"calib\.quantize --onnx s\.onnx --fp16"):
-        plan(V114, "fp32", "fp16")
+        choose(V114, "fp32", "fp16")
 
 
 @pytest.mark.parametrize("caps", [V85, V1013, V114])
@@ -61,7 +61,7 @@ def test_trt11_refuses_lower_precision_from_an_fp32_model():
                                            ("qdq", "fp16", "Q/DQ"), ("qdq", "fp32", "Q/DQ")])
 def test_precision_that_disagrees_with_the_model_is_an_error_never_a_silent_change(caps, kind, want, msg):
     with pytest.raises(UserError, match=msg):
-        plan(caps, kind, want)
+        choose(caps, kind, want)
 
 
 def test_capabilities_table():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from runtime.errors import UserError
-from train.losses.quality import knowledge_quality, sample_pixels, subsample
+from train.knowledge_quality import knowledge_quality, sample_pixels, subsample
 
 
 def test_quality_parts_by_hand():

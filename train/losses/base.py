@@ -1,5 +1,6 @@
-"""Machinery shared by the distillation losses: feature lookup with clear errors, size matching,
-label downsampling, log-softmaxes and the 1x1 adapters. Private: the public API is each method's module."""
+"""What every distillation method is built on: the `DistillMethod` base class and its `BuildContext`,
+and the tensor helpers the methods (and the engine and teacher cache) share: feature lookup with clear
+errors, bilinear resizing, nearest label downsampling, the pixel KL and the 1x1 adapters."""
 
 from __future__ import annotations
 

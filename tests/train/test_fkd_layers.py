@@ -1,4 +1,4 @@
-"""train.layers: the CLI's table, JSON and FKD snippet on a tiny teacher; uniform pixel sampling; stage
+"""train.fkd_layers: the CLI's table, JSON and FKD snippet on a tiny teacher; uniform pixel sampling; stage
 matching by stride."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from runtime.datasets.synthetic import SyntheticStreets
 from train.checkpoint import save_checkpoint
 from train.config import ModelConfig, load_config
-from train.layers import PixelReservoir, main, match_student_stage, pixels, top_pairs
+from train.fkd_layers import PixelReservoir, main, match_student_stage, pixels, top_pairs
 from train.models import build_model
 from train.models.output import FeatureInfo
 

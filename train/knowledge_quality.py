@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from runtime.errors import UserError
 from runtime.metadata import IGNORE_INDEX
-from train.losses._common import downsample_labels
+from train.losses.base import downsample_labels
 
 VARIANCE_TARGET = 0.95
 _ZERO_RATIO = 1e-10  # explained-variance ratios below this count as zero (float64 round-off)

@@ -1,12 +1,12 @@
 """Rank a teacher's layers by knowledge quality for FKD (METHODS.md, "FKD"):
 
-    python -m train.layers --teacher runs/demo/teacher/best.pt --images 200 --top-k 2 --out fkd.yaml
+    python -m train.fkd_layers --teacher runs/demo/teacher/best.pt --images 200 --top-k 2 --out fkd.yaml
 
 Runs the frozen teacher on a few hundred training images (runtime readers + runtime.preprocess at the
 teacher's input size), takes every candidate layer (each encoder stage and `decoder`) from the same
 forward pass, keeps a uniform random sample of up to `--per-class` pixels per class per layer (labels
 nearest-downsampled to the layer's size), and computes separation S, information I, efficiency E and
-Q = S + √(I·E) per layer (train/losses/quality.py). Prints the table, writes it as JSON, and writes a
+Q = S + √(I·E) per layer (train/knowledge_quality.py). Prints the table, writes it as JSON, and writes a
 config snippet with the top-k (student stage, teacher layer) pairs, each teacher layer paired with the
 student stage of the same stride (the deepest if several).
 """
@@ -35,7 +35,7 @@ from train.config import ModelConfig
 from train.distill import feature_info
 from train.distributed import resolve_device
 from train.env import environment
-from train.losses.quality import knowledge_quality
+from train.knowledge_quality import knowledge_quality
 from train.models import build_model
 from train.models.output import FeatureInfo
 
@@ -141,7 +141,7 @@ def top_pairs(rows: list[dict[str, Any]], student: list[FeatureInfo], k: int,
 def fkd_snippet(pairs: list[list[str]], teacher: str, recipe: str, rows: list[dict[str, Any]]) -> str:
     """The YAML config snippet (`distill: {method: fkd, fkd: {pairs: ...}}`) with a comment header."""
     q = {r["layer"]: r["Q"] for r in rows}
-    lines = [f"# FKD layer choice for the teacher {teacher} (python -m train.layers): the top-{len(pairs)} teacher",
+    lines = [f"# FKD layer choice for the teacher {teacher} (python -m train.fkd_layers): the top-{len(pairs)} teacher",
              f"# layers by knowledge quality Q, each paired with the closest-stride free {recipe} student stage",
              "# (FKD pools the finer of the two maps to the coarser one).",
              *[f"#   {t}: Q = {q[t]:.4f} -> student {s}" for s, t in pairs]]
@@ -185,12 +185,12 @@ def layer_table(samples: dict[str, tuple[torch.Tensor, torch.Tensor]], info: lis
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.layers",
+        prog="python -m train.fkd_layers",
         description="Rank every candidate layer of a teacher (encoder stages and decoder) by knowledge quality "
                     "Q = S + sqrt(I*E) (separation, information, efficiency of per-class pixel features), print the "
                     "table, write it as JSON and write an FKD config snippet with the top-k "
                     "(student stage, teacher layer) pairs.",
-        epilog="example:\n  python -m train.layers --teacher runs/demo/teacher/best.pt --images 200 --top-k 2 "
+        epilog="example:\n  python -m train.fkd_layers --teacher runs/demo/teacher/best.pt --images 200 --top-k 2 "
                "--student-recipe deeplabv3_resnet18 --out runs/layers/fkd.yaml\n"
                "then: python -m train.distill --config runs/layers/fkd.yaml ... or copy its distill block",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,5 +1,6 @@
-"""What a TensorRT build will do, decided without TensorRT: precision planning, shape profiles, and
-what the ONNX model already says about its own precision.
+"""What a TensorRT build will do, decided without TensorRT: the precision choice, shape profiles, and
+what the ONNX model already says about its own precision. (Not "plan": TensorRT calls a built engine a
+plan, and `.plan` files are accepted as engines here.)
 
 TensorRT's precision model changed twice:
 - 8.5 (JetPack 5) and 10.x: weakly typed networks where BuilderFlag.FP16 / INT8 let the builder
@@ -7,7 +8,7 @@ TensorRT's precision model changed twice:
   10.x (and 9.1+) also offers strongly typed networks that keep the ONNX model's own types.
 - 11.x: strongly typed only. FP16 and INT8 must already be in the ONNX model (fp16 weights/casts,
   QuantizeLinear/DequantizeLinear nodes).
-`plan_build` maps (capabilities, model kind, requested precision) to one plan or a UserError; it never
+`choose_build` maps (capabilities, model kind, requested precision) to one BuildChoice or a UserError; it never
 picks a lower or higher precision than asked for.
 """
 
@@ -57,7 +58,7 @@ def capabilities_for_version(v: TrtVersion) -> Capabilities:
 
 
 @dataclass(frozen=True)
-class BuildPlan:
+class BuildChoice:
     """precision: what the engine computes in; strongly_typed: create the network STRONGLY_TYPED;
     flags: BuilderFlag names to set; calibrator: attach the legacy INT8 entropy calibrator."""
 
@@ -68,7 +69,7 @@ class BuildPlan:
     notes: tuple[str, ...] = ()
 
 
-def plan_build(caps: Capabilities, kind: str, requested: str | None, model_name: str, has_calibration: bool) -> BuildPlan:
+def choose_build(caps: Capabilities, kind: str, requested: str | None, model_name: str, has_calibration: bool) -> BuildChoice:
     """Decide how to build `model_name` (an ONNX model of `kind` fp32|fp16|qdq) at `requested` precision
     (None: the model's own). Raises UserError where this TensorRT cannot honour the request."""
     if kind not in MODEL_KINDS:
@@ -86,19 +87,19 @@ def plan_build(caps: Capabilities, kind: str, requested: str | None, model_name:
                    else f"pass the FP32 ONNX model for --precision {want}")
             raise UserError(f"{model_name} is {what} model, so it builds as {own}, not {want}: use --precision {own} or {fix}")
         if caps.strongly_typed:
-            return BuildPlan(own, strongly_typed=True, notes=(f"strongly typed: {own} comes from the model's own types",))
+            return BuildChoice(own, strongly_typed=True, notes=(f"strongly typed: {own} comes from the model's own types",))
         # 8.5: no strongly typed networks; the flag lets the builder run the model's fp16 / Q/DQ layers.
-        return BuildPlan(own, strongly_typed=False, flags=("FP16",) if kind == "fp16" else ("INT8",),
+        return BuildChoice(own, strongly_typed=False, flags=("FP16",) if kind == "fp16" else ("INT8",),
                          notes=(f"{trt} has no strongly typed networks; using BuilderFlag.{'FP16' if kind == 'fp16' else 'INT8'}",))
 
     if want == "fp32":
         # On 11 every network is strongly typed; before that the default weakly typed network is fp32.
-        return BuildPlan("fp32", strongly_typed=not caps.precision_flags and caps.strongly_typed)
+        return BuildChoice("fp32", strongly_typed=not caps.precision_flags and caps.strongly_typed)
     if want == "fp16":
         if not caps.precision_flags:
             raise UserError(f"{trt} builds FP16 only from an FP16 ONNX model (it has no BuilderFlag.FP16): make one with "
                             f"python -m calib.quantize --onnx {model_name} --fp16 and build that")
-        return BuildPlan("fp16", strongly_typed=False, flags=("FP16",))
+        return BuildChoice("fp16", strongly_typed=False, flags=("FP16",))
     # want == "int8" from an FP32 model: implicit quantization with the legacy calibrator.
     if not (caps.precision_flags and caps.legacy_calibrator):
         raise UserError(f"{trt} builds INT8 only from a Q/DQ ONNX model (implicit INT8 calibration was removed): make one "
@@ -110,7 +111,7 @@ def plan_build(caps: Capabilities, kind: str, requested: str | None, model_name:
     if caps.calibrator_deprecated:
         notes = (f"the implicit INT8 calibrator is deprecated in {trt}; a Q/DQ model from "
                  "python -m calib.quantize --target trt is the supported path",)
-    return BuildPlan("int8", strongly_typed=False, flags=("INT8",), calibrator=True, notes=notes)
+    return BuildChoice("int8", strongly_typed=False, flags=("INT8",), calibrator=True, notes=notes)
 
 
 # --- shapes ---------------------------------------------------------------------------------------
