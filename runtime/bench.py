@@ -16,35 +16,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from runtime.backends import Backend, backend_name_for, load_backend, model_format
+from runtime.backends import backend_name_for, load_backend, model_format
 from runtime.cli import add_backend_options, parse_size
 from runtime.errors import UserError, cli_main
+from runtime.measure import evaluate, time_backend
 from runtime.preprocess import dummy_batch
 from runtime.report import format_table, latency_summary
 
 COLUMNS = ["model", "format", "status", "size_mb", "miou", "p50_ms", "p90_ms", "p99_ms", "fps"]
 HEADERS = ["model", "format", "status", "size MB", "mIoU %", "p50 ms", "p90 ms", "p99 ms", "FPS"]
-
-
-def time_backend(backend: Backend, batch: np.ndarray, warmup: int = 10, iters: int | None = 100,
-                 duration_s: float | None = None) -> list[float]:
-    """Warm up, then time calls (ms each, the backend's own `last_ms`) for `iters` calls or `duration_s`
-    seconds, whichever comes first (at least one call)."""
-    for _ in range(warmup):
-        backend.infer(batch)
-    ms: list[float] = []
-    t_end = time.perf_counter() + duration_s if duration_s else float("inf")
-    while True:
-        backend.infer(batch)
-        ms.append(backend.last_ms)
-        if (iters is not None and len(ms) >= iters) or time.perf_counter() >= t_end:
-            return ms
 
 
 def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, warmup: int = 10,
@@ -67,7 +50,6 @@ def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, 
                         "fps": lat["fps"], "iters": lat["n"]})
             if data:
                 from runtime.datasets import DataSpec
-                from runtime.eval import evaluate
 
                 res = evaluate(b, DataSpec.for_model(b.info, data).open(split), size, max_images)
                 row.update({"miou": 100 * res["mIoU"], "pixel_acc": 100 * res["pixel_acc"], "images": res["images"]})

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from runtime.backends import load_backend, model_format, registry
-from runtime.bench import time_backend
 from runtime.errors import UserError, cli_main
+from runtime.measure import time_backend
 from runtime.preprocess import dummy_batch
 from runtime.report import format_table, latency_summary
 from runtime.tegrastats import TegrastatsMonitor, summarize

@@ -14,7 +14,6 @@ and a `student` block (mIoU, parameters, GFLOPs).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,16 @@ from runtime.io import atomic_write_json
 from runtime.metadata import DataInfo
 from runtime.report import format_table
 from train import distributed as D
+from train.budget import resolve_budget
 from train.checkpoint import (
     check_same_classes,
-    describe_arch,
     load_checkpoint,
-    model_arch,
     model_from_checkpoint,
-    unwrap,
 )
 from train.config import Budget, Config, load_config, parse_budget
 from train.engine import Trainer, default_run_dir, seed_everything
 from train.losses import METHODS, build_objective, needs_teacher, parse_method, teacher_reads
-from train.models import build_model, count_params, gflops
+from train.models import build_model, feature_info, model_summary
 from train.models.output import FeatureInfo
 from train.objective import require_teacher
 from train.run_lock import run_lock
@@ -61,18 +58,6 @@ def checkpoint_miou(ckpt: dict[str, Any]) -> float | None:
         if train.get(key) is not None:
             return float(train[key])
     return None
-
-
-def feature_info(model: nn.Module) -> list[FeatureInfo]:
-    """A Segmentor's feature contract (models rebuilt from a checkpoint are typed as plain modules)."""
-    return list(unwrap(model).feature_info)  # type: ignore[arg-type]
-
-
-def model_summary(model: nn.Module, size: tuple[int, int]) -> dict[str, Any]:
-    """Parameters of the deployable graph and GFLOPs of one `size` image (on the model's device)."""
-    m = unwrap(model)
-    return {"params": count_params(m), "gflops": gflops(m, size), "gflops_size": list(size),  # type: ignore[arg-type]
-            "arch": describe_arch(model_arch(m))}
 
 
 def summary_table(teacher: dict[str, Any] | None, student: dict[str, Any]) -> str:
@@ -103,35 +88,6 @@ def prepare_cache(cfg: Config, env: D.DistEnv) -> tuple[Any, list[FeatureInfo], 
     record = {"path": str(path), "outputs": outputs, "build_seconds": manifest.get("build_seconds"),
               "built_by_this_run": built}
     return TargetReader(path, manifest, outputs), teacher_feature_info(manifest), record
-
-
-def resolve_budget(cfg: Config, trainer: Trainer, env: D.DistEnv, run_dir: Path) -> dict[str, Any] | None:
-    """With `train.budget_mode=probe` and a wall-clock budget: the probe record, after setting
-    `cfg.train.iterations` (and the trainer's budget) to the count it resolves to. A resumed run reuses the
-    probe it recorded in `<run>/probe.json`, so that it finishes the same count."""
-    import torch
-
-    from train.budget import resolve_iterations
-
-    budget = parse_budget(cfg.train.budget)
-    if not budget.is_time or cfg.train.budget_mode != "probe" or cfg.train.iterations is not None:
-        return None
-    path = run_dir / "probe.json"
-    if cfg.train.resume and path.is_file() and (run_dir / "last.pt").is_file():
-        record = json.loads(path.read_text())
-    else:
-        record = trainer.probe(cfg.train.probe_warmup, cfg.train.probe_steps)
-    n = torch.tensor([resolve_iterations(float(budget.seconds or 0), record["s_per_iter"])], dtype=torch.float64)
-    n = D.broadcast_(n.to(env.device), 0)  # rank 0's probe decides for every rank
-    record["iterations"] = int(n.item())
-    record["budget_seconds"] = float(budget.seconds or 0)
-    cfg.train.iterations = record["iterations"]
-    trainer.budget = Budget(iterations=record["iterations"])
-    if env.is_main:
-        atomic_write_json(path, record)
-    print(f"[probe] {trainer.method}: {record['s_per_iter']:.3f} s/iter (median of {record['timed_steps']} steps) "
-          f"-> {record['iterations']} iterations for {budget}", flush=True)
-    return record
 
 
 def distill(cfg: Config, probe_only: str | Path | None = None) -> dict[str, Any]:

@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from runtime.backends import load_backend
     from runtime.cli import parse_size
-    from runtime.eval import evaluate, format_result
     from runtime.io import check_writable
+    from runtime.measure import evaluate, format_result
     from runtime.report import write_report
     from train.checkpoint import load_checkpoint, training_data
 

@@ -32,11 +32,10 @@ from runtime.preprocess import preprocess_for, resize_label
 from runtime.report import format_table
 from train.checkpoint import describe_arch, model_from_checkpoint, training_data
 from train.config import ModelConfig
-from train.distill import feature_info
 from train.distributed import resolve_device
 from train.env import environment
 from train.knowledge_quality import knowledge_quality
-from train.models import build_model
+from train.models import build_model, feature_info
 from train.models.output import FeatureInfo
 
 

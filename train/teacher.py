@@ -49,11 +49,11 @@ def train_teacher(cfg: Config, which: str = "auto") -> dict[str, Any]:
 
 
 def _train(cfg: Config, env: D.DistEnv, model_cfg: ModelConfig, run_dir: Path) -> dict[str, Any]:
+    from train.budget import resolve_budget
     from train.data import build_loaders
-    from train.distill import model_summary, resolve_budget
     from train.engine import Trainer
     from train.losses.task import TaskLoss
-    from train.models import build_model
+    from train.models import build_model, model_summary
 
     train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and every run

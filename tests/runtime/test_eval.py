@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import runtime.eval as ev
+import runtime.measure as measure
 from runtime.backends import load_backend
 from runtime.datasets import DataSpec, SegmentationDataset
 from runtime.errors import UserError
@@ -55,7 +56,7 @@ def _miou_by_hand(preds, labels, k):
 def test_evaluate_equals_metrics_on_same_predictions(onnx_model, output):
     ds = _dataset()
     with load_backend(onnx_model(output=output)) as b:
-        res = ev.evaluate(b, ds)
+        res = measure.evaluate(b, ds)
         preds = []
         for image, label in ds.samples:
             out = b.infer(preprocess_for(b.info, image))
@@ -71,7 +72,7 @@ def test_evaluate_equals_metrics_on_same_predictions(onnx_model, output):
 
 def test_class_count_mismatch(onnx_model):
     with load_backend(onnx_model(k=3)) as b, pytest.raises(UserError, match="3 classes"):
-        ev.evaluate(b, _dataset(k=4))
+        measure.evaluate(b, _dataset(k=4))
 
 
 def test_synthetic_parameters_come_from_the_model():
@@ -115,8 +116,8 @@ def test_class_names_that_differ_are_refused_unless_forced(onnx_model):
     with load_backend(onnx_model(k=4)) as b:
         with pytest.raises(UserError, match=r"predicts the classes \[c0, c1, c2, c3\] but the dataset names "
                                             r"\[road, car, sky, tree\].*--force-classes"):
-            ev.evaluate(b, ds)
-        assert ev.evaluate(b, ds, force_classes=True)["images"] == 3
+            measure.evaluate(b, ds)
+        assert measure.evaluate(b, ds, force_classes=True)["images"] == 3
 
 
 def test_skip_bad_leaves_corrupt_samples_out_and_lists_them(onnx_model):
@@ -132,10 +133,10 @@ def test_skip_bad_leaves_corrupt_samples_out_and_lists_them(onnx_model):
     flaky = Flaky(ds.samples, 4)
     with load_backend(onnx_model(k=4)) as b:
         with pytest.raises(BadSample):
-            ev.evaluate(b, flaky)
+            measure.evaluate(b, flaky)
         flaky.skip_bad = True
-        result = ev.evaluate(b, flaky)
-        only_good = ev.evaluate(b, ListDataset([ds.samples[0], ds.samples[2]], 4))
+        result = measure.evaluate(b, flaky)
+        only_good = measure.evaluate(b, ListDataset([ds.samples[0], ds.samples[2]], 4))
     assert result["images"] == 2 and result["skipped"] == ["label 1.png is corrupt"]
     assert result["confusion_matrix"] == only_good["confusion_matrix"]  # left out, not replaced
 

@@ -87,3 +87,20 @@ def gflops(model: Segmentor, size: tuple[int, int], batch: int = 1) -> float:
     finally:
         model.train(was_training)
     return counter.get_total_flops() / 1e9
+
+
+def feature_info(model: nn.Module) -> list[FeatureInfo]:
+    """A Segmentor's feature contract, through DDP / torch.compile wrappers (models rebuilt from a
+    checkpoint are typed as plain modules)."""
+    from train.checkpoint import unwrap  # checkpoint imports this package
+
+    return list(unwrap(model).feature_info)  # type: ignore[arg-type]
+
+
+def model_summary(model: nn.Module, size: tuple[int, int]) -> dict[str, Any]:
+    """Parameters of the deployable graph and GFLOPs of one `size` image (on the model's device)."""
+    from train.checkpoint import describe_arch, model_arch, unwrap
+
+    m = unwrap(model)
+    return {"params": count_params(m), "gflops": gflops(m, size), "gflops_size": list(size),  # type: ignore[arg-type]
+            "arch": describe_arch(model_arch(m))}
