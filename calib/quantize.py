@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from calib.onnx_io import cpu_session, data_info, input_size, load_onnx
 from runtime.datasets import DataSpec, SegmentationDataset
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_bytes, atomic_write_json, check_writable, sha256_file
+from runtime.metadata import DataInfo
 
 TARGETS = ("cpu", "trt")
 
@@ -88,53 +89,74 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
         check_writable(Path(out) if out else output_path(src, f"int8.{opts.target}"), "output model")
     if opts.fp16:
         check_writable(Path(out) if out else output_path(src, "fp16"), "output model")
-    timings: dict[str, float] = {}
-    skipped: list[str] = []
-    val = None
+    job = Job(src=src, model=model, info=info, size=size, opts=opts)
     if spec is not None:
         t0 = time.perf_counter()
         val_reader = spec.open("val", skip_bad=opts.skip_bad)
-        val = evaluation_set(val_reader, info, size, opts.val_images)
-        skipped.extend(val_reader.bad)
-        timings["load_val_s"] = time.perf_counter() - t0
+        images, labels = evaluation_set(val_reader, info, size, opts.val_images)
+        job.skipped.extend(val_reader.bad)
+        job.timings["load_val_s"] = time.perf_counter() - t0
+        from calib.sensitivity import miou, predict
+
+        t0 = time.perf_counter()
+        pred = predict(src, images, opts.threads)
+        job.reference = Reference(images, labels, pred, miou(pred, labels, info))
+        job.timings["eval_fp32_s"] = time.perf_counter() - t0
     reports = []
     with tempfile.TemporaryDirectory(prefix="lfd-calib-") as tmp_dir:
-        tmp = Path(tmp_dir)
-        fp32 = None
-        if val is not None:
-            from calib.sensitivity import miou, predict
-
-            t0 = time.perf_counter()
-            fp32_pred = predict(src, val[0], opts.threads)
-            fp32 = {"pred": fp32_pred, "miou": miou(fp32_pred, val[1], info)}
-            timings["eval_fp32_s"] = time.perf_counter() - t0
         if opts.target is not None and spec is not None:  # data is checked above
             dst = Path(out) if out else output_path(src, f"int8.{opts.target}")
             train = spec.open("train", skip_bad=opts.skip_bad)
-            reports.append(_int8(src, model, spec, train, info, size, opts, dst, tmp, val, fp32,
-                                 dict(timings), skipped))
+            reports.append(_int8(job.fork(), spec, train, dst, Path(tmp_dir)))
         if opts.fp16:
             dst = Path(out) if out else output_path(src, "fp16")
-            reports.append(_fp16(src, model, data, info, opts, dst, val, fp32, dict(timings), skipped))
+            reports.append(_fp16(job.fork(), data, dst))
     return reports
 
 
-def _int8(src: Path, model: onnx.ModelProto, data: DataSpec, train: SegmentationDataset,
-          info: Any, size: tuple[int, int], opts: QuantizeOptions, dst: Path, tmp: Path,
-          val: tuple[np.ndarray, np.ndarray] | None, fp32: dict[str, Any] | None, timings: dict[str, float],
-          skipped: list[str]) -> dict[str, Any]:
+@dataclass
+class Reference:
+    """The FP32 model on the held-out images: what each quantized model's mIoU and agreement compare with."""
+
+    images: np.ndarray  # float32 N x 3 x H x W, pre-processed at the model's input size
+    labels: np.ndarray  # N x H x W
+    pred: np.ndarray  # the FP32 model's N x H x W labels
+    miou: float
+
+
+@dataclass
+class Job:
+    """One source model and what every output made from it shares: its data block, input size, options,
+    the FP32 reference (None without --data), the timings so far and the corrupt samples left out."""
+
+    src: Path
+    model: onnx.ModelProto
+    info: DataInfo
+    size: tuple[int, int]
+    opts: QuantizeOptions
+    reference: Reference | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def fork(self) -> Job:
+        """A copy whose timings and skipped list one output extends without touching the others'."""
+        return replace(self, timings=dict(self.timings), skipped=list(self.skipped))
+
+
+def _int8(job: Job, data: DataSpec, train: SegmentationDataset, dst: Path, tmp: Path) -> dict[str, Any]:
     from calib import int8
     from calib.qdq_check import check_qdq
     from calib.sensitivity import guard
 
+    opts, info, ref = job.opts, job.info, job.reference
     method = opts.method or ("minmax" if opts.target == "cpu" else "entropy")
     t0 = time.perf_counter()
     key = f"{data.text} {json.dumps(dict(data.options), sort_keys=True, default=str)}" if data.options else data.text
-    calib = build_calibration_set(train, key, info, size, opts.images, opts.seed,
+    calib = build_calibration_set(train, key, info, job.size, opts.images, opts.seed,
                                   opts.cache_dir, opts.allow_missing_classes)
-    timings["calibration_set_s"] = time.perf_counter() - t0
+    job.timings["calibration_set_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    prepared = int8.prepare(src, tmp / "prepared.onnx")
+    prepared = int8.prepare(job.src, tmp / "prepared.onnx")
     prepared_model = onnx.load(str(prepared))
     use_modelopt = opts.target == "trt" and (opts.quantizer == "modelopt" or
                                               (opts.quantizer == "auto" and int8.has_modelopt()))
@@ -147,47 +169,44 @@ def _int8(src: Path, model: onnx.ModelProto, data: DataSpec, train: Segmentation
             return int8.quantize_trt_modelopt(prepared, path, calib.images, method, exclude)
         return int8.quantize_trt_ort(prepared, path, calib.images, method, exclude, ranges)
 
-    if val is None or fp32 is None:
+    if ref is None:
         raise UserError("INT8 needs the val split of --data to measure the mIoU drop")
     probe = calib.images[:opts.probe_images]
-    chosen = guard(run, prepared_model, tmp, val[0], val[1], probe, info, fp32["miou"], opts.max_drop,
+    chosen = guard(run, prepared_model, tmp, ref.images, ref.labels, probe, info, ref.miou, opts.max_drop,
                    threads=opts.threads)
-    timings["quantize_and_guard_s"] = time.perf_counter() - t0
+    job.timings["quantize_and_guard_s"] = time.perf_counter() - t0
     q = onnx.load(str(chosen["path"]))
-    _copy_metadata(model, q)
+    _copy_metadata(job.model, q)
     violations = check_qdq(q) if opts.target == "trt" else []
     if violations:
         raise UserError(f"the TensorRT Q/DQ model breaks TensorRT's rules ({len(violations)}): "
                         + "; ".join(violations[:5]) + ("; ..." if len(violations) > 5 else ""))
     atomic_write_bytes(dst, q.SerializeToString())
-    int8_pred = _predict_final(dst, val[0], opts.threads)
-    report = _report(src, dst, "int8", opts, info, fp32, val, int8_pred, timings)
+    report = _report(job, dst, "int8", _predict_final(dst, ref.images, opts.threads))
     report.update({"target": opts.target, "method": method, "quantizer": "modelopt" if use_modelopt else "onnxruntime",
                    "calibration": {"images": calib.names, "count": len(calib.names), "cache": str(calib.path),
                                    "dataset": data.text, "split": "train", "seed": opts.seed,
                                    "classes_missing": calib.manifest.get("classes_missing", [])},
                    "excluded_nodes": chosen["excluded"], "max_drop": opts.max_drop, "guard_rounds": chosen["rounds"],
                    "sensitivity": chosen["ranking"], "qdq_violations": violations,
-                   "skipped_samples": list(skipped) + list(train.bad)})
+                   "skipped_samples": list(job.skipped) + list(train.bad)})
     _say_skipped(report["skipped_samples"])
     atomic_write_json(f"{dst}.calib.json", report)
     return report
 
 
-def _fp16(src: Path, model: onnx.ModelProto, data: str | None, info: Any, opts: QuantizeOptions, dst: Path,
-          val: tuple[np.ndarray, np.ndarray] | None, fp32: dict[str, Any] | None,
-          timings: dict[str, float], skipped: list[str]) -> dict[str, Any]:
+def _fp16(job: Job, data: str | None, dst: Path) -> dict[str, Any]:
     from calib.fp16 import convert_fp16
 
     t0 = time.perf_counter()
-    half = convert_fp16(model)
-    _copy_metadata(model, half)
+    half = convert_fp16(job.model)
+    _copy_metadata(job.model, half)
     atomic_write_bytes(dst, half.SerializeToString())
-    timings["convert_s"] = time.perf_counter() - t0
-    pred = _predict_final(dst, val[0], opts.threads) if val is not None else None
-    report = _report(src, dst, "fp16", opts, info, fp32, val, pred, timings)
+    job.timings["convert_s"] = time.perf_counter() - t0
+    ref = job.reference
+    report = _report(job, dst, "fp16", _predict_final(dst, ref.images, job.opts.threads) if ref is not None else None)
     report.update({"target": "fp16", "method": None, "calibration": None, "excluded_nodes": [], "dataset": data,
-                   "skipped_samples": list(skipped)})
+                   "skipped_samples": list(job.skipped)})
     atomic_write_json(f"{dst}.calib.json", report)
     return report
 
@@ -204,18 +223,17 @@ def _predict_final(path: Path, images: np.ndarray, threads: int | None) -> np.nd
     return predict(path, images, threads)
 
 
-def _report(src: Path, dst: Path, precision: str, opts: QuantizeOptions, info: Any, fp32: dict[str, Any] | None,
-            val: tuple[np.ndarray, np.ndarray] | None, pred: np.ndarray | None,
-            timings: dict[str, float]) -> dict[str, Any]:
+def _report(job: Job, dst: Path, precision: str, pred: np.ndarray | None) -> dict[str, Any]:
     from calib.sensitivity import miou
 
     acc: dict[str, Any] = {"val_images": 0}
-    if val is not None and fp32 is not None and pred is not None:
-        m = miou(pred, val[1], info)
-        acc = {"val_images": int(len(val[0])), "fp32_miou": fp32["miou"], f"{precision}_miou": m,
-               "drop": 100.0 * (fp32["miou"] - m), "agreement_with_fp32": float((pred == fp32["pred"]).mean())}
-    return {"model": str(dst), "precision": precision, "source": {"onnx": str(src), "sha256": sha256_file(src)},
-            "accuracy": acc, "timings": {k: round(v, 3) for k, v in timings.items()}, "versions": _versions()}
+    ref = job.reference
+    if ref is not None and pred is not None:
+        m = miou(pred, ref.labels, job.info)
+        acc = {"val_images": int(len(ref.images)), "fp32_miou": ref.miou, f"{precision}_miou": m,
+               "drop": 100.0 * (ref.miou - m), "agreement_with_fp32": float((pred == ref.pred).mean())}
+    return {"model": str(dst), "precision": precision, "source": {"onnx": str(job.src), "sha256": sha256_file(job.src)},
+            "accuracy": acc, "timings": {k: round(v, 3) for k, v in job.timings.items()}, "versions": _versions()}
 
 
 def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
