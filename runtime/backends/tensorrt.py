@@ -8,7 +8,8 @@ under later versions), and only on a GPU of the same name and compute capability
   execute_async_v3;
 - bindings (TensorRT 8.x before 8.5, and 8.5 where the named API is missing): set_binding_shape,
   execute_async_v2.
-The one in use is chosen with hasattr on the engine. Host buffers are page-locked and copies run on
+Each is one small class (`_NamedTensors`, `_Bindings`), chosen with hasattr on the engine. Host buffers
+are page-locked and copies run on
 one CUDA stream (cuda-python or pycuda, runtime.backends.tensorrt_cuda).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from runtime.backends.base import Backend
 from runtime.errors import UserError
 from runtime.metadata import DataInfo, info_from_sidecar, profile_bounds, read_sidecar
 from runtime.trt_version import engine_runs_on, import_tensorrt, jetpacks_for, parse_trt_version
+
+if TYPE_CHECKING:
+    import tensorrt
 
 # TensorRT DataType name -> numpy dtype for engine I/O
 TRT_NP_DTYPES: dict[str, np.dtype[Any]] = {
@@ -103,9 +107,63 @@ class _IO:
     index: int
     is_input: bool
     dtype: np.dtype[Any]
+    shape: tuple[int, ...] = ()  # as the engine declares it (-1 = dynamic)
     device: int = 0
     nbytes: int = 0
     host: np.ndarray | None = None
+
+
+# --- the two I/O implementations (after Polygraphy's _infer_impl_v3 / _infer_impl_legacy) ----------
+
+class _NamedTensors:
+    """TensorRT 8.5+ (the only API from 10 on): tensors by name, set_input_shape, set_tensor_address,
+    execute_async_v3."""
+
+    def __init__(self, engine: tensorrt.ICudaEngine, context: tensorrt.IExecutionContext) -> None:
+        self.engine, self.context = engine, context
+
+    def tensors(self) -> list[_IO]:
+        import tensorrt
+
+        e = self.engine
+        return [_IO(name, i, e.get_tensor_mode(name) == tensorrt.TensorIOMode.INPUT,
+                    np_dtype_for(e.get_tensor_dtype(name).name), dims_tuple(e.get_tensor_shape(name)))
+                for i, name in ((i, e.get_tensor_name(i)) for i in range(e.num_io_tensors))]
+
+    def set_input_shape(self, inp: _IO, out: _IO, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The output shape for input `shape`, or None when TensorRT rejects it."""
+        if not self.context.set_input_shape(inp.name, shape):
+            return None
+        return dims_tuple(self.context.get_tensor_shape(out.name))
+
+    def execute(self, ios: list[_IO], stream: int) -> bool:
+        for io in ios:
+            self.context.set_tensor_address(io.name, io.device)
+        return bool(self.context.execute_async_v3(stream))
+
+
+class _Bindings:
+    """TensorRT 8.x before 8.5 (and 8.5 builds without the named API): binding indices,
+    set_binding_shape, execute_async_v2."""
+
+    def __init__(self, engine: tensorrt.ICudaEngine, context: tensorrt.IExecutionContext) -> None:
+        self.engine, self.context = cast(_BindingEngine, engine), cast(_BindingContext, context)
+
+    def tensors(self) -> list[_IO]:
+        e = self.engine
+        return [_IO(e.get_binding_name(i), i, e.binding_is_input(i), np_dtype_for(e.get_binding_dtype(i).name),
+                    dims_tuple(self.context.get_binding_shape(i))) for i in range(e.num_bindings)]
+
+    def set_input_shape(self, inp: _IO, out: _IO, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        if not self.context.set_binding_shape(inp.index, shape):
+            return None
+        return dims_tuple(self.context.get_binding_shape(out.index))
+
+    def execute(self, ios: list[_IO], stream: int) -> bool:
+        bindings = [0] * self.engine.num_bindings
+        for io in ios:
+            bindings[io.index] = io.device
+        return bool(self.context.execute_async_v2(bindings, stream))
 
 
 class TensorRTBackend(Backend):
@@ -145,26 +203,16 @@ class TensorRTBackend(Backend):
         if context is None:
             raise UserError(f"TensorRT could not create an execution context for {self.path} (out of GPU memory?)")
         self.context = context
-        self.named = hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3")
-        if self.named:
-            for i in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(i)
-                is_in = engine.get_tensor_mode(name) == tensorrt.TensorIOMode.INPUT
-                self._io.append(_IO(name, i, is_in, np_dtype_for(engine.get_tensor_dtype(name).name)))
-        else:
-            legacy = cast(_BindingEngine, engine)
-            for i in range(legacy.num_bindings):
-                self._io.append(_IO(legacy.get_binding_name(i), i, legacy.binding_is_input(i),
-                                    np_dtype_for(legacy.get_binding_dtype(i).name)))
+        named = hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3")
+        self._api: _NamedTensors | _Bindings = _NamedTensors(engine, context) if named else _Bindings(engine, context)
+        self._io = self._api.tensors()
         inputs = [io for io in self._io if io.is_input]
         outputs = [io for io in self._io if not io.is_input]
         if len(inputs) != 1 or len(outputs) != 1:
             raise UserError(f"{self.path.name} has {len(inputs)} inputs and {len(outputs)} outputs; this backend runs "
                             "segmentation engines with one image input and one logits/labels output")
         self._in, self._out = inputs[0], outputs[0]
-        shape = (dims_tuple(engine.get_tensor_shape(self._in.name)) if self.named
-                 else dims_tuple(cast(_BindingContext, context).get_binding_shape(self._in.index)))
-        self.input_shape = shape if all(d > 0 for d in shape) else None
+        self.input_shape = self._in.shape if all(d > 0 for d in self._in.shape) else None
         self.output_kind = "labels" if self._out.dtype.kind in "iub" or self._out.name == "labels" else "logits"
         self._bounds = profile_bounds(self.sidecar, self._in.name)
 
@@ -187,27 +235,12 @@ class TensorRTBackend(Backend):
             check_in_profile(shape, self._bounds, self.path.name)
         host_in = self._ensure(self._in, shape)
         np.copyto(host_in, batch, casting="same_kind")
-        if self.named:
-            if not self.context.set_input_shape(self._in.name, shape):
-                raise UserError(f"TensorRT rejected input shape {shape} for {self.path.name}")
-            out_shape = dims_tuple(self.context.get_tensor_shape(self._out.name))
-        else:
-            legacy = cast(_BindingContext, self.context)
-            if not legacy.set_binding_shape(self._in.index, shape):
-                raise UserError(f"TensorRT rejected input shape {shape} for {self.path.name}")
-            out_shape = dims_tuple(legacy.get_binding_shape(self._out.index))
+        out_shape = self._api.set_input_shape(self._in, self._out, shape)
+        if out_shape is None:
+            raise UserError(f"TensorRT rejected input shape {shape} for {self.path.name}")
         host_out = self._ensure(self._out, out_shape)
         self.cuda.h2d_async(self._in.device, host_in)
-        if self.named:
-            for io in (self._in, self._out):
-                self.context.set_tensor_address(io.name, io.device)
-            ok = self.context.execute_async_v3(self.cuda.stream_handle)
-        else:
-            bindings = [0] * len(self._io)
-            for io in (self._in, self._out):
-                bindings[io.index] = io.device
-            ok = cast(_BindingContext, self.context).execute_async_v2(bindings, self.cuda.stream_handle)
-        if not ok:
+        if not self._api.execute([self._in, self._out], self.cuda.stream_handle):
             raise RuntimeError(f"TensorRT failed to enqueue {self.path.name} (see its log above)")
         self.cuda.d2h_async(host_out, self._out.device)
         self.cuda.synchronize()
