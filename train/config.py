@@ -28,7 +28,7 @@ from runtime.metadata import IMAGENET_MEAN, IMAGENET_STD
 
 @dataclass
 class SyntheticConfig:
-    """Knobs of the built-in synthetic street scenes (runtime/datasets/synthetic.py)."""
+    """Knobs of the built-in synthetic street scenes (runtime/datasets/synthetic/)."""
 
     num_train: int = 400
     num_val: int = 60

@@ -25,7 +25,7 @@ def make_onnx(path: Path, k: int = 4, size: tuple[int, int] = (64, 128), output:
     (or ArgMax -> uint8 `labels`). Weights from tiny_weights(k, seed). Classes c0..c{k-1}, or `classes`
     (k = len(classes)); `classes="synthetic"` gives the synthetic dataset's."""
     if classes == "synthetic":
-        from runtime.datasets.synthetic_draw import CLASSES
+        from runtime.datasets.synthetic import CLASSES
 
         classes = list(CLASSES)
     if classes is not None:

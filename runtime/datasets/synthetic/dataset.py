@@ -19,8 +19,8 @@ import numpy as np
 
 from runtime.datasets.base import BadSample, Sample, SegmentationDataset, read_image, read_label
 from runtime.datasets.folder import write_classes_yaml, write_sample
-from runtime.datasets.synthetic_draw import CLASSES, GENERATOR_VERSION, PALETTE, SPLIT_CODES
-from runtime.datasets.synthetic_scene import render_scene
+from runtime.datasets.synthetic.draw import CLASSES, GENERATOR_VERSION, PALETTE, SPLIT_CODES
+from runtime.datasets.synthetic.scene import render_scene
 from runtime.errors import UserError
 from runtime.io import atomic_write_json
 from runtime.metadata import DataInfo
@@ -237,6 +237,3 @@ def main(argv: list[str] | None = None) -> int:
 
     return run(p.parse_args(argv))
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Objects of the synthetic scenes: roadside furniture (walls, fences, hedges, trees, poles, signs, lights),
-traffic and people. Each `_roadside`/`_traffic`/`_pedestrians` returns (depth, draw) pairs so the scene
-can paint everything far to near."""
+traffic and people. `roadside`, `traffic` and `pedestrians` return (depth, draw) pairs so that the scene
+can paint everything far to near; `tree` is also drawn by the scene's tree rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from runtime.datasets.synthetic_draw import (
+from runtime.datasets.synthetic.draw import (
     BICYCLE,
     CAR,
     FENCE,
@@ -25,15 +25,15 @@ from runtime.datasets.synthetic_draw import (
     Colour,
     Palette,
 )
+from runtime.datasets.synthetic.layout import Street
 
 # -- roadside furniture --------------------------------------------------------------------------
 
 def roadside(cv: Canvas, pal: Palette, rng: np.random.Generator, d: float, side: int,
-              s: dict[str, float]) -> list[tuple[float, Callable[[], None]]]:
-    key = "r" if side > 0 else "l"
+              s: Street) -> list[tuple[float, Callable[[], None]]]:
     out: list[tuple[float, Callable[[], None]]] = []
-    kerb = s[f"sw_in_{key}"] + side * 0.4
-    outer = s[f"sw_out_{key}"]
+    kerb = s.side(side).sidewalk_in + side * 0.4
+    outer = s.side(side).sidewalk_out
     # walls, fences and hedges along the outer edge of the sidewalk
     z = rng.uniform(0, 10)
     while z < 90:
@@ -205,9 +205,9 @@ def _traffic_light(cv: Canvas, pal: Palette, rng: np.random.Generator, x: float,
 # -- traffic and people --------------------------------------------------------------------------
 
 def traffic(cv: Canvas, pal: Palette, rng: np.random.Generator, d: float,
-             s: dict[str, float]) -> list[tuple[float, Callable[[], None]]]:
+             s: Street) -> list[tuple[float, Callable[[], None]]]:
     out: list[tuple[float, Callable[[], None]]] = []
-    rl, rr = s["road_l"], s["road_r"]
+    rl, rr = s.road_l, s.road_r
     n = int(rng.poisson(3.0 * d)) + 1
     for _ in range(n):
         z = float(rng.uniform(4, 90) if rng.random() < 0.6 else rng.uniform(4, 25))
@@ -279,15 +279,15 @@ def _vehicle(cv: Canvas, pal: Palette, rng: np.random.Generator, x: float, z: fl
 
 
 def pedestrians(cv: Canvas, pal: Palette, rng: np.random.Generator, d: float,
-                 s: dict[str, float]) -> list[tuple[float, Callable[[], None]]]:
+                 s: Street) -> list[tuple[float, Callable[[], None]]]:
     out: list[tuple[float, Callable[[], None]]] = []
     for _ in range(int(rng.poisson(4.0 * d))):
         z = float(rng.uniform(3, 70))
         if rng.random() < 0.15:  # crossing the road
-            x = rng.uniform(s["road_l"], s["road_r"])
+            x = rng.uniform(s.road_l, s.road_r)
         else:
-            key = "l" if rng.random() < 0.5 else "r"
-            a, b = sorted((s[f"sw_in_{key}"], s[f"sw_out_{key}"]))
+            walk = s.side(-1 if rng.random() < 0.5 else 1)
+            a, b = sorted((walk.sidewalk_in, walk.sidewalk_out))
             x = rng.uniform(a, b) if b - a > 0.5 else a
         if rng.random() < 0.78:
             out.append((z, _bind(_person, cv, pal, rng, x, z, PERSON)))

@@ -1,4 +1,4 @@
-"""Rendering of the synthetic street scenes (see runtime/datasets/synthetic.py for the dataset).
+"""Rendering of the synthetic street scenes (the dataset reader is `dataset.SyntheticStreets`).
 
 A pinhole camera at height ~1.5 m looks down a straight street, so the road, sidewalks and facades
 converge to a vanishing point and everything is scaled by depth. Image and label are drawn together with
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from runtime.datasets.synthetic_draw import (
+from runtime.datasets.synthetic.draw import (
     BUILDING,
     COARSE_AMP,
     FINE_AMP,
@@ -30,7 +30,8 @@ from runtime.datasets.synthetic_draw import (
     crop_bank,
     noise_banks,
 )
-from runtime.datasets.synthetic_objects import pedestrians, roadside, traffic, tree
+from runtime.datasets.synthetic.layout import Side, Street
+from runtime.datasets.synthetic.objects import pedestrians, roadside, traffic, tree
 from runtime.metadata import IGNORE_INDEX
 
 
@@ -77,27 +78,27 @@ def _draw_sky(cv: Canvas, pal: Palette, rng: np.random.Generator, sky: Colour) -
         cv.ellipse(c, ax, pal.jitter((225, 228, 232), 12), SKY)
 
 
-def _draw_ground(cv: Canvas, pal: Palette, rng: np.random.Generator, d: float) -> dict[str, float]:
+def _draw_ground(cv: Canvas, pal: Palette, rng: np.random.Generator, d: float) -> Street:
     """Road, sidewalks, verges and markings. Returns the street's lateral layout (metres)."""
     zfar = 400.0
     x0 = rng.uniform(-2.0, 2.0)
     rw = rng.uniform(3.0, 7.0)
-    s: dict[str, float] = {"zfar": zfar, "road_l": x0 - rw, "road_r": x0 + rw}
+    road_l, road_r = x0 - rw, x0 + rw
+    sides: dict[int, Side] = {}
     terr = pal.terrain()
     cv.img[int(cv.yh):] = terr
     cv.lab[int(cv.yh):] = TERRAIN
     road = pal.road()
     sidewalk = pal.sidewalk() if rng.random() < 0.8 else pal.shade(road, rng.uniform(1.0, 1.3))
     for side in (-1, 1):
-        edge = s["road_r"] if side > 0 else s["road_l"]
+        edge = road_r if side > 0 else road_l
         verge_in = rng.uniform(0.6, 2.0) if rng.random() < 0.25 else 0.0
         sw = rng.uniform(1.5, 4.5) if rng.random() < 0.9 else 0.0
         verge_out = rng.uniform(0.5, 4.0) if rng.random() < 0.35 else 0.0
         a = edge + side * verge_in
         b = a + side * sw
         facade = b + side * verge_out
-        key = "r" if side > 0 else "l"
-        s[f"sw_in_{key}"], s[f"sw_out_{key}"], s[f"facade_{key}"] = a, b, facade
+        sides[side] = Side(sidewalk_in=a, sidewalk_out=b, facade=facade)
         if sw > 0:
             cv.wpoly([(a, 0, 0.5), (b, 0, 0.5), (b, 0, zfar), (a, 0, zfar)], sidewalk, SIDEWALK)
             # paving joints across the sidewalk
@@ -111,38 +112,38 @@ def _draw_ground(cv: Canvas, pal: Palette, rng: np.random.Generator, d: float) -
             kerb = pal.shade(sidewalk, 1.15)
             cv.wpoly([(a, 0, 0.5), (a + side * 0.18, 0, 0.5), (a + side * 0.18, 0, zfar), (a, 0, zfar)], kerb,
                      SIDEWALK)
-    cv.wpoly([(s["road_l"], 0, 0.5), (s["road_r"], 0, 0.5), (s["road_r"], 0, zfar), (s["road_l"], 0, zfar)],
+    cv.wpoly([(road_l, 0, 0.5), (road_r, 0, 0.5), (road_r, 0, zfar), (road_l, 0, zfar)],
              road, ROAD)
     # patches and markings (still road)
     for _ in range(int(rng.poisson(2 * d))):
         z0 = rng.uniform(3, 40)
-        xa = rng.uniform(s["road_l"], s["road_r"] - 1)
+        xa = rng.uniform(road_l, road_r - 1)
         cv.wpoly([(xa, 0, z0), (xa + rng.uniform(0.5, 3), 0, z0), (xa + rng.uniform(0.5, 3), 0, z0 + rng.uniform(1, 8)),
                   (xa, 0, z0 + rng.uniform(1, 8))], pal.shade(road, rng.uniform(0.7, 1.25)), ROAD)
     paint = pal.jitter((215, 215, 205), 10) if rng.random() < 0.8 else pal.jitter((210, 180, 60), 10)
-    xc = (s["road_l"] + s["road_r"]) / 2 + rng.uniform(-0.5, 0.5)
+    xc = (road_l + road_r) / 2 + rng.uniform(-0.5, 0.5)
     dash, gap = rng.uniform(2, 4), rng.uniform(3, 8)
     z = rng.uniform(0.5, 3)
     while z < 70:
         cv.wpoly([(xc - 0.07, 0, z), (xc + 0.07, 0, z), (xc + 0.07, 0, z + dash), (xc - 0.07, 0, z + dash)], paint, ROAD)
         z += dash + gap
-    for xe in (s["road_l"] + 0.3, s["road_r"] - 0.3):
+    for xe in (road_l + 0.3, road_r - 0.3):
         if rng.random() < 0.6:
             cv.wpoly([(xe - 0.06, 0, 0.5), (xe + 0.06, 0, 0.5), (xe + 0.06, 0, zfar), (xe - 0.06, 0, zfar)], paint, ROAD)
     if rng.random() < 0.3:  # zebra crossing
         zc = rng.uniform(6, 25)
-        x = s["road_l"] + 0.3
-        while x < s["road_r"] - 0.5:
+        x = road_l + 0.3
+        while x < road_r - 0.5:
             cv.wpoly([(x, 0, zc), (x + 0.5, 0, zc), (x + 0.5, 0, zc + 3), (x, 0, zc + 3)], paint, ROAD)
             x += 1.0
-    return s
+    return Street(zfar=zfar, road_l=road_l, road_r=road_r, left=sides[-1], right=sides[1])
 
 
-def _draw_skyline(cv: Canvas, pal: Palette, rng: np.random.Generator, sky: Colour, s: dict[str, float]) -> None:
+def _draw_skyline(cv: Canvas, pal: Palette, rng: np.random.Generator, sky: Colour, s: Street) -> None:
     """Distant buildings and tree lines at the end of the street, hazed towards the sky colour."""
     z = rng.uniform(120, 250)
-    x = s["facade_l"] - 30
-    while x < s["facade_r"] + 30:
+    x = s.left.facade - 30
+    while x < s.right.facade + 30:
         wdt = rng.uniform(5, 25)
         r = rng.random()
         haze = rng.uniform(0.3, 0.7)
@@ -163,10 +164,9 @@ def _mix(a: Colour, b: Colour, t: float) -> Colour:
 
 
 def _draw_facades(cv: Canvas, pal: Palette, rng: np.random.Generator, d: float, side: int,
-                  s: dict[str, float], sky: Colour) -> None:
+                  s: Street, sky: Colour) -> None:
     """Buildings along one side, far to near, with windows; gaps show trees or open ground."""
-    key = "r" if side > 0 else "l"
-    xf = s[f"facade_{key}"]
+    xf = s.side(side).facade
     segs = []
     z = rng.uniform(-6, 2)
     while z < 140:
@@ -232,13 +232,12 @@ def _tree_row(cv: Canvas, pal: Palette, rng: np.random.Generator, x: float, za: 
         tree(cv, pal, rng, x + rng.uniform(-1, 1), max(z, 2.0), _mix(pal.vegetation(), sky, haze))
 
 
-def _apply_shadow(cv: Canvas, rng: np.random.Generator, d: float, s: dict[str, float]) -> None:
+def _apply_shadow(cv: Canvas, rng: np.random.Generator, d: float, s: Street) -> None:
     """Cast shadows of the buildings across the ground (drawn into `cv.shadow`, applied now)."""
     if rng.random() < 0.5:
         side = 1 if rng.random() < 0.5 else -1
-        key = "r" if side > 0 else "l"
-        reach = rng.uniform(0.2, 1.0) * (s["road_r"] - s["road_l"])
-        xf = s[f"facade_{key}"]
+        reach = rng.uniform(0.2, 1.0) * (s.road_r - s.road_l)
+        xf = s.side(side).facade
         z0 = rng.uniform(-5, 30)
         z1 = z0 + rng.uniform(10, 150)
         pts = cv.proj([(xf, 0, z0), (xf - side * reach, 0, z0), (xf - side * reach, 0, z1), (xf, 0, z1)])
