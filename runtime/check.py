@@ -7,7 +7,7 @@ One table (and JSON) of: OS and Python; the CPU, its cores and the instruction s
 and its devices; TensorRT and the CUDA bindings (pycuda, cuda-python); JetPack / L4T on a Jetson; the
 GPUs (name, compute capability, memory, driver) from nvidia-smi or the CUDA bindings. Each row says
 "ok", "missing" (with what to install) or "info". `python -m train.check` adds the training side, and
-`make check` runs both (`FULL=1`: the self-test and speed test of train.check --speed).
+`make check` runs both (`FULL=1`: also the training side's self-test and speed test).
 """
 
 from __future__ import annotations

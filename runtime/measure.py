@@ -1,7 +1,7 @@
 """The two measurements of a model that every command shares: accuracy (`evaluate`: mIoU, per-class
 IoU and pixel accuracy of a backend on a dataset) and latency (`time_backend`: the backend's own
-per-call milliseconds after a warm-up). runtime.eval, runtime.bench, runtime.jetson_bench and
-train.evaluate call these, so every backend is scored and timed by the same code.
+per-call milliseconds after a warm-up). runtime.eval, runtime.bench, runtime.jetson_bench and the
+training side's checkpoint evaluation call these, so every backend is scored and timed by the same code.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def parse_trt_version(text: str) -> TrtVersion:
     return TrtVersion(*(int(g) if g is not None else 0 for g in m.groups()))
 
 
-# JetPack release -> TensorRT version it ships (NOTES.md "TensorRT").
+# JetPack release -> the TensorRT version it ships (from NVIDIA's JetPack release notes).
 JETPACK_TRT: dict[str, str] = {
     "5.1": "8.5.2",
     "6.0": "8.6.2",

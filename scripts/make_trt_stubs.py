@@ -2,7 +2,8 @@
 
 tensorrt-stubs (pip install --no-deps tensorrt-stubs) installs `tensorrt/__init__.pyi` and
 `tensorrt_bindings/*.pyi` without a py.typed marker, so mypy ignores them where they lie, and
-`tensorrt_bindings/tensorrt.pyi` does not parse (NOTES.md). Copying fixes, generically:
+`tensorrt_bindings/tensorrt.pyi` does not parse (10.13.0.35.1: keyword-named parameters, a parameter
+without a default after defaulted ones). Copying fixes, generically:
 - parameters named with a Python keyword (`in: list[...]`) are renamed `in_`;
 - a parameter without a default after defaulted ones gets `= ...`;
 - the import of `tensorrt_libs` (a runtime-only package) is dropped.

@@ -1,4 +1,4 @@
-"""Checkpoints: the deployable student `*.pt` (DESIGN.md artefact 1) and the resumable `last.pt`.
+"""Checkpoints: the deployable student `*.pt` (docs/design.md, "Artefacts") and the resumable `last.pt`.
 
 Deployable checkpoint, plain types only (`torch.load(weights_only=True)`):
     format_version  int (FORMAT_VERSION)

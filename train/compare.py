@@ -1,4 +1,4 @@
-"""Budget-matched comparison of distillation methods (METHODS.md, "Budget-matched comparison"):
+"""Budget-matched comparison of distillation methods (docs/methods.md, "Budget-matched comparison"):
 
     python -m train.compare --config configs/compare.yaml --teacher T.pt \\
         --methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 10m --seeds 2 --out runs/compare

@@ -1,4 +1,4 @@
-"""Distil a student from a frozen teacher (DESIGN.md, "Commands"):
+"""Distil a student from a frozen teacher (docs/design.md, "Commands"):
 
     python -m train.distill --config configs/demo.yaml method=lfd budget=30m teacher=runs/demo/teacher/best.pt
 

@@ -1,4 +1,4 @@
-"""Rank a teacher's layers by knowledge quality for FKD (METHODS.md, "FKD"):
+"""Rank a teacher's layers by knowledge quality for FKD (docs/methods.md, "FKD"):
 
     python -m train.fkd_layers --teacher runs/demo/teacher/best.pt --images 200 --top-k 2 --out fkd.yaml
 

@@ -1,5 +1,5 @@
-"""Knowledge quality of a feature layer, after Cooper et al. 2025 (METHODS.md, "FKD: feature-only
-distillation with knowledge-quality layer choice"). Pixel features are C-dim samples with class labels.
+"""Knowledge quality of a feature layer, after Cooper et al. 2025 (docs/methods.md, "Knowledge
+quality of a layer"). Pixel features are C-dim samples with class labels.
 
 - separation `S = mean_c (avg intra-class |cos|) − mean over class pairs (avg inter-class |cos|)`
   (intra-class averages over pairs of distinct samples);

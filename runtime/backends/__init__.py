@@ -5,8 +5,8 @@
     load_backend("student.onnx", backend="tensorrt")   # explicit
 
 `BACKENDS` lists the backends that live in runtime/. Packages register others under the entry-point
-group `lfd_edge.backends` (pyproject.toml): the PyTorch backend for `.pt` checkpoints is one, in
-train/torch_backend.py, since it needs the model code; runtime/ itself never imports train/.
+group `lfd_edge.backends` (pyproject.toml): the PyTorch backend for `.pt` checkpoints is one, shipped
+with the training code it needs to rebuild a model, which runtime/ itself never imports.
 `registry()` is both. Each backend module is imported only when chosen, so that ONNX Runtime users
 never import torch and PyTorch users never import tensorrt. Options a backend's constructor does not take (e.g. `threads` for a
 TensorRT engine) are ignored, so that one command line can drive every kind of model.

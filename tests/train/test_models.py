@@ -242,7 +242,7 @@ def test_gflops_is_twice_the_macs() -> None:
     enc = model.encoder
     with FlopCounterMode(display=False) as c:
         enc(torch.zeros(1, 3, 256, 512, device="meta"))
-    assert c.get_total_flops() / 1e9 == pytest.approx(48.1, rel=0.01)  # NOTES.md: ResNet-18 OS8 256x512
+    assert c.get_total_flops() / 1e9 == pytest.approx(48.1, rel=0.01)  # ResNet-18 dilated to OS8 at 256x512: 24 GMACs
     total = gflops(model, (256, 512))
     # the DeepLabV3 head at stride 8 (32 x 64): 1x1 + three 3x3 ASPP convs 512->256, project 1280->256,
     # 3x3 256->256, classifier 256->19 (the pooled 1x1 branch is negligible: counted separately)

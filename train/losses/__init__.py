@@ -1,6 +1,6 @@
 """Training objectives: the task loss plus any distillation methods, composed from `distill.method`.
 
-`METHODS` maps each method name to its class (METHODS.md gives the math; each module restates it).
+`METHODS` maps each method name to its class (docs/methods.md gives the math; each module restates it).
 `build_objective(cfg.distill, student.feature_info, teacher.feature_info, num_classes, budget.is_time)`
 parses `method` ('baseline', 'kd', 'kd+cwd', 'lfd', 'fkd+kd', ...) and returns one `Combined` objective:
 the task loss (`ce`, `aux_ce`) and every method's named terms, with needs_teacher / detach_encoder set

@@ -1,4 +1,4 @@
-"""Attention transfer, Zagoruyko & Komodakis (METHODS.md, "Canonical methods", AT).
+"""Attention transfer, Zagoruyko & Komodakis (docs/methods.md, "AT").
 
     a(F) = L2-normalise over the h·w positions of mean_c F²,
     L_at = mean_{b,i} (a_S − a_T)²,

@@ -16,7 +16,7 @@ from train.config import DistillConfig
 from train.models.output import FeatureInfo, SegOutput
 from train.objective import Objective, check_teacher_classes, teacher_output
 
-DEEP = "decoder"  # the input of each model's classifier: F in METHODS.md
+DEEP = "decoder"  # the input of each model's classifier: F in docs/methods.md
 
 
 @dataclass

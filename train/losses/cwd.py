@@ -1,4 +1,4 @@
-"""Channel-wise distillation, Shu et al. 2021 (METHODS.md, "Canonical methods", CWD).
+"""Channel-wise distillation, Shu et al. 2021 (docs/methods.md, "CWD").
 
 For each image b and channel k, `q = softmax over the h·w positions of z/τ`;
 

@@ -1,4 +1,4 @@
-"""FitNet feature regression (METHODS.md, "Canonical methods", FitNet).
+"""FitNet feature regression (docs/methods.md, "FitNet").
 
     L_fitnet = mean((φ(F_S) − F_T)²),   φ a 1x1 conv C_S→C_T without bias,
 

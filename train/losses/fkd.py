@@ -1,5 +1,4 @@
-"""FKD: feature-only distillation (METHODS.md, "FKD: feature-only distillation with knowledge-quality
-layer choice"), after Cooper et al. 2025.
+"""FKD: feature-only distillation (docs/methods.md, "FKD"), after Cooper et al. 2025.
 
 For each chosen (student stage, teacher stage) pair j, a 1x1 conv projector P_j (C_S→C_T, no bias) and
 

@@ -1,4 +1,4 @@
-"""Pixel-wise Hinton KD (METHODS.md, "Canonical methods", KD).
+"""Pixel-wise Hinton KD (docs/methods.md, "KD").
 
     L_kd = τ² · (1/N) Σ_pixels Σ_k p_T^τ (log p_T^τ − log p_S^τ),   p^τ = softmax(z/τ) over classes,
 

@@ -1,4 +1,4 @@
-"""LFD: Logit-guided Feature Distillation (METHODS.md, "LFD: Logit-guided Feature Distillation").
+"""LFD: Logit-guided Feature Distillation (docs/methods.md, "LFD").
 
 Everything runs at the student's logit size h x w (stride 8); labels are nearest-downsampled to h x w,
 P = the valid pixels (label ≠ 255), p^τ = softmax(z/τ) over classes, z_T resized to h x w if needed.

@@ -74,7 +74,7 @@ def gflops(model: Segmentor, size: tuple[int, int], batch: int = 1) -> float:
     """GFLOPs of `model.segment` on a `batch` x 3 x H x W input, counted by torch's FlopCounterMode.
 
     FlopCounterMode counts 2 FLOPs per multiply-accumulate for convolutions and matrix products
-    (GFLOPs = 2 x GMACs, the convention of NOTES.md); elementwise ops, pooling and resizing are not counted."""
+    (GFLOPs = 2 x GMACs, as papers and timm's model cards count); elementwise ops, pooling and resizing are not counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
     param = next(model.parameters())

@@ -20,10 +20,10 @@ class FeatureInfo:
 class SegOutput:
     """One forward pass gives everything training and distillation need, with no second pass.
 
-    - `logits`: N x K x h x w at the decode head's stride (8 or 16), NOT upsampled (z in METHODS.md).
+    - `logits`: N x K x h x w at the decode head's stride (8 or 16), NOT upsampled (z in docs/methods.md).
     - `aux`: N x K x h' x w' logits of the FCN auxiliary head on encoder stage 3, or None.
     - `features`: name -> N x C x h x w; encoder levels `stage0`..`stage4` (timm features_only levels,
-      stage0 = stride 2) and `decoder` (the input of the classifier: F in METHODS.md).
+      stage0 = stride 2) and `decoder` (the input of the classifier: F in docs/methods.md).
     """
 
     logits: torch.Tensor
