@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -77,18 +75,9 @@ def _row(area: str, item: str, value: Any, status: str = "info", note: str = "")
 
 def gpus() -> list[dict[str, str]]:
     """GPUs from nvidia-smi (name, compute capability, memory, driver), else from cuda-python or pycuda."""
-    out: list[dict[str, str]] = []
-    if shutil.which("nvidia-smi"):
-        try:
-            res = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total,driver_version",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=15)
-            for line in res.stdout.strip().splitlines():
-                p = [x.strip() for x in line.split(",")]
-                if len(p) == 4:
-                    out.append({"name": p[0], "compute_capability": p[1], "memory": p[2], "driver": p[3],
-                                "via": "nvidia-smi"})
-        except (OSError, subprocess.SubprocessError):
-            pass
+    from runtime.report import nvidia_smi_gpus
+
+    out = [{**g, "via": "nvidia-smi"} for g in nvidia_smi_gpus()]
     if out:
         return out
     try:  # pycuda, when installed (Jetson images often have it and no nvidia-smi)

@@ -44,20 +44,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_info() -> list[dict[str, str]]:
-    """GPUs from nvidia-smi when present (name, driver, memory); [] otherwise. Jetsons have no nvidia-smi
-    before JetPack 6 and report the module through /proc/device-tree/model instead."""
+def nvidia_smi_gpus() -> list[dict[str, str]]:
+    """GPUs as nvidia-smi lists them (name, compute capability, memory, driver); [] without nvidia-smi."""
     out: list[dict[str, str]] = []
     if shutil.which("nvidia-smi"):
         try:
-            res = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+            res = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total,driver_version",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=15)
             for line in res.stdout.strip().splitlines():
-                parts = [p.strip() for p in line.split(",")]
-                if len(parts) == 3:
-                    out.append({"name": parts[0], "driver": parts[1], "memory": parts[2]})
+                p = [x.strip() for x in line.split(",")]
+                if len(p) == 4:
+                    out.append({"name": p[0], "compute_capability": p[1], "memory": p[2], "driver": p[3]})
         except (OSError, subprocess.SubprocessError):
             pass
+    return out
+
+
+def gpu_info() -> list[dict[str, str]]:
+    """GPUs for reports: nvidia-smi's list when present; [] otherwise. Jetsons have no nvidia-smi
+    before JetPack 6 and report the module through /proc/device-tree/model instead."""
+    out = nvidia_smi_gpus()
     model = Path("/proc/device-tree/model")
     if not out and model.is_file():
         name = model.read_text(errors="replace").strip("\x00\n ")
