@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.backends import backend_name_for, load_backend, model_format
-from runtime.cli import add_backend_options, parse_size
+from runtime.cli import add_backend_options, backend_options, parse_size
 from runtime.errors import UserError, cli_main
 from runtime.measure import evaluate, time_backend
 from runtime.preprocess import dummy_batch
@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.models:
         print(f"benchmarking {m} ...", file=sys.stderr)
         rows.append(bench_model(m, size, args.batch, args.warmup, args.iters, args.data, args.split,
-                                args.max_images, args.backend, threads=args.threads, providers=args.providers,
-                                device=args.device))
+                                args.max_images, args.backend, **backend_options(args)))
     print(format_table(rows, COLUMNS, headers=HEADERS))
     settings = {k: getattr(args, k) for k in ("size", "batch", "warmup", "iters", "data", "split", "max_images",
-                                              "backend", "threads", "providers", "device")}
+                                              "backend", "threads", "providers", "device", "ov_hint",
+                                              "ov_precision")}
     write_report(out / "bench.json", {"settings": settings, "columns": COLUMNS, "rows": rows}, threads=args.threads)
     atomic_write_text(out / "bench.md", format_table(rows, COLUMNS, markdown=True, headers=HEADERS) + "\n")
     note = plot(rows, out / "bench.png")

@@ -14,7 +14,7 @@ import re
 
 from runtime.errors import UserError
 
-__all__ = ["add_backend_options", "parse_shape", "parse_size"]
+__all__ = ["add_backend_options", "backend_options", "parse_shape", "parse_size"]
 
 Shape = tuple[int, ...]
 
@@ -42,13 +42,25 @@ def parse_size(text: str | None, what: str = "--size") -> tuple[int, int] | None
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
-    """The options every command that runs models shares: --backend, --threads, --providers, --device.
-    Pass them on with `load_backend(path, args.backend, threads=args.threads, providers=args.providers,
-    device=args.device)`; each backend takes those it understands."""
+    """The options every command that runs models shares: --backend, --threads, --providers, --device,
+    --ov-hint, --ov-precision. Pass them on with `load_backend(path, args.backend, **backend_options(args))`;
+    each backend takes those it understands."""
     from runtime.backends import registry
 
     parser.add_argument("--backend", choices=sorted(registry()), help="override the backend chosen from the suffix")
-    parser.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime intra-op / torch)")
+    parser.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime intra-op, OpenVINO, torch)")
     parser.add_argument("--providers", help="ONNX Runtime providers in order, e.g. cuda,cpu or tensorrt,cuda,cpu "
                         "(default: CUDA when available, then CPU)")
-    parser.add_argument("--device", help="PyTorch device for .pt checkpoints: auto, cpu, cuda, cuda:N (default auto)")
+    parser.add_argument("--device", help="PyTorch device for .pt checkpoints: auto, cpu, cuda, cuda:N (default auto); "
+                        "OpenVINO device: CPU, GPU, GPU.N, NPU, AUTO (default CPU)")
+    parser.add_argument("--ov-hint", choices=("latency", "throughput"), default=None,
+                        help="OpenVINO performance hint (default latency)")
+    parser.add_argument("--ov-precision", choices=("f32", "bf16", "f16"), default=None,
+                        help="OpenVINO inference precision hint (default f32; bf16 is fast on CPUs with AMX or "
+                             "AVX512-BF16)")
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments of `load_backend` from the options `add_backend_options` added."""
+    return {"threads": args.threads, "providers": args.providers, "device": args.device,
+            "performance_hint": args.ov_hint, "precision_hint": args.ov_precision}

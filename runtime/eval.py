@@ -20,7 +20,7 @@ import argparse
 import sys
 
 from runtime.backends import load_backend
-from runtime.cli import add_backend_options, parse_size
+from runtime.cli import add_backend_options, backend_options, parse_size
 from runtime.datasets import DataSpec
 from runtime.errors import UserError, cli_main
 from runtime.measure import evaluate, format_result
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     check_writable(args.out, "--out folder", folder=True)
     rows = []
     for model in args.model:
-        with load_backend(model, args.backend, threads=args.threads, providers=args.providers,
-                          device=args.device) as backend:
+        with load_backend(model, args.backend, **backend_options(args)) as backend:
             dataset = DataSpec.for_model(backend.info, args.data).open(args.split, skip_bad=args.skip_bad)
             print(f"{backend.name}: {model} on {args.data or 'synthetic'}/{args.split} "
                   f"({len(dataset)} images)", file=sys.stderr)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from runtime.backends import Backend, load_backend
-from runtime.cli import add_backend_options, parse_size
+from runtime.cli import add_backend_options, backend_options, parse_size
 from runtime.errors import Terminated, UserError, cli_main, sigterm_as_interrupt
 from runtime.postprocess import FILTERS, Painter, colorize, overlay, resize_labels
 from runtime.preprocess import Preprocessor, dummy_batch
@@ -363,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2 cores (docs/runtime.md): 2 non-spinning threads beat 1 thread by 9 % (INT8 192x384) to 42 %
     # (FP32 512x1024) end to end.
     threads = args.threads
-    with load_backend(args.model, args.backend, threads=threads, providers=args.providers,
-                      device=args.device, spinning=False) as backend:
+    with load_backend(args.model, args.backend, **{**backend_options(args), "threads": threads},
+                      spinning=False) as backend:
         alone = backend_alone(backend, size, args.measure_backend) if args.measure_backend > 0 else None
         source = open_source(args.source, loop=args.loop, size=parse_size(args.source_size), fps=args.source_fps)
         sink = Sink(args.save, args.masks, args.show, fps=source.native_fps)

@@ -20,6 +20,8 @@ INSTALL_HINTS: dict[str, str] = {
     "modelopt": "pip install 'nvidia-modelopt[onnx]'",
     "matplotlib": "pip install matplotlib",
     "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu)",
+    "openvino": "pip install 'lfd-edge[openvino]' (or: pip install openvino)",
+    "nncf": "pip install 'lfd-edge[openvino]' (or: pip install nncf)",
 }
 
 

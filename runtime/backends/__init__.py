@@ -32,6 +32,7 @@ __all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "SUFFIXES", "Backend", "backend_clas
 BACKENDS: dict[str, str] = {
     "onnxruntime": "runtime.backends.onnxruntime_backend:OnnxRuntimeBackend",
     "tensorrt": "runtime.backends.tensorrt:TensorRTBackend",
+    "openvino": "runtime.backends.openvino_backend:OpenVINOBackend",
 }
 # entry-point group through which installed packages add backends (name = "module:Class")
 ENTRY_POINT_GROUP = "lfd_edge.backends"
@@ -46,11 +47,12 @@ SUFFIXES: dict[str, str] = {
     ".onnx": "onnxruntime",
     ".engine": "tensorrt",
     ".plan": "tensorrt",
+    ".xml": "openvino",
 }
 
 # spellings users type -> backend name
 ALIASES: dict[str, str] = {"pytorch": "torch", "pt": "torch", "ort": "onnxruntime", "onnx": "onnxruntime",
-                           "trt": "tensorrt", "engine": "tensorrt"}
+                           "trt": "tensorrt", "engine": "tensorrt", "ov": "openvino"}
 
 
 @functools.cache
@@ -112,7 +114,7 @@ def load_backend(path: str | Path, backend: str | None = None, **opts: Any) -> B
 
 def model_format(path: str | Path) -> str:
     """A short human name of the artefact kind, from the file name: 'pytorch', 'onnx', 'onnx int8 (cpu)',
-    'onnx fp16', 'tensorrt' (+ precision from the engine sidecar when present)."""
+    'onnx fp16', 'openvino', 'openvino int8', 'tensorrt' (+ precision from the engine sidecar when present)."""
     p = Path(path)
     name = p.name.lower()
     if name.endswith((".pt", ".pth")):
@@ -123,6 +125,8 @@ def model_format(path: str | Path) -> str:
             if name.endswith(tag):
                 return label
         return "onnx"
+    if name.endswith(".xml"):
+        return "openvino int8" if name.endswith(".int8.openvino.xml") else "openvino"
     if name.endswith((".engine", ".plan")):
         from runtime.metadata import read_sidecar
 
