@@ -1,6 +1,6 @@
 """Opening ONNX files as graphs (onnx.ModelProto) with one-sentence errors: a truncated or corrupt file
 names the file, a model without LFD-Edge metadata says how to re-export it. Sessions to run a model come
-from the runtime backend (`cpu_session`), the same one the device runs."""
+from the runtime backends (`cpu_session`, `cpu_backend`), the same ones the device runs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
+from runtime.backends.base import Backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.errors import UserError
 from runtime.io import check_readable
@@ -37,6 +38,16 @@ def cpu_session(path: str | Path, threads: int | None = None) -> OnnxRuntimeBack
     """The runtime's ONNX Runtime backend on the CPU provider (calibration figures must not depend on
     whether this machine has a GPU); UserError naming `path` when ONNX Runtime cannot load it."""
     return OnnxRuntimeBackend(path, providers="cpu", threads=threads)
+
+
+def cpu_backend(path: str | Path, threads: int | None = None) -> Backend:
+    """The runtime backend that runs `path` on this CPU: ONNX Runtime's CPU provider for an `.onnx`,
+    OpenVINO's CPU device (f32 precision hint) for an OpenVINO IR `.xml`."""
+    if Path(path).suffix.lower() == ".xml":
+        from runtime.backends.openvino_backend import OpenVINOBackend
+
+        return OpenVINOBackend(path, device="CPU", threads=threads, precision_hint="f32")
+    return cpu_session(path, threads)
 
 
 def data_info(model: onnx.ModelProto, path: str | Path) -> DataInfo:

@@ -1,8 +1,10 @@
-"""`python -m calib.quantize --onnx S.onnx --data synthetic --target cpu|trt [--fp16]`: reduced precision.
+"""`python -m calib.quantize --onnx S.onnx --data synthetic --target cpu|trt|openvino [--fp16]`: reduced precision.
 
 - `--target cpu` -> `S.int8.cpu.onnx`: ONNX Runtime QDQ (u8s8, per-channel weights), fast on CPUs.
 - `--target trt` -> `S.int8.trt.onnx`: symmetric int8 Q/DQ as TensorRT requires (nvidia-modelopt when
   installed, else ONNX Runtime), checked by calib.qdq_check.
+- `--target openvino` -> `S.int8.openvino.xml` + `.bin`: an OpenVINO IR quantized by NNCF
+  (calib/openvino_int8.py); needs the `[openvino]` extra.
 - `--fp16` -> `S.fp16.onnx`: float16 weights and compute, float32 inputs and outputs.
 
 Calibration images are TRAINING images covering every class (calib/dataset.py, cached); the mIoU of the
@@ -27,20 +29,20 @@ from typing import Any
 import numpy as np
 import onnx
 
-from calib.dataset import DEFAULT_CACHE_DIR, build_calibration_set, evaluation_set
+from calib.dataset import DEFAULT_CACHE_DIR, CalibrationSet, build_calibration_set, evaluation_set
 from calib.onnx_io import cpu_session, data_info, input_size, load_onnx
 from runtime.datasets import DataSpec, SegmentationDataset
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_bytes, atomic_write_json, check_writable, sha256_file
-from runtime.metadata import DataInfo
+from runtime.metadata import ONNX_SOURCE_KEY, DataInfo
 
-TARGETS = ("cpu", "trt")
+TARGETS = ("cpu", "trt", "openvino")
 
 
 @dataclass
 class QuantizeOptions:
-    target: str | None = "cpu"  # cpu | trt | None (FP16 only)
-    method: str | None = None  # minmax | entropy | percentile (None: minmax for cpu, entropy for trt)
+    target: str | None = "cpu"  # cpu | trt | openvino | None (FP16 only)
+    method: str | None = None  # minmax | entropy | percentile (None: minmax for cpu, entropy for trt; openvino: NNCF's)
     images: int = 200
     max_drop: float | None = None
     fp16: bool = False
@@ -56,8 +58,9 @@ class QuantizeOptions:
 
 
 def output_path(src: Path, kind: str) -> Path:
-    """S.onnx -> S.int8.cpu.onnx / S.int8.trt.onnx / S.fp16.onnx."""
-    return src.with_name(f"{src.name.removesuffix('.onnx')}.{kind}.onnx")
+    """S.onnx -> S.int8.cpu.onnx / S.int8.trt.onnx / S.fp16.onnx / S.int8.openvino.xml (an IR)."""
+    suffix = ".xml" if kind == "int8.openvino" else ".onnx"
+    return src.with_name(f"{src.name.removesuffix('.onnx')}.{kind}{suffix}")
 
 
 def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out: str | Path | None = None,
@@ -78,9 +81,15 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
                         f"of the same checkpoint (python -m export.onnx without --uint8-input)")
     size = input_size(model, info)
     if opts.target is None and not opts.fp16:
-        raise UserError("nothing to do: pass --target cpu|trt and/or --fp16")
+        raise UserError("nothing to do: pass --target cpu|trt|openvino and/or --fp16")
     if opts.target is not None and opts.target not in TARGETS:
-        raise UserError(f"--target {opts.target}: choose cpu or trt")
+        raise UserError(f"--target {opts.target}: choose cpu, trt or openvino")
+    if opts.target == "openvino":
+        if opts.method is not None:
+            raise UserError(f"--method {opts.method} applies to --target cpu and trt; NNCF chooses its own ranges "
+                            "for --target openvino (leave --method out)")
+        if out is not None and Path(out).suffix != ".xml":
+            raise UserError(f"--out {out}: an OpenVINO IR is written as NAME.xml (+ NAME.bin)")
     if out is not None and opts.target is not None and opts.fp16:
         raise UserError("--out names one file; with both --target and --fp16 leave it out")
     if opts.target is not None and data is None:
@@ -107,7 +116,8 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
         if opts.target is not None and spec is not None:  # data is checked above
             dst = Path(out) if out else output_path(src, f"int8.{opts.target}")
             train = spec.open("train", skip_bad=opts.skip_bad)
-            reports.append(_int8(job.fork(), spec, train, dst, Path(tmp_dir)))
+            int8 = _int8_openvino if opts.target == "openvino" else _int8
+            reports.append(int8(job.fork(), spec, train, dst, Path(tmp_dir)))
         if opts.fp16:
             dst = Path(out) if out else output_path(src, "fp16")
             reports.append(_fp16(job.fork(), data, dst))
@@ -150,11 +160,7 @@ def _int8(job: Job, data: DataSpec, train: SegmentationDataset, dst: Path, tmp: 
 
     opts, info, ref = job.opts, job.info, job.reference
     method = opts.method or ("minmax" if opts.target == "cpu" else "entropy")
-    t0 = time.perf_counter()
-    key = f"{data.text} {json.dumps(dict(data.options), sort_keys=True, default=str)}" if data.options else data.text
-    calib = build_calibration_set(train, key, info, job.size, opts.images, opts.seed,
-                                  opts.cache_dir, opts.allow_missing_classes)
-    job.timings["calibration_set_s"] = time.perf_counter() - t0
+    calib = _calibration_set(job, data, train)
     t0 = time.perf_counter()
     prepared = int8.prepare(job.src, tmp / "prepared.onnx")
     prepared_model = onnx.load(str(prepared))
@@ -184,15 +190,54 @@ def _int8(job: Job, data: DataSpec, train: SegmentationDataset, dst: Path, tmp: 
     atomic_write_bytes(dst, q.SerializeToString())
     report = _report(job, dst, "int8", _predict_final(dst, ref.images, opts.threads))
     report.update({"target": opts.target, "method": method, "quantizer": "modelopt" if use_modelopt else "onnxruntime",
-                   "calibration": {"images": calib.names, "count": len(calib.names), "cache": str(calib.path),
-                                   "dataset": data.text, "split": "train", "seed": opts.seed,
-                                   "classes_missing": calib.manifest.get("classes_missing", [])},
+                   "calibration": _calibration_record(calib, data, opts.seed),
                    "excluded_nodes": chosen["excluded"], "max_drop": opts.max_drop, "guard_rounds": chosen["rounds"],
                    "sensitivity": chosen["ranking"], "qdq_violations": violations,
                    "skipped_samples": list(job.skipped) + list(train.bad)})
     _say_skipped(report["skipped_samples"])
     atomic_write_json(f"{dst}.calib.json", report)
     return report
+
+
+def _int8_openvino(job: Job, data: DataSpec, train: SegmentationDataset, dst: Path, tmp: Path) -> dict[str, Any]:
+    """NNCF PTQ of the ONNX model into an INT8 IR (calib/openvino_int8.py), guarded by NNCF's accuracy
+    control when --max-drop is given; the report's mIoU is the written IR's, run by the runtime backend."""
+    from calib import openvino_int8
+    from runtime.backends.openvino_backend import write_ir
+
+    opts, ref = job.opts, job.reference
+    if ref is None:
+        raise UserError("INT8 needs the val split of --data to measure the mIoU drop")
+    calib = _calibration_set(job, data, train)
+    t0 = time.perf_counter()
+    model, record = openvino_int8.quantize_ir(job.src, calib.images, ref.images, ref.labels, job.info, opts.max_drop)
+    job.timings["quantize_and_guard_s"] = time.perf_counter() - t0
+    write_ir(model, dst, job.info, {ONNX_SOURCE_KEY: {"onnx": job.src.name, "quantizer": "nncf"}})
+    report = _report(job, dst, "int8", _predict_final(dst, ref.images, opts.threads))
+    report["versions"].update(openvino_int8.versions())
+    report.update({"target": "openvino", "method": "nncf", "quantizer": "nncf",
+                   "calibration": _calibration_record(calib, data, opts.seed),
+                   "excluded_nodes": record.get("reverted_ops", []), "max_drop": opts.max_drop, "nncf": record,
+                   "skipped_samples": list(job.skipped) + list(train.bad)})
+    _say_skipped(report["skipped_samples"])
+    atomic_write_json(f"{dst}.calib.json", report)
+    return report
+
+
+def _calibration_set(job: Job, data: DataSpec, train: SegmentationDataset) -> CalibrationSet:
+    """The class-covering calibration images of every INT8 target (calib/dataset.py, cached)."""
+    opts = job.opts
+    t0 = time.perf_counter()
+    key = f"{data.text} {json.dumps(dict(data.options), sort_keys=True, default=str)}" if data.options else data.text
+    calib = build_calibration_set(train, key, job.info, job.size, opts.images, opts.seed,
+                                  opts.cache_dir, opts.allow_missing_classes)
+    job.timings["calibration_set_s"] = time.perf_counter() - t0
+    return calib
+
+
+def _calibration_record(calib: CalibrationSet, data: DataSpec, seed: int) -> dict[str, Any]:
+    return {"images": calib.names, "count": len(calib.names), "cache": str(calib.path), "dataset": data.text,
+            "split": "train", "seed": seed, "classes_missing": calib.manifest.get("classes_missing", [])}
 
 
 def _fp16(job: Job, data: str | None, dst: Path) -> dict[str, Any]:
@@ -262,15 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, help="FP32 ONNX model from python -m export.onnx")
     p.add_argument("--data", default=None, help="dataset as name:root, or synthetic (calibration + val mIoU)")
     p.add_argument("--target", choices=TARGETS, default=None,
-                   help="cpu: ONNX Runtime QDQ for CPUs; trt: symmetric Q/DQ for TensorRT")
+                   help="cpu: ONNX Runtime QDQ for CPUs; trt: symmetric Q/DQ for TensorRT; openvino: an INT8 "
+                        "OpenVINO IR quantized by NNCF (pip install -e '.[openvino]')")
     p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default=None,
                    help="calibration method (default: minmax for cpu, entropy for trt)")
     p.add_argument("--images", type=int, default=200, help="calibration images from the train split (default 200)")
     p.add_argument("--max-drop", type=float, default=None,
-                   help="largest acceptable mIoU drop in points; keeps sensitive nodes in float until met")
+                   help="largest acceptable mIoU drop in points; keeps sensitive nodes in float until met "
+                        "(openvino: NNCF's accuracy control)")
     p.add_argument("--fp16", action="store_true", help="also (or only) write an FP16 model with float32 I/O")
     p.add_argument("--val-images", type=int, default=50, help="val images for the mIoU comparison (default 50)")
-    p.add_argument("--out", default=None, help="output .onnx (default: S.int8.<target>.onnx or S.fp16.onnx)")
+    p.add_argument("--out", default=None, help="output .onnx (default: S.int8.<target>.onnx or S.fp16.onnx; "
+                                               "openvino: S.int8.openvino.xml)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration image choice (default 0)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="calibration set cache folder")
     p.add_argument("--allow-missing-classes", action="store_true",

@@ -31,15 +31,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from calib.onnx_io import cpu_session
+from calib.onnx_io import cpu_backend, cpu_session
 from runtime.metadata import DataInfo
 from runtime.metrics import ConfusionMatrix
 from runtime.postprocess import labels_from_output
 
 
 def predict(model: str | Path, images: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """N x H x W labels of `model` on float32 N x 3 x H x W images, one image per run."""
-    with cpu_session(model, threads) as backend:
+    """N x H x W labels of `model` (.onnx, or an OpenVINO IR .xml) on float32 N x 3 x H x W images, one
+    image per run, on this CPU."""
+    with cpu_backend(model, threads) as backend:
         return np.concatenate([labels_from_output(backend.infer(x[None]), x.shape[1:]) for x in images])
 
 
