@@ -61,30 +61,11 @@ def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, 
 def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
     """Scatter p50 latency (x, log) against mIoU (y), one labelled point per model; returns a note
     instead of a file when matplotlib is missing or no row has both values."""
-    pts = [r for r in rows if r.get("miou") is not None and r.get("p50_ms") is not None]
-    if not pts:
-        return "no plot: pass --data to measure mIoU"
-    try:
-        import matplotlib
-    except ImportError:
-        return "no plot: matplotlib is not installed (pip install matplotlib)"
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from runtime.report import latency_plot
 
-    from runtime.io import atomic_write
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for r in pts:
-        ax.scatter(r["p50_ms"], r["miou"])
-        ax.annotate(r["model"], (r["p50_ms"], r["miou"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("p50 latency per batch (ms, log)")
-    ax.set_ylabel("mIoU (%)")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return None
+    pts = [(r["p50_ms"], r["miou"], r["model"], "tab:blue") for r in rows
+           if r.get("miou") is not None and r.get("p50_ms") is not None]
+    return latency_plot(path, pts) if pts else "no plot: pass --data to measure mIoU"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@ commands that run a model file (`--backend`, `--threads`, `--providers`, `--devi
 
     parse_size("512x1024") -> (512, 1024)        # H x W; "512,1024" too; None stays None
     parse_shape("1x3x256x512") -> (1, 3, 256, 512)
+    parse_ms("30ms") -> 30.0                     # also "30", "0.03s"
 
 Bad text is a UserError naming the option and an example, so that every command words it alike.
 """
@@ -14,7 +15,7 @@ import re
 
 from runtime.errors import UserError
 
-__all__ = ["add_backend_options", "backend_options", "parse_shape", "parse_size"]
+__all__ = ["add_backend_options", "backend_options", "parse_ms", "parse_shape", "parse_size"]
 
 Shape = tuple[int, ...]
 
@@ -39,6 +40,15 @@ def parse_size(text: str | None, what: str = "--size") -> tuple[int, int] | None
     if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
         raise UserError(f"{what} '{text}' is not HxW (height x width), e.g. 512x1024")
     return int(m.group(1)), int(m.group(2))
+
+
+def parse_ms(text: str, what: str = "--latency-budget") -> float:
+    """'30ms', '30 ms', '30' (milliseconds) or '0.03s' -> 30.0; positive."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*", str(text).lower())
+    value = float(m.group(1)) * (1000.0 if m.group(2) == "s" else 1.0) if m else 0.0
+    if value <= 0:
+        raise UserError(f"{what} '{text}' is not a positive duration such as 30ms or 0.03s")
+    return value
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,5 @@
 """What every measuring command shares: the environment it ran in (without importing torch), latency
-percentiles, console/Markdown tables and atomic JSON reports."""
+percentiles, console/Markdown tables, atomic JSON reports and the latency-accuracy scatter plot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +136,36 @@ def write_report(path: str | Path, report: dict[str, Any], threads: int | None =
     body = dict(report)
     body.setdefault("environment", environment(threads))
     return atomic_write_json(path, body)
+
+
+# --- plots -----------------------------------------------------------------------------------
+def latency_plot(path: str | Path, points: Sequence[tuple[float, float, str, str]],
+                 draw: Callable[[Any], None] | None = None, size: tuple[float, float] = (6, 4)) -> str | None:
+    """Save a PNG of mIoU % (y) against p50 latency in ms (x, log): one labelled dot per
+    (latency, miou, label, colour) point, then `draw(ax)` for extras (lines, legend). Returns a note
+    instead of writing when there is no point or matplotlib is missing."""
+    if not points:
+        return "no plot: nothing was both timed and scored (pass --data)"
+    try:
+        import matplotlib
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install matplotlib)"
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runtime.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=size, dpi=120)
+    for x, y, label, colour in points:
+        ax.scatter(x, y, s=18, color=colour)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency per batch (ms, log)")
+    ax.set_ylabel("mIoU (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    if draw is not None:
+        draw(ax)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return None
