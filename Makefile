@@ -14,6 +14,7 @@ STUDENT_BUDGET ?= 75s
 STUDENT ?= $(DEMO)/distill/demo-lfd-s0/best.pt
 EXPORT  := $(DEMO)/export
 SIZE    ?=
+BUDGET  ?= 30ms
 SIZE_ARG = $(if $(SIZE),--size $(SIZE))
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
@@ -58,11 +59,13 @@ compare: teacher  ## 7 methods x 2 seeds at an equal 2-minute budget from one te
 	$(PY) -m train.compare --config configs/compare.yaml --teacher $(TEACHER) \
 	  --methods baseline,kd,cwd,fitnet,at,lfd,fkd --budget 2m --seeds 2 --charge amortised --out $(RUNS)/compare
 
-export: setup  ## ONNX, FP16 ONNX and both INT8 ONNX models of the demo student, with a report
+export: setup  ## ONNX, FP16 ONNX, both INT8 ONNX models and the OpenVINO FP32/INT8 IRs of the demo student, with reports
 	$(PY) -m export.onnx --checkpoint $(STUDENT) $(SIZE_ARG) --out $(EXPORT)/student.onnx
 	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target cpu --images 32 --max-drop 0.5 --val-images 30
 	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target trt --images 32 --val-images 30
 	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --fp16
+	$(PY) -m export.openvino --onnx $(EXPORT)/student.onnx
+	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target openvino --images 32 --max-drop 0.5 --val-images 30
 
 export-trt: export  ## TensorRT FP16 and INT8 engines (where TensorRT and a GPU exist)
 	$(PY) -m export.trt --onnx $(EXPORT)/student.fp16.onnx --precision fp16
@@ -70,18 +73,25 @@ export-trt: export  ## TensorRT FP16 and INT8 engines (where TensorRT and a GPU 
 
 eval: setup  ## mIoU of every exported model on synthetic validation data
 	$(PY) -m runtime.eval --model $(STUDENT) $(EXPORT)/student.onnx $(EXPORT)/student.fp16.onnx \
-	  $(EXPORT)/student.int8.cpu.onnx $(EXPORT)/student.int8.trt.onnx --data synthetic --split val --out $(DEMO)/eval
+	  $(EXPORT)/student.int8.cpu.onnx $(EXPORT)/student.int8.trt.onnx $(EXPORT)/student.openvino.xml \
+	  $(EXPORT)/student.int8.openvino.xml --data synthetic --split val --out $(DEMO)/eval
 
-bench: setup  ## latency table of every exported model (JSON, Markdown, PNG)
+bench: setup  ## latency table of every exported model, OpenVINO IRs included (JSON, Markdown, PNG)
 	$(PY) -m runtime.bench --models $(STUDENT) $(EXPORT)/student.onnx $(EXPORT)/student.fp16.onnx \
-	  $(EXPORT)/student.int8.cpu.onnx $(SIZE_ARG) --warmup 5 --iters 50 --data synthetic --out $(DEMO)/bench
+	  $(EXPORT)/student.int8.cpu.onnx $(EXPORT)/student.openvino.xml $(EXPORT)/student.int8.openvino.xml \
+	  $(SIZE_ARG) --warmup 5 --iters 50 --data synthetic --out $(DEMO)/bench
+
+select: setup  ## the most accurate way to run the exported student on this machine within BUDGET (default 30ms)
+	$(PY) -m runtime.select --models $(EXPORT)/student.onnx $(EXPORT)/student.int8.cpu.onnx \
+	  $(EXPORT)/student.openvino.xml $(EXPORT)/student.int8.openvino.xml --data synthetic --max-images 30 \
+	  --latency-budget $(BUDGET) --out $(DEMO)/select || test $$? -eq 1
 
 infer: setup  ## an overlay video of synthetic frames made by runtime.infer
 	$(PY) -m runtime.datasets.synthetic --video $(DEMO)/synthetic.mp4 --frames 60 --size 512x1024
 	$(PY) -m runtime.infer --model $(EXPORT)/student.int8.cpu.onnx --source $(DEMO)/synthetic.mp4 \
 	  --save $(DEMO)/overlay.mp4 --json $(DEMO)/infer.json
 
-demo: setup distill export eval bench infer  ## the whole pipeline on synthetic data (CPU, < 20 min)
+demo: setup distill export eval bench select infer  ## the whole pipeline on synthetic data (CPU, < 20 min)
 	@echo "demo artefacts under $(DEMO)/"
 
 clean:  ## remove runs and caches (keeps .venv)

@@ -18,7 +18,7 @@ The choice (`choose`): among the candidates whose p50 is at most the budget (and
 whose mIoU is at most D points below the best FP32 run of the same model), the highest mIoU; mIoUs
 within `--tie` points (default 0.05) of the highest count as ties, which go to the lower p50. A candidate is on the Pareto front when no other is both at least as fast and at
 least as accurate, and strictly better in one. When nothing fits, the command says so, names the
-fastest candidate and its latency, and exits with status 1.
+fastest candidate and its latency, and exits with status 1 (a usage or input error exits with 2).
 
 Writes select.json (the choice, the table, the settings and the environment), select.md and
 select.png (mIoU against p50 latency, front joined, budget as a vertical line) into `--out`.
