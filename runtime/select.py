@@ -95,7 +95,8 @@ def source_key(path: str | Path) -> str:
 
 
 def candidates(paths: Sequence[str], devices: Sequence[str], backends: Sequence[str]) -> list[Candidate]:
-    """Every (model, backend, precision hint, device) to try; `backends` are those registered here."""
+    """Every (model, backend, precision hint, device) to try; `backends`: those installed here (OpenVINO
+    candidates only when "openvino" is among them, PyTorch ones only with "torch")."""
     out: list[Candidate] = []
     for path in paths:
         suffix = Path(path).suffix.lower()
@@ -278,9 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from runtime.backends import registry
+    from runtime.backends import backend_name_for, registry
     from runtime.cli import parse_ms, parse_size
     from runtime.io import atomic_write_text, check_writable
+    from runtime.lazy import has_module
     from runtime.report import format_table, write_report
 
     args = build_parser().parse_args(argv)
@@ -295,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s for s in (parse_size(t, "--sizes") for t in args.sizes) if s is not None]
     out = Path(args.out)
     check_writable(out, "--out folder", folder=True)
-    cands = candidates(args.models, args.device, sorted(registry()))
+    for m in args.models:
+        backend_name_for(m)  # a suffix no backend takes is a usage error, not an empty row
+    here = [n for n in registry() if n != "openvino" or has_module("openvino")]
+    cands = candidates(args.models, args.device, here)
     rows: list[dict[str, Any]] = []
     for k, c in enumerate(cands, 1):
         print(f"[{k}/{len(cands)}] {Path(c.path).name} on {c.backend} ({c.precision}, {c.device}) ...", file=sys.stderr)

@@ -108,3 +108,9 @@ def test_command_end_to_end(onnx_model, tmp_path, capsys):
     report = json.loads((out / "select.json").read_text())
     assert report["choice"] is None and report["message"].startswith("nothing fits the 0.0001 ms budget")
     assert "the fastest option is" in capsys.readouterr().out
+
+
+def test_a_file_no_backend_takes_is_a_usage_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    assert sel.main(["--models", str(tmp_path / "notes.txt"), "--latency-budget", "30ms",
+                     "--out", str(tmp_path / "o")]) == 2
