@@ -49,13 +49,11 @@ def prepare(src: str | Path, dst: str | Path) -> Path:
 
 def cpu_has_vnni() -> bool:
     """True on x86 CPUs with AVX-512 VNNI or AVX-VNNI (or on non-x86 CPUs, where reduce_range is moot)."""
+    from runtime.report import cpu_flags
+
     if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
         return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def _calibrate(model: Path, out: Path, images: np.ndarray, method: str, exclude: Sequence[str],

@@ -22,29 +22,7 @@ from typing import Any
 
 from runtime.errors import cli_main
 from runtime.lazy import INSTALL_HINTS, has_module
-
-# /proc/cpuinfo flag -> what it is for
-X86_FLAGS = {
-    "avx2": "AVX2 (ONNX Runtime and PyTorch fast paths)",
-    "avx512f": "AVX-512",
-    "avx512_vnni": "AVX-512 VNNI (fast INT8)",
-    "avx_vnni": "AVX-VNNI (fast INT8)",
-    "avx512_bf16": "AVX-512 BF16 (native bf16)",
-    "amx_tile": "AMX tiles",
-    "amx_bf16": "AMX bf16",
-    "amx_int8": "AMX int8",
-}
-ARM_FLAGS = {"asimd": "NEON", "asimddp": "dot product (fast INT8)", "bf16": "bf16", "i8mm": "int8 matmul"}
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("flags", "features")):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+from runtime.report import ARM_FLAGS, X86_FLAGS, cpu_flags
 
 
 def physical_cores() -> int | None:

@@ -32,6 +32,31 @@ def latency_summary(ms: Sequence[float], batch: int = 1) -> dict[str, float | in
 
 
 # --- environment -----------------------------------------------------------------------------
+# /proc/cpuinfo flag -> what it is for
+X86_FLAGS = {
+    "avx2": "AVX2 (ONNX Runtime and PyTorch fast paths)",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "AVX-512 VNNI (fast INT8)",
+    "avx_vnni": "AVX-VNNI (fast INT8)",
+    "avx512_bf16": "AVX-512 BF16 (native bf16)",
+    "amx_tile": "AMX tiles",
+    "amx_bf16": "AMX bf16",
+    "amx_int8": "AMX int8",
+}
+ARM_FLAGS = {"asimd": "NEON", "asimddp": "dot product (fast INT8)", "bf16": "bf16", "i8mm": "int8 matmul"}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (x86 `flags`, Arm `Features`); empty where unreadable."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("flags", "features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
     try:
@@ -82,6 +107,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         "os": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_features": sorted(cpu_flags() & {*X86_FLAGS, *ARM_FLAGS}),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": threads,
@@ -99,7 +125,7 @@ def environment(threads: int | None = None) -> dict[str, Any]:
         env["onnxruntime"] = None
     from importlib import metadata
 
-    for dist in ("torch", "tensorrt"):
+    for dist in ("torch", "tensorrt", "openvino", "nncf"):
         try:
             env[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
