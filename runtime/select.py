@@ -10,8 +10,9 @@ Every model file is tried with every backend and precision that can run it here 
     .pt                   PyTorch
 
 and, for a model with a dynamic input, at each `--sizes` H x W. Each candidate is timed on this
-machine (p50 of `--iters` calls after `--warmup`, one frame per call, as runtime.bench) and scored on
-`--data` (mIoU, runtime.measure.evaluate). A candidate that cannot run here (backend not installed,
+machine (one frame per call, after `--warmup` calls, as runtime.bench) in `--rounds` interleaved passes
+of `--iters` calls, its p50 taken over all of them, and scored on `--data` (mIoU,
+runtime.measure.evaluate, in the first pass). A candidate that cannot run here (backend not installed,
 no GPU, bf16 not supported by this CPU) is listed with the reason and never chosen.
 
 The choice (`choose`): among the candidates whose p50 is at most the budget (and, with `--max-drop D`,
@@ -192,13 +193,14 @@ def choose(rows: list[dict[str, Any]], budget_ms: float, max_drop: float | None 
 
 
 def measure(cand: Candidate, sizes: Sequence[tuple[int, int]], data: str | None, split: str,
-            max_images: int | None, warmup: int, iters: int, threads: int | None) -> list[dict[str, Any]]:
+            max_images: int | None, warmup: int, iters: int, threads: int | None, score: bool = True
+            ) -> list[dict[str, Any]]:
     """Rows for one candidate: one per input size (its own size when the model's input is static or
-    `sizes` is empty). A UserError (missing backend, no GPU, unreadable model) becomes the status."""
+    `sizes` is empty), each with its per-call `ms` samples; mIoU only with `score` and `data`. A
+    UserError (missing backend, no GPU, unreadable model) becomes the status."""
     from runtime.backends import load_backend
     from runtime.measure import evaluate, time_backend
     from runtime.preprocess import dummy_batch
-    from runtime.report import latency_summary
 
     p = Path(cand.path)
     base = {"model": p.name, "path": str(p), "backend": cand.backend, "device": cand.device,
@@ -217,9 +219,8 @@ def measure(cand: Candidate, sizes: Sequence[tuple[int, int]], data: str | None,
             rows = []
             for size in (list(sizes) if dynamic and sizes else [b.input_size]):
                 row = {**base, "input": f"{size[0]}x{size[1]}"}
-                lat = latency_summary(time_backend(b, dummy_batch(b.info, size), warmup, iters))
-                row.update({"p50_ms": lat["p50"], "p90_ms": lat["p90"], "mean_ms": lat["mean"], "iters": lat["n"]})
-                if data:
+                row["ms"] = time_backend(b, dummy_batch(b.info, size), warmup, iters)
+                if data and score:
                     from runtime.datasets import DataSpec
 
                     res = evaluate(b, DataSpec.for_model(b.info, data).open(split), size, max_images)
@@ -228,6 +229,39 @@ def measure(cand: Candidate, sizes: Sequence[tuple[int, int]], data: str | None,
             return rows
     except UserError as e:
         return [{**base, "status": f"error: {e}"}]
+
+
+def measure_rounds(cands: Sequence[Candidate], rounds: int, sizes: Sequence[tuple[int, int]], data: str | None,
+                   split: str, max_images: int | None, warmup: int, iters: int, threads: int | None
+                   ) -> list[dict[str, Any]]:
+    """Time every candidate in `rounds` interleaved passes (candidate 1, 2, ..., n, then again), so
+    that a slow spell of a shared machine falls on all candidates alike rather than on whichever ran
+    then; score mIoU in the first pass. Each row's p50/p90 are of all its calls pooled;
+    `round_p50_ms` lists each pass's p50, whose spread says how steady the machine was."""
+    from runtime.report import latency_summary
+
+    rows: list[dict[str, Any]] = []
+    for r in range(rounds):
+        got: list[dict[str, Any]] = []
+        for k, c in enumerate(cands, 1):
+            print(f"[round {r + 1}/{rounds}, {k}/{len(cands)}] {Path(c.path).name} on {c.backend} ({c.precision}, "
+                  f"{c.device}) ...", file=sys.stderr)
+            got += measure(c, sizes, data, split, max_images, warmup, iters, threads, score=r == 0)
+        if r == 0:
+            rows = got
+            for row in rows:
+                row["rounds_ms"] = [row.pop("ms")] if "ms" in row else []
+            continue
+        for row, again in zip(rows, got):
+            if row["rounds_ms"] and "ms" in again:
+                row["rounds_ms"].append(again["ms"])
+    for row in rows:
+        per_round = row.pop("rounds_ms")
+        if per_round:
+            lat = latency_summary([ms for one in per_round for ms in one])
+            row.update({"p50_ms": lat["p50"], "p90_ms": lat["p90"], "mean_ms": lat["mean"], "iters": lat["n"],
+                        "round_p50_ms": [latency_summary(one)["p50"] for one in per_round]})
+    return rows
 
 
 def plot(rows: list[dict[str, Any]], sel: Selection, budget_ms: float, path: Path) -> str | None:
@@ -272,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default: each model's own input size)")
     p.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime, OpenVINO, torch)")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
-    p.add_argument("--iters", type=int, default=50, help="timed calls per candidate (default 50)")
+    p.add_argument("--iters", type=int, default=30, help="timed calls per candidate and round (default 30)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved timing passes over all candidates; p50 is of all calls pooled (default 3)")
     p.add_argument("--out", default="runs/select", help="folder for select.json, select.md, select.png")
     return p
 
@@ -287,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     budget = parse_ms(args.latency_budget)
-    for name, v, low in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0)):
+    for name, v, low in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0), ("--rounds", args.rounds, 1)):
         if v < low:
             raise UserError(f"{name} {v} must be at least {low}")
     if args.tie < 0:
@@ -301,16 +337,14 @@ def main(argv: list[str] | None = None) -> int:
         backend_name_for(m)  # a suffix no backend takes is a usage error, not an empty row
     here = [n for n in registry() if n != "openvino" or has_module("openvino")]
     cands = candidates(args.models, args.device, here)
-    rows: list[dict[str, Any]] = []
-    for k, c in enumerate(cands, 1):
-        print(f"[{k}/{len(cands)}] {Path(c.path).name} on {c.backend} ({c.precision}, {c.device}) ...", file=sys.stderr)
-        rows += measure(c, sizes, args.data, args.split, args.max_images, args.warmup, args.iters, args.threads)
+    rows = measure_rounds(cands, args.rounds, sizes, args.data, args.split, args.max_images, args.warmup, args.iters,
+                          args.threads)
     sel = choose(rows, budget, args.max_drop, args.tie)
     table = [{**r, "front": "*" if r["front"] else "", "fits": "yes" if r["fits"] else ""} for r in rows]
     print(format_table(table, COLUMNS, headers=HEADERS))
     print(sel.message if args.data else "no choice: pass --data to score mIoU (only latency was measured)")
     settings = {k: getattr(args, k) for k in ("models", "latency_budget", "data", "split", "max_images", "max_drop",
-                                              "tie", "device", "sizes", "threads", "warmup", "iters")}
+                                              "tie", "device", "sizes", "threads", "warmup", "iters", "rounds")}
     report = {"settings": settings, "budget_ms": budget, "message": sel.message,
               "choice": None if sel.choice is None else rows[sel.choice],
               "fastest": None if sel.fastest is None else rows[sel.fastest], "columns": COLUMNS, "rows": rows}

@@ -96,7 +96,9 @@ def test_command_end_to_end(onnx_model, tmp_path, capsys):
             "--threads", "1", "--sizes", "32x64", "16x32", "--out", str(out)]
     assert sel.main(args + ["--latency-budget", "10s"]) == 0
     report = json.loads((out / "select.json").read_text())
-    rows = [r for r in report["rows"] if r["backend"] == "onnxruntime"]
+    ort_rows = [r for r in report["rows"] if r["backend"] == "onnxruntime"]
+    assert all(r["iters"] == 9 and len(r["round_p50_ms"]) == 3 for r in ort_rows)  # 3 rounds x 3 calls, pooled
+    rows = ort_rows
     assert [(r["model"], r["input"]) for r in rows] == [("s.onnx", "32x64"), ("d.onnx", "32x64"), ("d.onnx", "16x32")]
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     best = max(r["miou"] for r in ok)
