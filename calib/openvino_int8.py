@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from runtime.backends.openvino_backend import core
 from runtime.errors import UserError
-from runtime.lazy import lazy_import
+from runtime.lazy import lazy_import, require
 from runtime.metadata import DataInfo
 from runtime.metrics import ConfusionMatrix
 from runtime.postprocess import labels_from_output
@@ -68,19 +69,40 @@ def quantized_ops(model: Any) -> list[str]:
     return sorted(names)
 
 
-def quantize_ir(src: str | Path, calib_images: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
-                info: DataInfo, max_drop: float | None = None, preset: str = "performance") -> tuple[Any, dict[str, Any]]:
-    """The INT8 openvino.Model of the ONNX model `src` and a record of how it was made: `fake_quantize`
-    (count), `quantized_ops`, and for the guarded path `reverted_ops` (quantized by plain PTQ, float
-    here) and `nncf_log`. `calib_images`/`val_images`: float32 N x 3 x H x W, pre-processed;
-    `preset`: performance (symmetric activations) or mixed (asymmetric activations)."""
-    ov = lazy_import("openvino", "OpenVINO INT8 models")
+def quantize_ir(src: str | Path, dst: str | Path, calib_images: np.ndarray, val_images: np.ndarray,
+                val_labels: np.ndarray, info: DataInfo, max_drop: float | None = None, preset: str = "performance",
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Quantize the ONNX model `src` into the INT8 IR `dst` (`write_ir`, with `info` and `extra` in its
+    runtime info) and return a record of how: `fake_quantize` (count), `quantized_ops`, and for the
+    guarded path `reverted_ops` (quantized by plain PTQ, float here), plus `nncf_log`.
+    `calib_images`/`val_images`: float32 N x 3 x H x W, pre-processed; `preset`: performance
+    (symmetric activations) or mixed (asymmetric activations).
+
+    NNCF runs in a spawned worker process: importing and running it changes the state of the process
+    it runs in (it imports torch and its own torch integration, keeps OpenVINO Cores), which crashed a
+    later torch.multiprocessing.spawn in the same process. The caller's process stays as it was."""
+    import concurrent.futures
+    import multiprocessing
+
+    require("nncf", "OpenVINO INT8 models")
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        job = pool.submit(_quantize_here, str(src), str(dst), calib_images, val_images, val_labels, info, max_drop,
+                          preset, extra)
+        return job.result()
+
+
+def _quantize_here(src: str, dst: str, calib_images: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
+                   info: DataInfo, max_drop: float | None, preset: str, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """quantize_ir's work, in the worker process."""
+    from runtime.backends.openvino_backend import write_ir
+
     nncf = lazy_import("nncf", "OpenVINO INT8 models")
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
     if preset not in presets:
         raise UserError(f"NNCF preset '{preset}': choose performance or mixed")
-    model = ov.Core().read_model(str(src))
-    calibration = nncf.Dataset(list(calib_images), lambda x: x[None])
+    model = core().read_model(src)
+    calibration = nncf.Dataset(list(calib_images), _batch_of_one)
     common = {"preset": presets[preset], "target_device": nncf.TargetDevice.CPU, "subset_size": len(calib_images)}
     handler = _Records()
     logger = logging.getLogger("nncf")
@@ -98,15 +120,18 @@ def quantize_ir(src: str | Path, calib_images: np.ndarray, val_images: np.ndarra
             record["reverted_ops"] = sorted(set(quantized_ops(plain)) - set(quantized_ops(quantized)))
     finally:
         logger.removeHandler(handler)
-    ops = quantized_ops(quantized)
     record.update({"fake_quantize": sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ordered_ops()),
-                   "quantized_ops": ops, "nncf_log": handler.lines})
-    return quantized, record
+                   "quantized_ops": quantized_ops(quantized), "nncf_log": handler.lines})
+    write_ir(quantized, dst, info, extra)
+    return record
+
+
+def _batch_of_one(x: np.ndarray) -> np.ndarray:
+    return x[None]
 
 
 def versions() -> dict[str, str]:
-    """openvino and nncf versions for the report."""
-    import nncf
-    import openvino as ov
+    """openvino and nncf versions for the report (from package metadata: nothing is imported)."""
+    from importlib import metadata
 
-    return {"openvino": ov.__version__, "nncf": nncf.__version__}
+    return {"openvino": metadata.version("openvino"), "nncf": metadata.version("nncf")}

@@ -203,16 +203,15 @@ def _int8_openvino(job: Job, data: DataSpec, train: SegmentationDataset, dst: Pa
     """NNCF PTQ of the ONNX model into an INT8 IR (calib/openvino_int8.py), guarded by NNCF's accuracy
     control when --max-drop is given; the report's mIoU is the written IR's, run by the runtime backend."""
     from calib import openvino_int8
-    from runtime.backends.openvino_backend import write_ir
 
     opts, ref = job.opts, job.reference
     if ref is None:
         raise UserError("INT8 needs the val split of --data to measure the mIoU drop")
     calib = _calibration_set(job, data, train)
     t0 = time.perf_counter()
-    model, record = openvino_int8.quantize_ir(job.src, calib.images, ref.images, ref.labels, job.info, opts.max_drop)
+    record = openvino_int8.quantize_ir(job.src, dst, calib.images, ref.images, ref.labels, job.info, opts.max_drop,
+                                       extra={ONNX_SOURCE_KEY: {"onnx": job.src.name, "quantizer": "nncf"}})
     job.timings["quantize_and_guard_s"] = time.perf_counter() - t0
-    write_ir(model, dst, job.info, {ONNX_SOURCE_KEY: {"onnx": job.src.name, "quantizer": "nncf"}})
     report = _report(job, dst, "int8", _predict_final(dst, ref.images, opts.threads))
     report["versions"].update(openvino_int8.versions())
     report.update({"target": "openvino", "method": "nncf", "quantizer": "nncf",

@@ -34,7 +34,7 @@ def convert(onnx_path: str | Path, out: str | Path | None = None, frames: int = 
     """Write the IR of `onnx_path` (default name `default_ir_path`) after checking OpenVINO against ONNX
     Runtime on `frames` random frames; returns the report (also written as `<xml>.export.json`)."""
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from runtime.backends.openvino_backend import OpenVINOBackend, read_data_info, write_ir
+    from runtime.backends.openvino_backend import OpenVINOBackend, core, read_data_info, write_ir
 
     ov = lazy_import("openvino", "OpenVINO export")
     src = Path(onnx_path)
@@ -53,7 +53,7 @@ def convert(onnx_path: str | Path, out: str | Path | None = None, frames: int = 
     agree = float(np.mean([(g == r).mean() if labels else (g.argmax(1) == r.argmax(1)).mean()
                            for g, r in zip(gots, refs)]))
     max_diff = None if labels else float(max(np.abs(g - r).max() for g, r in zip(gots, refs)))
-    model = ov.Core().read_model(str(src))
+    model = core().read_model(str(src))
     source = None
     if model.has_rt_info(["framework", ONNX_SOURCE_KEY]):
         source = str(model.get_rt_info(["framework", ONNX_SOURCE_KEY]).astype(str))

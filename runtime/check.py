@@ -116,8 +116,10 @@ def report() -> list[dict[str, Any]]:
         try:
             import openvino as ov  # type: ignore[import-not-found]
 
+            from runtime.backends.openvino_backend import core
+
             rows.append(_row("openvino", "version", ov.get_version(), "ok"))
-            rows.append(_row("openvino", "devices", ", ".join(ov.Core().available_devices), "ok"))
+            rows.append(_row("openvino", "devices", ", ".join(core().available_devices), "ok"))
         except Exception as e:  # noqa: BLE001 - a broken install is reported, not raised
             rows.append(_row("openvino", "version", None, "missing", f"openvino does not load: {e}"))
     else:

@@ -25,15 +25,26 @@ INSTALL_HINTS: dict[str, str] = {
 }
 
 
+def _missing(name: str, purpose: str) -> MissingDependency:
+    top = name.split(".")[0]
+    hint = INSTALL_HINTS.get(top, f"pip install {top}")
+    what = f" (needed for {purpose})" if purpose else ""
+    return MissingDependency(f"{top} is not installed{what}: {hint}.")
+
+
 def lazy_import(name: str, purpose: str = "") -> ModuleType:
     """Import `name` or raise `MissingDependency` with the install hint of its top-level package."""
     try:
         return importlib.import_module(name)
     except ImportError as e:
-        top = name.split(".")[0]
-        hint = INSTALL_HINTS.get(top, f"pip install {top}")
-        what = f" (needed for {purpose})" if purpose else ""
-        raise MissingDependency(f"{top} is not installed{what}: {hint}.") from e
+        raise _missing(name, purpose) from e
+
+
+def require(name: str, purpose: str = "") -> None:
+    """Raise `MissingDependency` (as lazy_import) unless `name` is installed, without importing it: for
+    work that runs the module in another process."""
+    if not has_module(name):
+        raise _missing(name, purpose)
 
 
 def has_module(name: str) -> bool:

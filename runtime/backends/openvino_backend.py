@@ -16,6 +16,7 @@ OpenVINO's own default is bf16, which `precision_hint="bf16"` asks for explicitl
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,14 @@ DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 PRECISION_HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 IR_SUFFIX = ".xml"
+
+
+@functools.cache
+def core() -> Any:
+    """The process's one openvino.Core. Every reader, compiler and device query goes through it: a
+    second Core in the same process, created and queried after the first, can crash the process
+    (seen as a segmentation fault after a few dozen model loads in one test run)."""
+    return lazy_import("openvino", "OpenVINO models").Core()
 
 
 def ov_device(device: str | None) -> str:
@@ -100,9 +109,8 @@ class OpenVINOBackend(Backend):
         if self.path.suffix.lower() == IR_SUFFIX and not self.path.with_suffix(".bin").is_file():
             raise UserError(f"{self.path} has no weights file {self.path.with_suffix('.bin').name} beside it; copy both "
                             f"files of the OpenVINO IR, or write it again")
-        core = ov.Core()
         try:
-            model = core.read_model(str(self.path))
+            model = core().read_model(str(self.path))
         except RuntimeError as e:
             raise UserError(f"OpenVINO cannot read {self.path} ({str(e).strip().splitlines()[0][:200]}); "
                             f"the file is truncated or not a model: export it again") from e
@@ -131,7 +139,7 @@ class OpenVINOBackend(Backend):
         if threads and self.device.startswith("CPU"):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            self.compiled = core.compile_model(model, self.device, config)
+            self.compiled = core().compile_model(model, self.device, config)
         except RuntimeError as e:
             raise UserError(f"OpenVINO cannot compile {self.path.name} for {self.device} "
                             f"({str(e).strip().splitlines()[0][:200]}); try --device CPU") from e

@@ -11,7 +11,7 @@ from runtime.errors import UserError
 
 ov = pytest.importorskip("openvino")
 
-from runtime.backends.openvino_backend import ov_device, read_data_info, write_ir  # noqa: E402
+from runtime.backends.openvino_backend import core, ov_device, read_data_info, write_ir  # noqa: E402
 
 
 def test_logits_equal_onnx_runtime_in_f32_and_close_in_bf16(onnx_model):
@@ -42,7 +42,7 @@ def test_label_models_and_dynamic_shapes(onnx_model):
 
 def test_data_info_round_trips_through_the_ir(onnx_model, tmp_path):
     path = onnx_model(size=(32, 64), extra={"dataset": "synthetic", "synthetic": {"seed": 3}})
-    model = ov.Core().read_model(str(path))
+    model = core().read_model(str(path))
     info = read_data_info(model)
     assert info is not None and info.extra["synthetic"] == {"seed": 3}
     xml = write_ir(model, tmp_path / "m.xml", info)
