@@ -8,7 +8,7 @@ batch of `--batch` x 3 x H x W, and with `--data` score mIoU (runtime.eval). Wri
 environment), bench.md (Markdown table) and bench.png (p50 latency against mIoU; needs matplotlib and
 --data) into `--out`.
 
-Columns: model, format, status, size MB (file size), mIoU %, p50/p90/p99 ms per batch, FPS =
+Columns: model, format, status, size MB (file size; an OpenVINO IR's .xml + .bin), mIoU %, p50/p90/p99 ms per batch, FPS =
 batch * 1000 / mean ms.
 """
 
@@ -30,6 +30,12 @@ COLUMNS = ["model", "format", "status", "size_mb", "miou", "p50_ms", "p90_ms", "
 HEADERS = ["model", "format", "status", "size MB", "mIoU %", "p50 ms", "p90 ms", "p99 ms", "FPS"]
 
 
+def model_size_mb(path: Path) -> float | None:
+    """The model file's size in MB; an OpenVINO IR counts its `.bin` weights too. None when absent."""
+    files = [path] + ([path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else [])
+    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6 if path.is_file() else None
+
+
 def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, warmup: int = 10,
                 iters: int = 100, data: str | None = None, split: str = "val", max_images: int | None = None,
                 backend: str | None = None, **opts: Any) -> dict[str, Any]:
@@ -37,7 +43,7 @@ def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, 
     status "error: ..."; anything else is a bug and propagates."""
     p = Path(path)
     row: dict[str, Any] = {"model": p.name, "path": str(p), "format": model_format(p), "status": "ok",
-                           "size_mb": p.stat().st_size / 1e6 if p.is_file() else None, "miou": None}
+                           "size_mb": model_size_mb(p), "miou": None}
     try:
         row["backend"] = backend_name_for(p, backend)
         with load_backend(p, backend, **opts) as b:

@@ -50,6 +50,10 @@ def test_data_info_round_trips_through_the_ir(onnx_model, tmp_path):
     assert backend_name_for(xml) == "openvino" and model_format(xml) == "openvino"
     with load_backend(xml) as b:
         assert b.info == info  # classes, palette, mean/std, input size, extra
+    from runtime.bench import model_size_mb
+
+    both = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+    assert model_size_mb(xml) == both / 1e6  # an IR's size counts its weights
 
 
 def test_bad_input_is_one_sentence(onnx_model, tmp_path):
