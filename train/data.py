@@ -203,20 +203,47 @@ def sample_name(reader: SegmentationDataset, i: int) -> str:
     return str(name(i)) if callable(name) else f"sample {i}"
 
 
-def skipped_samples(loader: Any) -> list[str]:
-    """The samples a loader (DataLoader, InfiniteLoader, over a Subset or not) has skipped as corrupt."""
+def _segmentation_dataset(loader: Any) -> SegmentationTorchDataset | None:
+    """The SegmentationTorchDataset behind a DataLoader or InfiniteLoader, over Subsets or not."""
     ds = getattr(getattr(loader, "loader", loader), "dataset", None)
     while isinstance(ds, torch.utils.data.Subset):
         ds = ds.dataset
-    return ds.skipped() if isinstance(ds, SegmentationTorchDataset) else []
+    return ds if isinstance(ds, SegmentationTorchDataset) else None
+
+
+def skipped_samples(loader: Any) -> list[str]:
+    """The samples a loader (DataLoader, InfiniteLoader, over a Subset or not) has skipped as corrupt."""
+    ds = _segmentation_dataset(loader)
+    return ds.skipped() if ds is not None else []
 
 
 def skipped_mask(loader: Any) -> torch.Tensor | None:
     """The shared skipped-sample mask behind `loader` (None without skip_bad)."""
-    ds = getattr(getattr(loader, "loader", loader), "dataset", None)
-    while isinstance(ds, torch.utils.data.Subset):
-        ds = ds.dataset
-    return ds.bad if isinstance(ds, SegmentationTorchDataset) else None
+    ds = _segmentation_dataset(loader)
+    return ds.bad if ds is not None else None
+
+
+def gather_skipped(loaders: dict[str, Any], env: Any, device: torch.device) -> dict[str, list[str]]:
+    """The samples left out as corrupt (data.skip_bad), per split (`loaders`: split -> loader or None),
+    OR-ed over the ranks of `env` (train.distributed.DistEnv); said once, on the main rank."""
+    from train import distributed as D
+    from train.console import log
+
+    out: dict[str, list[str]] = {}
+    for split, loader in loaders.items():
+        mask = skipped_mask(loader) if loader is not None else None
+        if mask is None:
+            continue
+        if env.distributed:
+            total = mask.to(torch.int32).to(device)
+            D.all_reduce_(total, "sum")
+            mask.copy_(total.cpu() > 0)
+        out[split] = skipped_samples(loader)
+        if out[split] and env.is_main:
+            shown = ", ".join(out[split][:3]) + (", ..." if len(out[split]) > 3 else "")
+            log(f"skipped {len(out[split])} corrupt {split} sample(s) (data.skip_bad): {shown}; all are listed "
+                f"in results.json")
+    return out
 
 
 def pad_collate(batch: list[tuple[torch.Tensor, torch.Tensor] | None]

@@ -43,26 +43,24 @@ from torch import nn
 from tqdm import tqdm
 
 from runtime.errors import Terminated, UserError
-from runtime.io import atomic_write_json, atomic_write_text
+from runtime.io import atomic_write_json
 from runtime.metadata import DataInfo
 from runtime.metrics import ConfusionMatrix
 from train import distributed as D
 from train.checkpoint import (
     capture_rng,
-    load_model_state,
-    load_training_state,
-    model_arch,
     restore_rng,
     save_checkpoint,
-    save_training_state,
     unwrap,
 )
 from train.config import Budget, Config, parse_budget, save_config
 from train.console import log
+from train.data import gather_skipped
 from train.env import environment, git_commit
 from train.losses.base import resize
 from train.models.output import SegOutput
 from train.objective import Objective, StepInfo, require_teacher
+from train.resume import Resumable
 from train.schedule import Every, choose_amp_dtype, poly_lr
 from train.teacher_cache import cached_output
 
@@ -105,7 +103,7 @@ class _Step(nn.Module):
         return self.objective(s, t, y, step)
 
 
-class Trainer:
+class Trainer(Resumable):
     """Train `model` with `objective` on `train_loader` for `cfg.train.budget`; see the module docstring.
 
     `train_loader` is a DataLoader (wrapped in train.data.InfiniteLoader) or already an endless iterator
@@ -519,122 +517,6 @@ class Trainer:
             "git_commit": git_commit(),
         }
 
-    def training_state(self) -> dict[str, Any]:
-        """Everything last.pt holds (collective under DDP: every rank's RNG and loader state)."""
-        ranks = D.gather_objects({"rng": capture_rng(), "loader": self.loader.state_dict()})
-        return {
-            "model": unwrap(self.student).state_dict(),
-            "arch": model_arch(self.student),
-            "data": self.data_info.to_dict(),
-            "train": self._train_info(None),
-            "objective": self.objective.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "iteration": self.iteration,
-            "elapsed_s": self.elapsed,
-            "best_miou": self.best_miou if self.best_iteration is not None else None,
-            "best_iteration": self.best_iteration,
-            "val_history": self.val_history,
-            "world_size": self.env.world,
-            "ranks": ranks,
-        }
-
-    def _params_finite(self) -> bool:
-        """Whether every parameter and buffer of the student and objective is finite (on every rank)."""
-        tensors = [t for m in (self.student, self.objective) for t in (*m.parameters(), *m.buffers())
-                   if t.is_floating_point()]
-        ok = torch.stack([torch.isfinite(t).all() for t in tensors]).all() if tensors else torch.tensor(True)
-        return not self._any_rank(~ok.to(self.device))
-
-    def _save_last(self) -> bool:
-        """Write last.pt, unless the weights are not finite: a finite last.pt is never replaced by a broken
-        one. Returns whether it was written."""
-        if not self._params_finite():
-            log(f"the weights are not finite at iteration {self.iteration}; last.pt is not overwritten")
-            return False
-        state = self.training_state()
-        if self.env.is_main:
-            save_training_state(self.run_dir / "last.pt", state)
-        self._last_saved = self.iteration
-        return True
-
-    def _maybe_resume(self) -> None:
-        path = self.run_dir / "last.pt"
-        log_path = self.run_dir / "log.jsonl"
-        if not path.is_file() or not self.cfg.train.resume:
-            if path.is_file():
-                log(f"train.resume=false: starting afresh; {path} will be overwritten")
-            if self.env.is_main and log_path.exists():
-                log_path.unlink()
-            return
-        state = load_training_state(path)
-        load_model_state(self.student, state["model"], str(path), state.get("arch"))
-        try:
-            self.objective.load_state_dict(state["objective"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"{path} was written by a different method or model ({str(e).splitlines()[0]}); "
-                            f"choose another train.name, or pass train.resume=false to start afresh") from e
-        if not self._params_finite():
-            raise UserError(f"{path} holds non-finite weights (a run that diverged); start afresh with "
-                            f"train.resume=false and a lower optim.lr")
-        if state.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(state["scaler"])
-        self.iteration = int(state["iteration"])
-        self.elapsed = float(state["elapsed_s"])
-        if state.get("best_miou") is not None:
-            self.best_miou, self.best_iteration = float(state["best_miou"]), state.get("best_iteration")
-        self.val_history = list(state.get("val_history", []))
-        ranks = state["ranks"]
-        if len(ranks) != self.env.world:
-            log(f"{path} was written by {len(ranks)} processes, this run has {self.env.world}: "
-                f"the data order after resuming differs from an uninterrupted run")
-        mine = ranks[min(self.env.rank, len(ranks) - 1)]
-        restore_rng(mine["rng"])
-        self.loader.load_state_dict(mine["loader"])
-        self.resumed_from = self.iteration
-        if self.env.is_main and log_path.exists():
-            self._truncate_log(log_path)
-        log(f"resumed from {path} at iteration {self.iteration} ({self.elapsed:.1f}s of the {self.budget} "
-            f"budget spent)")
-
-    def _skipped(self) -> dict[str, list[str]]:
-        """The samples left out as corrupt (data.skip_bad), per split, gathered over the ranks; said once."""
-        from train.data import skipped_mask, skipped_samples
-
-        out: dict[str, list[str]] = {}
-        for split, loader in (("train", self.loader), ("val", self.val_loader)):
-            mask = skipped_mask(loader) if loader is not None else None
-            if mask is None:
-                continue
-            if self.env.distributed:
-                total = mask.to(torch.int32).to(self.device)
-                D.all_reduce_(total, "sum")
-                mask.copy_(total.cpu() > 0)
-            out[split] = skipped_samples(loader)
-            if out[split] and self.env.is_main:
-                shown = ", ".join(out[split][:3]) + (", ..." if len(out[split]) > 3 else "")
-                log(f"skipped {len(out[split])} corrupt {split} sample(s) (data.skip_bad): {shown}; all are listed "
-                    f"in results.json")
-        return out
-
-    def _truncate_log(self, log_path: Path) -> None:
-        """Keep the log lines up to the resumed iteration; drop a torn line (a kill during a write)."""
-        kept, torn = [], 0
-        for ln in log_path.read_text(errors="replace").splitlines():
-            if not ln.strip():
-                continue
-            try:
-                rec = json.loads(ln)
-            except ValueError:
-                torn += 1
-                continue
-            if isinstance(rec, dict) and rec.get("iteration", 0) <= self.iteration:
-                kept.append(ln)
-        if torn:
-            log(f"{log_path}: dropped {torn} incomplete line(s) (the run was stopped while writing)")
-        atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
-
     def _finish(self) -> dict[str, Any]:
         final_miou = None
         if self.val_loader is not None:
@@ -670,7 +552,8 @@ class Trainer:
             "best_checkpoint": str(self.run_dir / "best.pt") if self.best_iteration is not None else None,
             "final_checkpoint": str(self.run_dir / "final.pt"),
             "env": environment(self.device),
-            "skipped_samples": self._skipped(),
+            "skipped_samples": gather_skipped({"train": self.loader, "val": self.val_loader}, self.env,
+                                              self.device),
         }
         if self.env.is_main:
             atomic_write_json(self.run_dir / "results.json", results)
