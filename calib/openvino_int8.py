@@ -1,6 +1,6 @@
 """INT8 OpenVINO IR by NNCF post-training quantization, with NNCF's accuracy control as the guard.
 
-    model, record = quantize_ir(src_onnx, calib_images, val_images, val_labels, info, max_drop=None)
+    record = quantize_ir(src_onnx, dst_xml, calib_images, val_images, val_labels, info, max_drop=None)
 
 Plain (`max_drop=None`): `nncf.quantize` inserts FakeQuantize operations (int8 weights, per channel;
 int8 activations, per tensor) with ranges from the calibration images, then applies fast bias
@@ -40,9 +40,9 @@ def image_miou(compiled: Any, items: Iterable[tuple[np.ndarray, np.ndarray]], in
     for image, label in items:
         out = np.asarray(compiled(image[None])[0])
         pred = labels_from_output(out, label.shape[-2:])[0]
-        total.update(pred, label)
         one = ConfusionMatrix(info.num_classes, info.ignore_index)
         one.update(pred, label)
+        total.merge(one)
         per_item.append(float(one.compute()["mIoU"]))
     return float(total.compute()["mIoU"]), per_item
 
@@ -129,9 +129,3 @@ def _quantize_here(src: str, dst: str, calib_images: np.ndarray, val_images: np.
 def _batch_of_one(x: np.ndarray) -> np.ndarray:
     return x[None]
 
-
-def versions() -> dict[str, str]:
-    """openvino and nncf versions for the report (from package metadata: nothing is imported)."""
-    from importlib import metadata
-
-    return {"openvino": metadata.version("openvino"), "nncf": metadata.version("nncf")}

@@ -188,15 +188,9 @@ def _int8(job: Job, data: DataSpec, train: SegmentationDataset, dst: Path, tmp: 
         raise UserError(f"the TensorRT Q/DQ model breaks TensorRT's rules ({len(violations)}): "
                         + "; ".join(violations[:5]) + ("; ..." if len(violations) > 5 else ""))
     atomic_write_bytes(dst, q.SerializeToString())
-    report = _report(job, dst, "int8", _predict_final(dst, ref.images, opts.threads))
-    report.update({"target": opts.target, "method": method, "quantizer": "modelopt" if use_modelopt else "onnxruntime",
-                   "calibration": _calibration_record(calib, data, opts.seed),
-                   "excluded_nodes": chosen["excluded"], "max_drop": opts.max_drop, "guard_rounds": chosen["rounds"],
-                   "sensitivity": chosen["ranking"], "qdq_violations": violations,
-                   "skipped_samples": list(job.skipped) + list(train.bad)})
-    _say_skipped(report["skipped_samples"])
-    atomic_write_json(f"{dst}.calib.json", report)
-    return report
+    return _int8_report(job, dst, calib, data, train, target=opts.target, method=method,
+                        quantizer="modelopt" if use_modelopt else "onnxruntime", excluded_nodes=chosen["excluded"],
+                        guard_rounds=chosen["rounds"], sensitivity=chosen["ranking"], qdq_violations=violations)
 
 
 def _int8_openvino(job: Job, data: DataSpec, train: SegmentationDataset, dst: Path, tmp: Path) -> dict[str, Any]:
@@ -212,14 +206,8 @@ def _int8_openvino(job: Job, data: DataSpec, train: SegmentationDataset, dst: Pa
     record = openvino_int8.quantize_ir(job.src, dst, calib.images, ref.images, ref.labels, job.info, opts.max_drop,
                                        extra={ONNX_SOURCE_KEY: {"onnx": job.src.name, "quantizer": "nncf"}})
     job.timings["quantize_and_guard_s"] = time.perf_counter() - t0
-    report = _report(job, dst, "int8", _predict_final(dst, ref.images, opts.threads))
-    report["versions"].update(openvino_int8.versions())
-    report.update({"target": "openvino", "method": "nncf", "quantizer": "nncf",
-                   "calibration": _calibration_record(calib, data, opts.seed),
-                   "excluded_nodes": record.get("reverted_ops", []), "max_drop": opts.max_drop, "nncf": record,
-                   "skipped_samples": list(job.skipped) + list(train.bad)})
-    _say_skipped(report["skipped_samples"])
-    atomic_write_json(f"{dst}.calib.json", report)
+    report = _int8_report(job, dst, calib, data, train, target="openvino", method="nncf", quantizer="nncf",
+                          excluded_nodes=record.get("reverted_ops", []), nncf=record)
     return report
 
 
@@ -234,9 +222,20 @@ def _calibration_set(job: Job, data: DataSpec, train: SegmentationDataset) -> Ca
     return calib
 
 
-def _calibration_record(calib: CalibrationSet, data: DataSpec, seed: int) -> dict[str, Any]:
-    return {"images": calib.names, "count": len(calib.names), "cache": str(calib.path), "dataset": data.text,
-            "split": "train", "seed": seed, "classes_missing": calib.manifest.get("classes_missing", [])}
+def _int8_report(job: Job, dst: Path, calib: CalibrationSet, data: DataSpec, train: SegmentationDataset,
+                 **fields: Any) -> dict[str, Any]:
+    """Score the written INT8 model `dst`, write `<dst>.calib.json` (accuracy, calibration set, max drop,
+    skipped samples and the target's own `fields`) and return it."""
+    opts, ref = job.opts, job.reference
+    assert ref is not None  # the INT8 paths check it first
+    report = _report(job, dst, "int8", _predict_final(dst, ref.images, opts.threads))
+    report.update({"calibration": {"images": calib.names, "count": len(calib.names), "cache": str(calib.path),
+                                   "dataset": data.text, "split": "train", "seed": opts.seed,
+                                   "classes_missing": calib.manifest.get("classes_missing", [])},
+                   "max_drop": opts.max_drop, "skipped_samples": list(job.skipped) + list(train.bad), **fields})
+    _say_skipped(report["skipped_samples"])
+    atomic_write_json(f"{dst}.calib.json", report)
+    return report
 
 
 def _fp16(job: Job, data: str | None, dst: Path) -> dict[str, Any]:
@@ -288,15 +287,18 @@ def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
 
 
 def _versions() -> dict[str, str]:
+    """Versions of the libraries that made and scored the model (optional ones where installed, read from
+    package metadata so that nothing heavy is imported)."""
+    from importlib import metadata
+
     import onnxruntime
 
-    from runtime.lazy import has_module
-
     v = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
-    if has_module("modelopt"):
-        import modelopt
-
-        v["modelopt"] = getattr(modelopt, "__version__", "?")
+    for dist in ("nvidia-modelopt", "openvino", "nncf"):
+        try:
+            v[dist.removeprefix("nvidia-")] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
     return v
 
 

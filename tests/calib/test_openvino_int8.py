@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from calib_standins import SYNTHETIC
-from test_sensitivity import _dataset, _outlier_model
+from test_sensitivity import outlier_case
 
 import calib.quantize as cq
 from runtime.backends import load_backend
@@ -48,10 +48,7 @@ def test_accuracy_control_lowers_the_drop_on_the_outlier_case(tmp_path, monkeypa
     """Plain PTQ gives `mid` one per-tensor scale stretched by the 1000-valued channel, which rounds the
     informative channels away (> 30 points lost); accuracy control must revert its quantizers until
     the drop is within the 5 points asked for."""
-    src = tmp_path / "outlier.onnx"
-    info = _outlier_model(src)
-    splits = {"train": _dataset(src, info, 8, 0), "val": _dataset(src, info, 6, 1)}
-    monkeypatch.setattr(cq.DataSpec, "open", lambda self, split, skip_bad=False, **kw: splits[split])
+    src = outlier_case(tmp_path, monkeypatch)
 
     def run(max_drop, name):
         opts = cq.QuantizeOptions(target="openvino", images=8, val_images=6, max_drop=max_drop,

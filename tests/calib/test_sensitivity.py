@@ -51,11 +51,18 @@ def _dataset(path, info: DataInfo, n: int, seed: int) -> InMemory:
     return InMemory(list(zip(images, labels)), info.classes)
 
 
-def test_guard_keeps_the_outlier_tensor_in_float(tmp_path, monkeypatch):
+def outlier_case(tmp_path, monkeypatch):
+    """The outlier model at tmp_path/outlier.onnx, its train (8 images) and val (6) splits served to
+    calib.quantize in place of any dataset; returns the model's path."""
     src = tmp_path / "outlier.onnx"
     info = _outlier_model(src)
     splits = {"train": _dataset(src, info, 8, 0), "val": _dataset(src, info, 6, 1)}
     monkeypatch.setattr(cq.DataSpec, "open", lambda self, split, skip_bad=False, **kw: splits[split])
+    return src
+
+
+def test_guard_keeps_the_outlier_tensor_in_float(tmp_path, monkeypatch):
+    src = outlier_case(tmp_path, monkeypatch)
 
     def run(max_drop, name):
         opts = cq.QuantizeOptions(target="cpu", images=8, val_images=6, max_drop=max_drop,
