@@ -48,7 +48,10 @@ DEVICE_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
 # OpenVINO precision hints worth trying per device
 OPENVINO_PRECISIONS = {"cpu": ("f32", "bf16"), "gpu": ("f32", "f16")}
 # file-name tags of reduced-precision artefacts (stripped to find the model they were made from)
-PRECISION_TAGS = ((".int8.cpu", "int8"), (".int8.trt", "int8 q/dq"), (".int8.openvino", "int8"), (".fp16", "fp16"))
+PRECISION_TAGS = (".int8.cpu", ".int8.trt", ".int8.openvino", ".fp16")
+# runtime.backends.model_format's artefact kind -> the precision its weights are stored in
+FORMAT_PRECISION = {"pytorch": "fp32", "onnx": "fp32", "onnx fp16": "fp16", "onnx int8 (cpu)": "int8",
+                    "onnx int8 (trt q/dq)": "int8 q/dq", "openvino": "fp32", "openvino int8": "int8"}
 FLOAT_PRECISIONS = ("fp32", "f32")
 # mIoU differences (points) that count as ties, which go to the faster candidate: two backends running
 # the same weights in f32 differ by rounding, and bf16 often by less than one image's worth of pixels
@@ -75,43 +78,44 @@ class Candidate:
 
 
 def file_precision(path: str | Path) -> str:
-    """fp32, fp16, int8 or int8 q/dq from the artefact's name (calib.quantize's naming); engines: their
-    sidecar's build precision."""
-    name = Path(path).name.lower()
-    if name.endswith((".engine", ".plan")):
-        from runtime.backends import model_format
+    """fp32, fp16, int8 or int8 q/dq from the artefact's kind (runtime.backends.model_format: calib.quantize's
+    naming); engines: their sidecar's build precision ("?" without one)."""
+    from runtime.backends import model_format
 
-        return model_format(path).removeprefix("tensorrt").strip() or "?"
-    stem = re.sub(r"\.(onnx|xml|pt|pth)$", "", name)
-    return next((label for tag, label in PRECISION_TAGS if stem.endswith(tag)), "fp32")
+    kind = model_format(path)
+    if kind.startswith("tensorrt"):
+        return kind.removeprefix("tensorrt").strip() or "?"
+    return FORMAT_PRECISION.get(kind, "fp32")
 
 
 def source_key(path: str | Path) -> str:
     """The model an artefact was made from: S.int8.cpu.onnx, S.openvino.xml, S.fp16.onnx -> S."""
     stem = re.sub(r"\.(onnx|xml|pt|pth|engine|plan)$", "", Path(path).name.lower())
     stem = re.sub(r"\.openvino$", "", stem)
-    for tag, _ in PRECISION_TAGS:
+    for tag in PRECISION_TAGS:
         stem = stem.removesuffix(tag)
     return re.sub(r"\.(fp32|fp16|int8|best|last)$", "", stem)
 
 
 def candidates(paths: Sequence[str], devices: Sequence[str], backends: Sequence[str]) -> list[Candidate]:
-    """Every (model, backend, precision hint, device) to try; `backends`: those installed here (OpenVINO
-    candidates only when "openvino" is among them, PyTorch ones only with "torch")."""
+    """Every (model, backend, precision hint, device) to try: the file's own backend (runtime.backends.SUFFIXES),
+    and OpenVINO for an `.onnx` too. `backends`: those installed here; TensorRT engines run on the GPU."""
+    from runtime.backends import SUFFIXES
+
     out: list[Candidate] = []
     for path in paths:
-        suffix = Path(path).suffix.lower()
-        for device in devices:
-            opts = DEVICE_OPTIONS[device]
-            if suffix == ".onnx":
-                out.append(Candidate(path, "onnxruntime", device, dict(opts["onnxruntime"])))
-            if suffix in (".onnx", ".xml") and "openvino" in backends:
-                out += [Candidate(path, "openvino", device, {**opts["openvino"], "precision_hint": p})
-                        for p in OPENVINO_PRECISIONS[device]]
-            if suffix in (".pt", ".pth") and "torch" in backends:
-                out.append(Candidate(path, "torch", device, dict(opts["torch"])))
-        if suffix in (".engine", ".plan"):
+        native = SUFFIXES.get(Path(path).suffix.lower())
+        if native == "tensorrt":
             out.append(Candidate(path, "tensorrt", "gpu"))
+            continue
+        names = [n for n in (native, "openvino" if native == "onnxruntime" else None) if n in backends]
+        for device in devices:
+            for name in names:
+                opts = DEVICE_OPTIONS[device][name]
+                if name == "openvino":
+                    out += [Candidate(path, name, device, {**opts, "precision_hint": p}) for p in OPENVINO_PRECISIONS[device]]
+                else:
+                    out.append(Candidate(path, name, device, dict(opts)))
     return out
 
 
