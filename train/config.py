@@ -125,7 +125,7 @@ class FitNetConfig:
 
 @dataclass
 class ATConfig:
-    weight: float = 10000.0
+    weight: float = 10000.0  # λ, CIRKD's; L_at is scaled to its 64x128 maps, so λ means the same at any size
 
 
 @dataclass

@@ -2,9 +2,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from loss_refs import kl, softmax
 
-from train.losses.at import AT, at_loss, attention_map
+from train.losses.at import AT, REFERENCE_AREA, at_loss, attention_map
 from train.losses.cwd import CWD, cwd_loss
 from train.losses.fitnet import FitNet, fitnet_loss
 from train.models.output import SegOutput
@@ -74,12 +75,45 @@ def test_at_by_hand():
     assert attention_map(f_s)[0].tolist() == pytest.approx(a_s, rel=1e-6)
     # teacher: 1 channel (2, 2): mean_c F² = (4, 4) -> (1/√2, 1/√2)
     f_t = torch.tensor([[[[2.0, 2.0]]]])
-    expected = ((a_s[0] - 2**-0.5) ** 2 + (a_s[1] - 2**-0.5) ** 2) / 2
+    # two unit vectors: Σ_i (a_S − a_T)² = 2 − 2 a_S·a_T = 2 − 2 (5 + 2)/(√29 √2) = 2 − 14/√58;
+    # B = 1, divided by A_ref = 64·128 = 8192 (not by the 2 positions)
+    expected = (2 - 14 / math.sqrt(58)) / 8192
+    assert REFERENCE_AREA == 8192
     assert at_loss(f_s, f_t).item() == pytest.approx(expected, rel=1e-6)
     terms = AT(weight=10000.0)(SegOutput(torch.zeros(1, 2, 1, 2), features={"decoder": f_s}),
                                SegOutput(torch.zeros(1, 2, 1, 2), features={"decoder": f_t}),
                                torch.zeros(1, 1, 2), STEP)
     assert terms["at"].item() == pytest.approx(10000 * expected, rel=1e-5)
+
+
+def test_at_weight_means_the_same_at_every_map_size():
+    # The same pair of maps (nearest-upsampled: same content, 4x and 64x the positions) gives one
+    # weighted term; the plain mean over positions would shrink 4x and 64x.
+    g = torch.Generator().manual_seed(3)
+    f_s, f_t = torch.randn(2, 3, 2, 3, generator=g), torch.randn(2, 5, 2, 3, generator=g)
+    at = AT(weight=10000.0)
+
+    def term(scale: int) -> float:
+        s, t = (F.interpolate(f, scale_factor=scale, mode="nearest") for f in (f_s, f_t))
+        out = at(SegOutput(torch.zeros(2, 2, 1, 1), features={"decoder": s}),
+                 SegOutput(torch.zeros(2, 2, 1, 1), features={"decoder": t}), torch.zeros(2, 1, 1), STEP)
+        return out["at"].item()
+
+    assert term(2) == pytest.approx(term(1), rel=1e-5)
+    assert term(8) == pytest.approx(term(1), rel=1e-5)
+    assert term(1) > 0
+
+
+def test_at_is_cirkds_plain_mean_on_its_64x128_maps():
+    g = torch.Generator().manual_seed(4)
+    f_s, f_t = torch.randn(1, 2, 64, 128, generator=g), torch.randn(1, 3, 64, 128, generator=g)
+
+    def cirkd_at(f: torch.Tensor) -> torch.Tensor:  # mean over channels of F², flattened, unit norm
+        a = f.pow(2).mean(1).view(f.shape[0], -1)
+        return a / a.norm(dim=1, keepdim=True)
+
+    plain_mean = (cirkd_at(f_s) - cirkd_at(f_t)).pow(2).mean().item()
+    assert at_loss(f_s, f_t).item() == pytest.approx(plain_mean, rel=1e-5)
 
 
 def test_feature_methods_send_no_gradient_to_the_teacher():
