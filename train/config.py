@@ -113,7 +113,7 @@ class KDConfig:
 class CWDConfig:
     tau: float = 4.0
     weight: float = 3.0
-    features: bool = False  # also distil the deep features through a 1x1 adapter
+    features: bool = True  # also distil the deep features through a 1x1 adapter (CIRKD's CWD recipe)
     feature_tau: float = 4.0
     feature_weight: float = 50.0
 

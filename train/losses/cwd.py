@@ -1,11 +1,15 @@
 """Channel-wise distillation, Shu et al. 2021 (docs/methods.md, "CWD").
 
-For each image b and channel k, `q = softmax over the h·w positions of z/τ`;
+For each image b and channel k of a B x K x h x w map z, `q = softmax over the h·w positions of z/τ`;
 
-    L_cwd = τ² · Σ_{b,k,i} q_T (log q_T − log q_S) / (B·K).
+1. `L_cwd(z_S, z_T) = τ² · Σ_{b,k,i} q_T (log q_T − log q_S) / (B·K)`.
+2. On the logits (z_T resized to z_S's size): term `cwd` = λ · L_cwd(z_S, z_T), τ = 4, λ = 3.
+3. With `features` (the default): term `cwd_fea` = λ_f · L_cwd(ψ(F_S), F_T) on the deep features,
+   ψ a 1x1 conv C_S→C_T (no bias, no BN), F_T resized to ψ(F_S)'s size; τ_f = 4, λ_f = 50.
 
-On logits: τ = 4, λ = 3 (term `cwd`). Optionally on the deep features F through a 1x1 conv adapter
-C_S→C_T: τ = 4, λ = 50 (term `cwd_fea`). The teacher map is resized to the student's size if needed.
+Steps 2 and 3 together are CIRKD's CWD recipe; its CWD runs also add KD with weight 1 (here
+`method=kd+cwd`) and a small adversarial term, which this code does not implement. `features=false`
+keeps the logit term alone.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from train.objective import StepInfo, teacher_output
 
 
 def cwd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
-    """`τ² · Σ_{b,k} KL(q_T ‖ q_S) / (B·K)` with q the spatial softmax of each B x K channel."""
+    """(1) `τ² · Σ_{b,k} KL(q_T ‖ q_S) / (B·K)` with q the spatial softmax of each B x K channel."""
     b, k = z_s.shape[:2]
     log_qs = F.log_softmax(z_s.float().flatten(2) / tau, 2)
     log_qt = F.log_softmax(z_t.float().flatten(2) / tau, 2)
@@ -38,7 +42,8 @@ def cwd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 class CWD(DistillMethod):
-    """Terms `cwd` (logits) and, with `features`, `cwd_fea` (adapted deep features)."""
+    """Terms `cwd` (2, logits) and, with an adapter ψ (`features`, the default config), `cwd_fea`
+    (3, adapted deep features)."""
 
     def __init__(self, tau: float = 4.0, weight: float = 3.0, feature_channels: tuple[int, int] | None = None,
                  feature_tau: float = 4.0, feature_weight: float = 50.0) -> None:

@@ -3,8 +3,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from loss_refs import kl, softmax
+from loss_refs import batch, kl, softmax, tiny_pair
 
+from train.config import DistillConfig
+from train.losses import build_objective
 from train.losses.at import AT, REFERENCE_AREA, at_loss, attention_map
 from train.losses.cwd import CWD, cwd_loss
 from train.losses.fitnet import FitNet, fitnet_loss
@@ -52,6 +54,39 @@ def test_cwd_module_logit_and_feature_terms():
     expected = 50.0 * reference_cwd(adapted, t.features["decoder"], 2.0)
     assert terms["cwd_fea"].item() == pytest.approx(expected, rel=1e-5)
     assert "cwd_fea" not in CWD()(s, t, torch.zeros(2, 8, 8), STEP)
+
+
+def test_cwd_feature_term_by_hand():
+    # ψ sums the student's 2 channels into the teacher's 1: ψ(F_S) = (0, 4 ln 3) over 2 positions.
+    # τ_f = 4: q_S = softmax(0, ln 3) = (1/4, 3/4), q_T = softmax(0, 0) = (1/2, 1/2);
+    # KL = ½ ln 2 + ½ ln(2/3) = ½ ln(4/3); × τ² = 16, / (B·C) = 1  ->  8 ln(4/3); × λ_f = 50.
+    m = CWD(feature_channels=(2, 1))
+    with torch.no_grad():
+        m.adapter.weight.fill_(1.0)
+    f_s = torch.tensor([[[[0.0, math.log(3.0)]], [[0.0, 3 * math.log(3.0)]]]])
+    f_t = torch.zeros(1, 1, 1, 2)
+    z = torch.zeros(1, 2, 1, 2)
+    terms = m(SegOutput(z, features={"decoder": f_s}), SegOutput(z, features={"decoder": f_t}),
+              torch.zeros(1, 1, 2), STEP)
+    assert terms["cwd_fea"].item() == pytest.approx(50 * 8 * math.log(4 / 3), rel=1e-6)
+    assert terms["cwd"].item() == 0.0  # equal logits
+
+
+def test_cwd_default_is_the_logit_and_feature_recipe():
+    student, teacher = tiny_pair()
+    x, y = batch()
+    s = student(x)
+    with torch.no_grad():
+        t = teacher(x)
+    cfg = DistillConfig(method="cwd")
+    assert (cfg.cwd.tau, cfg.cwd.weight, cfg.cwd.features) == (4.0, 3.0, True)
+    assert (cfg.cwd.feature_tau, cfg.cwd.feature_weight) == (4.0, 50.0)
+    obj = build_objective(cfg, student.feature_info, teacher.feature_info, 3, budget_is_time=False)
+    assert set(obj(s, t, y, STEP)) == {"ce", "cwd", "cwd_fea"}
+    assert CWD.teacher_reads(cfg) == ["logits", "decoder"]
+    cfg.cwd.features = False
+    obj = build_objective(cfg, student.feature_info, teacher.feature_info, 3, budget_is_time=False)
+    assert set(obj(s, t, y, STEP)) == {"ce", "cwd"} and CWD.teacher_reads(cfg) == ["logits"]
 
 
 def test_fitnet_by_hand_and_adapter_has_no_bias():
