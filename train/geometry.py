@@ -37,7 +37,9 @@ from runtime.metadata import IGNORE_INDEX
 
 @dataclass(frozen=True)
 class Geometry:
-    """Source size (H0, W0), scaled size (Hs, Ws), crop window (top, left, hc, wc) in scaled pixels, flip."""
+    """Source size (H0, W0), scaled size (Hs, Ws), crop window (top, left, hc, wc) in scaled pixels, flip,
+    and `base`: the size scale 1 maps to (`data.val_size` when set, else the source size), which is also
+    the size the teacher cache computed its whole-image maps at."""
 
     source: tuple[int, int]
     scaled: tuple[int, int]
@@ -45,6 +47,12 @@ class Geometry:
     left: int
     crop: tuple[int, int]
     flip: bool
+    base: tuple[int, int] | None = None
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """The image size a whole-image map of this geometry covers: `base`, else `source`."""
+        return self.base or self.source
 
     @staticmethod
     def identity(size: tuple[int, int]) -> Geometry:
@@ -66,7 +74,8 @@ def draw_geometry(source: tuple[int, int], scale_range: tuple[float, float], cro
     top = int(torch.randint(0, hs + 2 * pad_h - hc + 1, ())) if hs + 2 * pad_h > hc else 0
     left = int(torch.randint(0, ws + 2 * pad_w - wc + 1, ())) if ws + 2 * pad_w > wc else 0
     mirrored = bool(flip and float(torch.rand(1)) < 0.5)
-    return Geometry((int(source[0]), int(source[1])), (hs, ws), top - pad_h, left - pad_w, (hc, wc), mirrored)
+    return Geometry((int(source[0]), int(source[1])), (hs, ws), top - pad_h, left - pad_w, (hc, wc), mirrored,
+                    (int(h), int(w)))
 
 
 def _crop(x: torch.Tensor, g: Geometry, fill: float) -> torch.Tensor:
@@ -97,11 +106,13 @@ def crop_cells(g: Geometry, stride: int) -> tuple[int, int]:
 
 
 def warp_map(m: torch.Tensor, g: Geometry, out_size: tuple[int, int]) -> torch.Tensor:
-    """C x h x w map of the whole source image -> C x out_size map of the augmented crop (float32)."""
+    """C x h x w map of the whole image at `g.extent` (the size scale 1 maps to) -> C x out_size map of the
+    augmented crop (float32). The map shrinks by Hs / H_extent, the factor the image is resized by."""
     m = m.float()
     h, w = m.shape[-2:]
     hs, ws = g.scaled
-    shrunk = (max(1, round(h * hs / g.source[0])), max(1, round(w * ws / g.source[1])))
+    eh, ew = g.extent
+    shrunk = (max(1, round(h * hs / eh)), max(1, round(w * ws / ew)))
     if shrunk[0] < h or shrunk[1] < w:  # antialias as the image's resize does; grid_sample would alias
         m = F.interpolate(m[None], size=(min(h, shrunk[0]), min(w, shrunk[1])), mode="bilinear",
                           align_corners=False, antialias=True)[0]

@@ -98,3 +98,27 @@ def test_apply_geometry_label_padding_is_ignore() -> None:
     assert (lbl[:3] == 255).all() and (lbl[:, :2] == 255).all() and (lbl[3:13, 2:12] == 1).all()
     assert (img[:, :3] == 0).all() and (img[:, 3:13, 2:12] == 200).all()
     assert np.array_equal((lbl == 255).numpy(), (img[0] == 0).numpy())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_warp_of_a_map_computed_at_val_size_uses_that_size(seed: int) -> None:
+    """With data.val_size set, the cache's map covers the image resized to val_size (scale 1), not the
+    native image: the warp must shrink it by Hs / H_val. Measured against the online teacher on the crop;
+    the old warp (shrink by Hs / H_native) fails the same bound."""
+    native, val = (64, 128), (32, 64)
+    image = smooth_image(*native, seed=seed)
+    label = torch.zeros(native, dtype=torch.uint8)
+    at_val = apply_geometry(image, label, Geometry(native, val, 0, 0, val, False))[0]
+    whole = pixel_teacher(normalize_tensor(at_val, MEAN, STD)[None])[0]
+    torch.manual_seed(seed)
+    g = draw_geometry(native, (0.5, 1.0), (24, 40), True, base=val)
+    assert g.extent == val
+    img, lbl = apply_geometry(image, label, g)
+    online = pixel_teacher(normalize_tensor(img, MEAN, STD)[None])[0]
+    inside = lbl != 255
+    err = (online - warp_map(whole, g, crop_cells(g, 1))).abs()[:, inside].mean()
+    # the buggy extent: the native size
+    old = Geometry(g.source, g.scaled, g.top, g.left, g.crop, g.flip, base=native)
+    err_old = (online - warp_map(whole, old, crop_cells(g, 1))).abs()[:, inside].mean()
+    assert err < 0.03, float(err)
+    assert err_old > 2 * err, (float(err_old), float(err))
