@@ -4,7 +4,9 @@
 
 runs the frozen teacher over the training split and stores, in float16, what the configured method reads
 from it (logits and the named features of its pairs), with a manifest. Rerun after an interruption to
-continue; a cache for another teacher, dataset, split or pre-processing is refused. `--check N` then
+continue; a cache for another teacher, dataset, split or pre-processing is refused. Every existing file is
+checked against the manifest first (header and length: channels, size, dtype) and rebuilt when it does
+not match; `--verify` only checks, and exits 2 when a file does not match. `--check N` then
 measures, on N augmented training crops, how the warped cached logits differ from the online teacher's.
 Use it with `distill.teacher_cache=PATH` (or let `distill.teacher_cache=auto` build it on first use).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json
@@ -26,6 +29,8 @@ from train.teacher_cache import (
     cache_key,
     check_cache,
     measure_agreement,
+    read_manifest,
+    verify_files,
 )
 
 
@@ -63,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", type=int, default=0, metavar="N",
                    help="after building, compare the warped cached logits with the online teacher's on N "
                         "augmented training crops (argmax agreement, mean KL); writes agreement.json")
+    p.add_argument("--verify", action="store_true",
+                   help="check every file of the cache against its manifest (header and length: channels, size, "
+                        "dtype; no data read) without building; exit 2 naming the files that do not match")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. method=lfd data.val_size=[256,512]")
     return p
@@ -87,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     key = cache_key(sha256_file(args.teacher), cfg, _names(build_readers(cfg.data)[0]))
     out = Path(args.out) if args.out else auto_path(cfg.distill.cache_dir, key)
+    if args.verify:
+        return verify(out, key, cfg, args)
     manifest = build_cache(args.teacher, cfg, out, outputs, args.max_gb, args.batch, args.device)
     manifest = check_cache(out, key, outputs)
     stored = ", ".join(f"{k} (stride {v['stride']}, {v['channels']} ch)" for k, v in manifest["outputs"].items())
@@ -103,6 +113,23 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"agreement": str(out / "agreement.json")}))
     print(f"use it with: python -m train.distill --config {args.config or '...'} distill.teacher_cache={out} "
           f"teacher={args.teacher}")
+    return 0
+
+
+def verify(out: Path, key: dict, cfg: Any, args: argparse.Namespace) -> int:
+    """`--verify`: 0 when every file of the cache at `out` matches its manifest, else a UserError (exit 2)."""
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise UserError(f"{out} is not a teacher target cache (no manifest.json); build it with python -m "
+                        f"train.cache --teacher {args.teacher} --config {args.config or 'C.yaml'} --out {out}")
+    check_cache(out, key, list(manifest["outputs"]))
+    bad = verify_files(out, manifest, cfg=cfg)
+    files = len(manifest["image_ids"]) * len(manifest["outputs"])
+    if bad:
+        listing = "; ".join(f"{f}: {p}" for f, p in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        raise UserError(f"{len(bad)} of {files} files of the teacher cache {out} do not match its manifest "
+                        f"({listing}); rebuild them with the same command without --verify")
+    print(f"teacher cache {out}: all {files} files match the manifest")
     return 0
 
 

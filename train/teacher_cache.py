@@ -103,16 +103,19 @@ def key_differences(manifest: dict[str, Any], key: dict[str, Any]) -> list[str]:
     return out
 
 
-def check_cache(path: str | Path, key: dict[str, Any], outputs: Sequence[str]) -> dict[str, Any]:
-    """The manifest of a complete cache that matches `key` and holds `outputs`, else a UserError."""
+def check_cache(path: str | Path, key: dict[str, Any], outputs: Sequence[str], auto: bool = False
+                ) -> dict[str, Any]:
+    """The manifest of a complete cache that matches `key` and holds `outputs`, else a UserError.
+    `auto`: the folder was chosen by distill.teacher_cache=auto (the hints differ)."""
     m = read_manifest(path)
     if m is None:
         raise UserError(f"{path} is not a teacher target cache (no {MANIFEST}); build one with python -m "
                         f"train.cache, or pass distill.teacher_cache=auto")
     diff = key_differences(m, key)
     if diff:
-        raise UserError(f"the teacher cache {path} was made for another {'; '.join(diff)}; pass "
-                        f"distill.teacher_cache=auto to build one for this run, or another folder")
+        fix = (f"delete {path} and run again: distill.teacher_cache=auto then builds it for this run" if auto else
+               "pass distill.teacher_cache=auto to build one for this run, or the folder of a matching cache")
+        raise UserError(f"the teacher cache {path} was made for another {'; '.join(diff)}; {fix}")
     missing = [o for o in outputs if o not in m["outputs"]]
     if missing:
         raise UserError(f"the teacher cache {path} holds {', '.join(m['outputs'])} but this run also reads "
@@ -121,6 +124,83 @@ def check_cache(path: str | Path, key: dict[str, Any], outputs: Sequence[str]) -
         raise UserError(f"the teacher cache {path} is incomplete (its build was interrupted); run python -m "
                         f"train.cache again to finish it")
     return m
+
+
+def map_shape(manifest: dict[str, Any], output: str, size: Sequence[int]) -> tuple[int, int, int]:
+    """The stored shape of `output` for an image whose teacher view is H x W = `size`:
+    channels x ceil(H / r) x ceil(W / r)."""
+    o = manifest["outputs"][output]
+    r = int(o["stride"])
+    return int(o["channels"]), math.ceil(int(size[0]) / r), math.ceil(int(size[1]) / r)
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) from a .npy file's header, without reading the data; ValueError or
+    OSError when the header is unreadable."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        return tuple(int(v) for v in shape), np.dtype(dtype), f.tell()
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def file_problem(path: Path, expected: tuple[int, ...]) -> str | None:
+    """What is wrong with one cache file against the manifest's `expected` C x h x w float16 shape (header
+    and file length only, no data read), or None when it matches."""
+    if not path.is_file():
+        return "missing"
+    try:
+        shape, dtype, offset = npy_header(path)
+    except (OSError, ValueError) as e:
+        return f"unreadable header ({e})"
+    if dtype != np.float16:
+        return f"dtype {dtype} (expected float16)"
+    if shape != tuple(expected):
+        return f"shape {_dims(shape)} (expected {_dims(expected)})"
+    size, want = path.stat().st_size, offset + 2 * math.prod(shape)
+    if size != want:
+        return f"{size} bytes (expected {want}: truncated or padded)"
+    return None
+
+
+def image_sizes(manifest: dict[str, Any], cfg: Config | None = None) -> list[tuple[int, int]]:
+    """Each training image's teacher-view size H x W: from the manifest (`image_sizes`, or `image_size`
+    when every image is resized to data.val_size), else read from the dataset of `cfg`."""
+    n = len(manifest["image_ids"])
+    if manifest.get("image_sizes") and len(manifest["image_sizes"]) == n:
+        return [(int(h), int(w)) for h, w in manifest["image_sizes"]]
+    if manifest.get("image_size"):
+        h, w = manifest["image_size"]
+        return [(int(h), int(w))] * n
+    if cfg is None:
+        raise ValueError("the manifest records no image sizes; pass the config to read them")
+    from train.data import build_readers
+
+    reader, _ = build_readers(cfg.data)
+    return [tuple(int(v) for v in reader[i][0].shape[:2]) for i in range(n)]  # type: ignore[misc]
+
+
+def verify_files(path: str | Path, manifest: dict[str, Any], outputs: Sequence[str] | None = None,
+                 cfg: Config | None = None) -> list[tuple[Path, str]]:
+    """(file, problem) for every cache file of `outputs` (default: all the manifest's) that does not match
+    the manifest: missing, unreadable, another dtype, shape or length. Reads headers only."""
+    sizes = image_sizes(manifest, cfg)
+    bad = []
+    for o in outputs or list(manifest["outputs"]):
+        for i, size in enumerate(sizes):
+            f = Path(path) / o / f"{i:06d}.npy"
+            problem = file_problem(f, map_shape(manifest, o, size))
+            if problem:
+                bad.append((f, problem))
+    return bad
 
 
 def teacher_feature_info(manifest: dict[str, Any]) -> list[FeatureInfo]:
@@ -215,10 +295,18 @@ def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outp
                     "feature_info": [dataclasses.asdict(f) for f in model.feature_info]},  # type: ignore[union-attr]
         "outputs": {o: {**specs[o], "dtype": "float16"} for o in wanted},
         "image_size": list(size) if cfg.data.val_size else None,
+        "image_sizes": (existing or {}).get("image_sizes") or None,
         "build_seconds": float(existing.get("build_seconds", 0.0)) if existing else 0.0,
     }
+    if not manifest["image_sizes"] and not cfg.data.val_size:
+        manifest["image_sizes"] = [list(teacher_view(reader[i][0], cfg).shape[1:]) for i in range(len(ids))]
     atomic_write_json(out / MANIFEST, manifest)
-    todo = [i for i in range(len(ids)) if not all((out / o / f"{i:06d}.npy").is_file() for o in wanted)]
+    present = [f for f, p in verify_files(out, manifest, wanted) if p != "missing"]
+    if present and not quiet:
+        print(f"teacher cache {out}: {len(present)} file(s) do not match the manifest and are rebuilt "
+              f"(e.g. {present[0]})", flush=True)
+    stale = {str(f) for f, _ in verify_files(out, manifest, wanted)}
+    todo = sorted({int(Path(f).stem) for f in stale})
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), unit="img", desc="teacher cache",
                dynamic_ncols=True, mininterval=1.0, disable=quiet)
     t0, since_save = time.perf_counter(), time.perf_counter()
@@ -233,7 +321,7 @@ def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outp
                     for j, i in enumerate(group):
                         for o in wanted:
                             path = out / o / f"{i:06d}.npy"
-                            if not path.is_file():
+                            if str(path) in stale:
                                 _save_npy(path, res[o][j].float().cpu().numpy().astype(np.float16))
                 bar.update(len(chunk))
                 if time.perf_counter() - since_save > 10:  # keep the build time across interruptions
@@ -276,24 +364,39 @@ class TargetReader:
 
     def __init__(self, path: str | Path, manifest: dict[str, Any], outputs: Sequence[str]) -> None:
         self.path = Path(path)
+        self.manifest = manifest
         self.outputs = list(outputs)
         self.strides = {o: int(manifest["outputs"][o]["stride"]) for o in self.outputs}
         self.num_images = len(manifest["image_ids"])
 
-    def read(self, index: int) -> dict[str, np.ndarray]:
+    def read(self, index: int, size: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """{output: C x h x w float16 memory map} of training image `index`, each file's header checked
+        against the manifest (channels, dtype, and h x w for a teacher view of H x W = `size` if given)."""
         out = {}
         for o in self.outputs:
             p = self.path / o / f"{index:06d}.npy"
             try:
-                out[o] = np.load(p, mmap_mode="r", allow_pickle=False)
+                m = np.load(p, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as e:
-                raise UserError(f"teacher cache file {p} is missing or corrupt ({e}); run python -m train.cache "
-                                f"again to rebuild it") from e
+                raise UserError(f"teacher cache file {p} is missing or corrupt ({e}); {self.rebuild_hint()}") from e
+            want = map_shape(self.manifest, o, size) if size is not None else None
+            channels = int(self.manifest["outputs"][o]["channels"])
+            if m.dtype != np.float16 or m.ndim != 3 or m.shape[0] != channels or (
+                    want is not None and tuple(m.shape) != want):
+                expected = _dims(want) if want else f"{channels} x h x w"
+                raise UserError(f"teacher cache file {p} holds {m.dtype} {_dims(m.shape)}, not the float16 "
+                                f"{expected} its manifest says; {self.rebuild_hint()}")
+            out[o] = m
         return out
+
+    def rebuild_hint(self) -> str:
+        teacher = self.manifest.get("teacher", {}).get("checkpoint", "T.pt")
+        return (f"rebuild it with python -m train.cache --teacher {teacher} --out {self.path} and this run's "
+                f"--config and overrides (it checks every file and rebuilds those that do not match)")
 
     def warped(self, index: int, g: Geometry) -> dict[str, torch.Tensor]:
         return {o: warp_map(torch.from_numpy(np.asarray(m, dtype=np.float32)), g, crop_cells(g, self.strides[o]))
-                for o, m in self.read(index).items()}
+                for o, m in self.read(index, g.extent).items()}
 
 
 def cached_output(targets: dict[str, torch.Tensor], device: torch.device) -> SegOutput:
@@ -322,12 +425,21 @@ def open_cache(cfg: Config, teacher_path: str | Path, outputs: Sequence[str], bu
     key = cache_key(sha256_file(teacher_path), cfg, _names(reader))
     mode = cfg.distill.teacher_cache
     path = auto_path(cfg.distill.cache_dir, key) if mode == "auto" else Path(mode)
-    if mode == "auto" and build:
+    auto = mode == "auto"
+    if auto and build:
         m = read_manifest(path)
-        if m is None or not m.get("complete") or any(o not in m["outputs"] for o in outputs):
+        if (m is None or not m.get("complete") or any(o not in m["outputs"] for o in outputs)
+                or verify_files(path, m, outputs, cfg)):
             build_cache(teacher_path, cfg, path, outputs, quiet=quiet)
-            return path, check_cache(path, key, outputs), True
-    return path, check_cache(path, key, outputs), False
+            return path, check_cache(path, key, outputs, auto), True
+    m = check_cache(path, key, outputs, auto)
+    bad = verify_files(path, m, outputs, cfg)
+    if bad:
+        f, problem = bad[0]
+        raise UserError(f"{len(bad)} file(s) of the teacher cache {path} do not match its manifest ({f}: "
+                        f"{problem}); rebuild them with python -m train.cache --teacher {teacher_path} --out {path} "
+                        f"and this run's --config and overrides")
+    return path, m, False
 
 
 @torch.no_grad()

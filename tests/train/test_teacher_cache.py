@@ -192,3 +192,76 @@ def test_teacher_cache_off_survives_yaml(tmp_path: Path) -> None:
     recipe.write_text("distill:\n  teacher_cache: off\n")
     assert load_config(recipe).distill.teacher_cache == "off"
     assert load_config(None, ["distill.teacher_cache=runs/c"]).distill.teacher_cache == "runs/c"
+
+
+def corrupt(files: list[Path]) -> None:
+    """Three ways a cache file goes bad: truncated, another channel count, a header of another size."""
+    truncated, channels, resized = files
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    a = np.load(channels)
+    np.save(channels, np.concatenate([a, a[:1]]), allow_pickle=False)
+    b = np.load(resized)
+    np.save(resized, np.zeros((b.shape[0], b.shape[1] + 1, b.shape[2]), np.float16), allow_pickle=False)
+
+
+def test_verify_names_truncated_mis_shaped_and_resized_files(tmp_path: Path) -> None:
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    cfg = plain(tmp_path)
+    out, manifest = build(tmp_path, cfg, teacher)
+    assert tc.verify_files(out, manifest) == [] and len(manifest["image_sizes"]) == 6
+    files = [out / "logits" / "000001.npy", out / "decoder" / "000002.npy", out / "logits" / "000003.npy"]
+    corrupt(files)
+    bad = dict(tc.verify_files(out, manifest))
+    assert set(bad) == set(files)
+    assert "header" in bad[files[0]] or "bytes" in bad[files[0]]
+    assert "shape" in bad[files[1]] and "shape" in bad[files[2]]
+    # the reader of a training run names the file, what the manifest says and what it found
+    reader = tc.TargetReader(out, manifest, ["logits", "decoder"])
+    size = tuple(manifest["image_sizes"][0])
+    assert set(reader.read(0, size)) == {"logits", "decoder"}
+    with pytest.raises(UserError, match="000001.npy is missing or corrupt.*python -m train.cache --teacher"):
+        reader.read(1, size)
+    with pytest.raises(UserError, match=r"000002.npy holds float16 (\d+)x.*not the float16"):
+        reader.read(2, size)
+    with pytest.raises(UserError, match="000003.npy holds float16"):
+        reader.read(3, size)
+
+
+def test_the_advice_for_a_corrupt_cache_file_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The case of issue 25: a truncated file under distill.teacher_cache=PATH is one sentence whose
+    command, typed as printed, rebuilds it; train.cache --verify checks without building."""
+    from train.cache import main as cache_main
+
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    config = str(tiny_config(tmp_path))
+    out = tmp_path / "cache"
+    assert cache_main(["--teacher", str(teacher), "--config", config, "--out", str(out), "method=kd"]) == 0
+    reference = np.load(out / "logits" / "000003.npy")
+    assert cache_main(["--teacher", str(teacher), "--config", config, "--out", str(out), "--verify"]) == 0
+    corrupt([out / "logits" / "000003.npy", out / "logits" / "000004.npy", out / "logits" / "000005.npy"])
+    capsys.readouterr()
+    run = ["--config", config, "method=kd", f"teacher={teacher}", "budget=1", f"distill.teacher_cache={out}"]
+    assert distill_main([*run, "name=a"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 file(s)" in err and "000003.npy" in err
+    advice = err.split("rebuild them with ")[1].split(" and this run's")[0].split()
+    assert advice[:3] == ["python", "-m", "train.cache"]
+    assert cache_main(["--teacher", str(teacher), "--config", config, "--out", str(out), "--verify"]) == 2
+    assert "3 of 6 files" in capsys.readouterr().err
+    assert cache_main([*advice[3:], "--config", config]) == 0  # as printed, with this run's --config
+    assert "3 file(s) do not match the manifest and are rebuilt" in capsys.readouterr().out
+    # the teacher ran on a batch of another size: equal to float16 rounding
+    assert np.allclose(np.load(out / "logits" / "000003.npy"), reference, atol=1e-2)
+    assert distill_main([*run, "name=b"]) == 0
+
+
+def test_an_auto_cache_repairs_a_bad_file_when_opened(tmp_path: Path) -> None:
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    cfg = plain(tmp_path, "method=kd", "distill.teacher_cache=auto", f"distill.cache_dir={tmp_path / 'c'}")
+    path, _, built = tc.open_cache(cfg, teacher, ["logits"], quiet=True)
+    good = np.load(path / "logits" / "000002.npy")
+    raw = (path / "logits" / "000002.npy").read_bytes()
+    (path / "logits" / "000002.npy").write_bytes(raw[:-10])
+    assert tc.open_cache(cfg, teacher, ["logits"], quiet=True)[2]  # rebuilt
+    assert np.allclose(np.load(path / "logits" / "000002.npy"), good, atol=1e-2)
+    assert not tc.open_cache(cfg, teacher, ["logits"], quiet=True)[2]  # and then reused
