@@ -39,9 +39,15 @@ def check_contract(model, out, x) -> None:
         t = out.features[name]
         assert t.shape == (x.shape[0], f.channels, x.shape[2] // f.reduction, x.shape[3] // f.reduction), name
     assert out.logits.shape == (x.shape[0], K, x.shape[2] // model.stride, x.shape[3] // model.stride)
-    assert info["decoder"].reduction == model.stride
     assert info["stage0"].reduction == 2
-    assert model.head.classifier.in_channels == info["decoder"].channels
+    dec = info["decoder"]
+    assert (dec.channels, dec.reduction) == (model.head.decoder_channels, model.head.decoder_stride)
+    if model.arch["head"] == "lraspp":  # the high branch at stage4's stride; the classifier also reads `low`
+        assert dec.reduction == info["stage4"].reduction
+        assert model.head.classifier.in_channels == info[model.head.low_name].channels + dec.channels
+    else:  # the classifier's input
+        assert dec.reduction == model.stride
+        assert model.head.classifier.in_channels == dec.channels
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
@@ -75,6 +81,30 @@ def test_forward_real_tensors(head: str) -> None:
         seg = model.segment(x)
         ref = F.interpolate(model(x).logits, size=(64, 96), mode="bilinear", align_corners=False)
     torch.testing.assert_close(seg, ref)
+
+
+def test_lraspp_decoder_is_the_high_branch() -> None:
+    # h = ReLU(BN(conv1x1(x))) · sigmoid(conv1x1(mean_hw x)) on stage4, written out from the head's
+    # weights; logits = classifier(concat(low, bilinear up(h))).
+    model = small("lraspp", output_stride=16, aux_head=False).eval()
+    head = model.head
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        out = model(x)
+        high, low = out.features["stage4"], out.features[head.low_name]
+        conv, bn = head.cbr[0], head.cbr[1]
+        cbr = F.relu(F.batch_norm(F.conv2d(high, conv.weight), bn.running_mean, bn.running_var, bn.weight,
+                                  bn.bias, eps=bn.eps))
+        gate = torch.sigmoid(F.conv2d(high.mean((2, 3), keepdim=True), head.scale[1].weight))
+        h = cbr * gate
+        up = F.interpolate(h, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.conv2d(torch.cat([low, up], 1), head.classifier.weight, head.classifier.bias)
+    info = {f.name: f for f in model.feature_info}["decoder"]
+    assert (info.channels, info.reduction) == (16, 16)  # head_channels, stage4's stride
+    assert out.features["decoder"].shape == (2, 16, 64 // 16, 96 // 16)
+    torch.testing.assert_close(out.features["decoder"], h)
+    torch.testing.assert_close(out.logits, logits)
+    assert out.logits.shape[-2:] == (64 // 8, 96 // 8)
 
 
 def test_overrides_output_stride_aux_and_channels() -> None:

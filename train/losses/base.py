@@ -16,7 +16,7 @@ from train.config import DistillConfig
 from train.models.output import FeatureInfo, SegOutput
 from train.objective import Objective, check_teacher_classes, teacher_output
 
-DEEP = "decoder"  # the input of each model's classifier: F in docs/methods.md
+DEEP = "decoder"  # each model's deep feature, F in docs/methods.md (the classifier's input; LR-ASPP: its high branch)
 
 
 @dataclass

@@ -23,7 +23,8 @@ class SegOutput:
     - `logits`: N x K x h x w at the decode head's stride (8 or 16), NOT upsampled (z in docs/methods.md).
     - `aux`: N x K x h' x w' logits of the FCN auxiliary head on encoder stage 3, or None.
     - `features`: name -> N x C x h x w; encoder levels `stage0`..`stage4` (timm features_only levels,
-      stage0 = stride 2) and `decoder` (the input of the classifier: F in docs/methods.md).
+      stage0 = stride 2) and `decoder` (the head's deep feature, F in docs/methods.md: the classifier's
+      input, or LR-ASPP's high branch at stage4's stride).
     """
 
     logits: torch.Tensor

@@ -3,7 +3,8 @@ head channels. `model.recipe=...` picks one; the other `model.*` keys override i
 
 Teachers use dilated ResNets at output stride 8 (DeepLabV3 as in torchvision). Students are compact
 encoders; LR-ASPP follows the MobileNetV3 paper (encoder at output stride 16, stride-8 low-level
-branch, logits at stride 8). The `tiny_*` recipes are for tests and smoke runs.
+branch, logits at stride 8; its distilled `decoder` feature is the stride-16 high branch). The
+`tiny_*` recipes are for tests and smoke runs.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ class Segmentor(nn.Module):
             aux_in = next(f for f in self.encoder.feature_info if f.name == AUX_STAGE)
             self.aux = FCNHead(aux_in.channels, num_classes)
         self.feature_info: list[FeatureInfo] = [*self.encoder.feature_info,
-                                                FeatureInfo("decoder", self.head.decoder_channels, self.head.stride)]
+                                                FeatureInfo("decoder", self.head.decoder_channels,
+                                                            self.head.decoder_stride)]
 
     @property
     def stride(self) -> int:

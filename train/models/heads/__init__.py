@@ -1,7 +1,8 @@
 """Decode heads (name -> class) and the FCN auxiliary head.
 
 A decode head is built from the encoder's `feature_info`, reads the encoder's feature dict and returns
-`(logits, decoder)`: logits at `head.stride` and `decoder`, the input of its final 1x1 classifier."""
+`(logits, decoder)`: logits at `head.stride` and `decoder` at `head.decoder_stride`, the deep feature that
+distillation reads (the input of the final 1x1 classifier; for LR-ASPP its high branch at stage4's stride)."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ class DeepLabV3Head(DecodeHead):
     def __init__(self, feature_info: list[FeatureInfo], num_classes: int, channels: int = 256) -> None:
         super().__init__()
         top = stage(feature_info, "stage4")
-        self.stride = top.reduction
+        self.stride = self.decoder_stride = top.reduction
         self.decoder_channels = channels
         self.aspp = ASPP(top.channels, RATES[top.reduction], channels)
         self.conv = ConvBNReLU(channels, channels, 3)

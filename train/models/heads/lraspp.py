@@ -1,9 +1,14 @@
 """Lite R-ASPP head (Howard et al. 2019, "Searching for MobileNetV3"), as torchvision's `LRASPPHead`.
 
-High level (stage4): `h = ReLU(BN(conv1x1(x))) * sigmoid(conv1x1(avgpool(x)))`, bilinearly upsampled to
-the low-level map (the first stride-8 stage). The paper's logits `W_l low + W_h h` are computed as one
-1x1 classifier on `decoder = concat(low, h)` (the same function), so `decoder` is exactly the input
-of the classifier. Logits are at stride 8 whatever the encoder's output stride.
+1. High branch on x = stage4 (stride 16 in the LR-ASPP recipes):
+   `h = ReLU(BN(conv1x1(x))) · sigmoid(conv1x1(avgpool(x)))`.
+2. `up(h)`: h bilinearly upsampled to the low-level map `low` (the first stride-8 stage).
+3. Logits `W_l low + W_h up(h)`, computed as one 1x1 classifier on `concat(low, up(h))` (the same
+   function), so logits are at stride 8 whatever the encoder's output stride.
+
+The distilled deep feature `decoder` is h of step 1: the head's own path at stage4's stride,
+`head_channels` wide, after the attention product and before upsampling and the classifier. The
+classifier's input is not used for it because half of it is `low`, raw encoder features at stride 8.
 """
 
 from __future__ import annotations
@@ -24,15 +29,14 @@ class LRASPPHead(DecodeHead):
         high = stage(feature_info, "stage4")
         self.low_name = low.name
         self.stride = low.reduction
-        self.decoder_channels = low.channels + channels
+        self.decoder_channels, self.decoder_stride = channels, high.reduction
         self.cbr = ConvBNReLU(high.channels, channels, 1)
         self.scale = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(high.channels, channels, 1, bias=False),
                                    nn.Sigmoid())
-        self.classifier = nn.Conv2d(self.decoder_channels, num_classes, 1)
+        self.classifier = nn.Conv2d(low.channels + channels, num_classes, 1)
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         low, high = features[self.low_name], features["stage4"]
-        h = self.cbr(high) * self.scale(high)
-        h = F.interpolate(h, size=low.shape[-2:], mode="bilinear", align_corners=False)
-        decoder = torch.cat([low, h], dim=1)
-        return self.classifier(decoder), decoder
+        h = self.cbr(high) * self.scale(high)  # (1), the distilled `decoder`
+        up = F.interpolate(h, size=low.shape[-2:], mode="bilinear", align_corners=False)  # (2)
+        return self.classifier(torch.cat([low, up], dim=1)), h  # (3)

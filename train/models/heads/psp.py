@@ -56,7 +56,7 @@ class PSPHead(DecodeHead):
     def __init__(self, feature_info: list[FeatureInfo], num_classes: int, channels: int = 256) -> None:
         super().__init__()
         top = stage(feature_info, "stage4")
-        self.stride = top.reduction
+        self.stride = self.decoder_stride = top.reduction
         self.decoder_channels = channels
         branch = top.channels // len(BINS)
         self.branches = nn.ModuleList(PoolBranch(top.channels, branch, b) for b in BINS)
