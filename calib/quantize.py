@@ -9,9 +9,14 @@
 
 Calibration images are TRAINING images covering every class (calib/dataset.py, cached); the mIoU of the
 FP32 and reduced-precision models is measured on the first `--val-images` of the val split. With
-`--max-drop D`, the accuracy guard (calib/sensitivity.py) keeps the most sensitive nodes in float until
-the drop is at most D points. Each output gets `<output>.calib.json`: images, method, target, excluded
-nodes, FP32 and INT8 mIoU, drop, timings and versions.
+`--max-drop D` (D >= 0), the accuracy guard (calib/sensitivity.py) keeps the most sensitive nodes in
+float until the drop is at most D points. Each output gets `<output>.calib.json`: images, method, target,
+excluded nodes, FP32 and INT8 mIoU, drop, whether --max-drop was met (`max_drop`: target, reached, met),
+timings and versions.
+
+Exit status: 0 done; 2 a usage or input error (one sentence); 3 the guard could not
+bring the drop within --max-drop: the model and its report (`max_drop.met` false) are written and a line
+says the drop reached and what was kept in float; `--best-effort` accepts such a model and exits 0.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from runtime.io import atomic_write_bytes, atomic_write_json, check_writable, sh
 from runtime.metadata import ONNX_SOURCE_KEY, DataInfo
 
 TARGETS = ("cpu", "trt", "openvino")
+EXIT_MAX_DROP_MISSED = 3  # the model is written, but its drop is above --max-drop (docs/reliability.md)
 
 
 @dataclass
@@ -69,6 +75,8 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
 
     `data` is `name:root` (DataSpec.for_model: naming the model's own reader keeps its recorded synthetic
     generator, as runtime.eval does); `dataset_options`, when given, replace the reader options."""
+    if opts.max_drop is not None and not opts.max_drop >= 0:  # NaN too
+        raise UserError(f"--max-drop {opts.max_drop:g} must be 0 or more (mIoU points)")
     src = Path(onnx_path)
     model = load_onnx(src)
     cpu_session(src).close()  # ONNX Runtime must load it too; fails with the file named
@@ -232,10 +240,35 @@ def _int8_report(job: Job, dst: Path, calib: CalibrationSet, data: DataSpec, tra
     report.update({"calibration": {"images": calib.names, "count": len(calib.names), "cache": str(calib.path),
                                    "dataset": data.text, "split": "train", "seed": opts.seed,
                                    "classes_missing": calib.manifest.get("classes_missing", [])},
-                   "max_drop": opts.max_drop, "skipped_samples": list(job.skipped) + list(train.bad), **fields})
+                   "max_drop": _max_drop(opts.max_drop, report["accuracy"]["drop"]),
+                   "skipped_samples": list(job.skipped) + list(train.bad), **fields})
     _say_skipped(report["skipped_samples"])
     atomic_write_json(f"{dst}.calib.json", report)
     return report
+
+
+def _max_drop(target: float | None, reached: float) -> dict[str, Any] | None:
+    """The report's `max_drop`: None without --max-drop, else the target, the written model's drop and
+    whether it is within the target."""
+    return None if target is None else {"target": target, "reached": reached, "met": reached <= target}
+
+
+def missed_line(report: dict[str, Any]) -> str | None:
+    """One line saying that an INT8 report's --max-drop was not met: the drop reached and what the guard
+    kept in float (NNCF's accuracy control, for openvino); None when it was met or not asked for."""
+    md = report.get("max_drop")
+    if not md or md["met"]:
+        return None
+    kept = len(report["excluded_nodes"])
+    if report["target"] == "openvino":
+        tried = (f"NNCF's accuracy control reverted {kept} of {report['nncf']['quantized_ops_plain']} quantized "
+                 f"operation(s) to float")
+    else:
+        rounds = report["guard_rounds"]
+        tried = (f"best of {len(rounds)} guard round(s): {kept} node(s) kept in float, up to "
+                 f"{max(len(r['excluded']) for r in rounds)} tried")
+    return (f"--max-drop {md['target']:g} not met: {Path(report['model']).name} loses {md['reached']:.2f} mIoU "
+            f"points ({tried})")
 
 
 def _fp16(job: Job, data: str | None, dst: Path) -> dict[str, Any]:
@@ -314,8 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration method (default: minmax for cpu, entropy for trt)")
     p.add_argument("--images", type=int, default=200, help="calibration images from the train split (default 200)")
     p.add_argument("--max-drop", type=float, default=None,
-                   help="largest acceptable mIoU drop in points; keeps sensitive nodes in float until met "
-                        "(openvino: NNCF's accuracy control)")
+                   help="largest acceptable mIoU drop in points (0 or more); keeps sensitive nodes in float until "
+                        "met (openvino: NNCF's accuracy control); when it cannot be met, the model is written, a "
+                        f"line says so and the exit status is {EXIT_MAX_DROP_MISSED}")
+    p.add_argument("--best-effort", action="store_true",
+                   help="accept a model that misses --max-drop (the line is still printed; exit 0)")
     p.add_argument("--fp16", action="store_true", help="also (or only) write an FP16 model with float32 I/O")
     p.add_argument("--val-images", type=int, default=50, help="val images for the mIoU comparison (default 50)")
     p.add_argument("--out", default=None, help="output .onnx (default: S.int8.<target>.onnx or S.fp16.onnx; "
@@ -362,7 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"run it:   python -m runtime.infer --model {r['model']} --source video.mp4 --show")
     print(f"compare:  python -m runtime.bench --models {args.onnx} " + " ".join(r["model"] for r in reports))
-    return 0
+    missed = [line for line in map(missed_line, reports) if line]
+    for line in missed:
+        print(f"{line}; kept (--best-effort)" if args.best_effort else
+              f"{line}; the model and its report are written: raise --max-drop, or pass --best-effort to accept "
+              "it", file=sys.stderr)
+    return EXIT_MAX_DROP_MISSED if missed and not args.best_effort else 0
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 from calib_standins import SIZE, SYNTHETIC
+from test_sensitivity import outlier_case
 
 from calib.onnx_io import cpu_session, load_onnx
 from calib.qdq_check import check_qdq
 from calib.qdq_check import main as qdq_main
-from calib.quantize import QuantizeOptions, main, quantize
+from calib.quantize import EXIT_MAX_DROP_MISSED, QuantizeOptions, main, missed_line, quantize
 from runtime.errors import MissingDependency, UserError
 from runtime.metadata import ONNX_DATA_KEY, DataInfo
 
@@ -123,3 +124,52 @@ def test_cli_prints_table_and_writes_default_names(trained, tmp_path, capsys, mo
     assert (tmp_path / "student.int8.cpu.onnx.calib.json").is_file()
     assert SIZE == tuple(onnx.load(str(tmp_path / "student.int8.cpu.onnx")).graph.input[0].type.tensor_type
                          .shape.dim[i].dim_value for i in (2, 3))
+
+
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_max_drop_below_zero_is_refused_before_any_work(tmp_path, capsys, value):
+    """`--max-drop -1` used to run 6 guard rounds and exit 0 with a model whose drop was negative."""
+    assert main(["--onnx", str(tmp_path / "never-read.onnx"), "--data", "synthetic", "--target", "cpu",
+                 "--max-drop", value]) == 2
+    assert capsys.readouterr().err == f"error: --max-drop {value} must be 0 or more (mIoU points)\n"
+    with pytest.raises(UserError, match="--max-drop -0.5 must be 0 or more"):
+        quantize(tmp_path / "never-read.onnx", "synthetic", QuantizeOptions(max_drop=-0.5))
+
+
+def test_a_max_drop_the_guard_cannot_reach_says_so_and_exits_3_unless_best_effort(tmp_path, monkeypatch, capsys):
+    """The outlier model loses > 30 points in INT8 (test_sensitivity.py); with no guard round left to keep
+    its nodes in float, --max-drop 5 cannot be met. (With rounds left the guard always gets there on a
+    small model: keeping every node in float is the FP32 model, drop 0.)"""
+    import functools
+
+    import calib.sensitivity as cs
+
+    src = outlier_case(tmp_path, monkeypatch)
+    monkeypatch.setattr(cs, "guard", functools.partial(cs.guard, max_rounds=0))
+    argv = ["--onnx", str(src), "--data", "mem", "--target", "cpu", "--images", "8", "--val-images", "6",
+            "--reduce-range", "no", "--cache-dir", str(tmp_path / "cache"), "--max-drop", "5"]
+    report = tmp_path / "outlier.int8.cpu.onnx.calib.json"
+
+    assert main(argv) == EXIT_MAX_DROP_MISSED == 3
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("--max-drop 5 not met: outlier.int8.cpu.onnx loses ")
+    assert "(best of 1 guard round(s): 0 node(s) kept in float, up to 0 tried)" in err[0]
+    assert "--best-effort" in err[0]
+    saved = json.loads(report.read_text())["max_drop"]
+    assert saved["target"] == 5.0 and saved["reached"] > 30 and saved["met"] is False
+    assert f"loses {saved['reached']:.2f} mIoU points" in err[0]
+
+    report.unlink()
+    assert main([*argv, "--best-effort"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("--max-drop 5 not met") and err[0].endswith("kept (--best-effort)")
+    assert json.loads(report.read_text())["max_drop"]["met"] is False
+
+
+def test_missed_line_names_what_nncf_reverted_for_openvino():
+    report = {"model": "/x/s.int8.openvino.xml", "target": "openvino", "excluded_nodes": ["a", "b"],
+              "nncf": {"quantized_ops_plain": 9}, "max_drop": {"target": 0.5, "reached": 1.234, "met": False}}
+    assert missed_line(report) == ("--max-drop 0.5 not met: s.int8.openvino.xml loses 1.23 mIoU points (NNCF's "
+                                   "accuracy control reverted 2 of 9 quantized operation(s) to float)")
+    assert missed_line({**report, "max_drop": {"target": 0.5, "reached": 0.4, "met": True}}) is None
+    assert missed_line({**report, "max_drop": None}) is None

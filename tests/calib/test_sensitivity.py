@@ -79,6 +79,8 @@ def test_guard_keeps_the_outlier_tensor_in_float(tmp_path, monkeypatch):
     assert guarded["sensitivity"][0]["tensor"] == "mid"  # ranked most sensitive
     saved = json.loads((tmp_path / "guarded.onnx.calib.json").read_text())
     assert saved["excluded_nodes"] == guarded["excluded_nodes"] and len(saved["guard_rounds"]) >= 2
+    assert saved["max_drop"] == {"target": 5.0, "reached": guarded["accuracy"]["drop"], "met": True}
+    assert plain["max_drop"] is None
 
 
 def test_ranking_puts_the_outlier_tensor_first(tmp_path):
