@@ -34,14 +34,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import UserError, cli_main
+from runtime.errors import Terminated, UserError, cli_main, sigterm_as_interrupt
 from runtime.io import atomic_write_json, atomic_write_text
 from runtime.report import format_table
 from train.config import ALIASES, Config, load_config, parse_budget
@@ -104,6 +106,71 @@ def child_env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    """A `preexec_fn` that puts the child in its own process group and makes it receive SIGTERM when this
+    process dies in any way (kill -9 included; Linux's PR_SET_PDEATHSIG): the child then saves last.pt and
+    exits, and no orphan keeps training or holds its run folder's lock."""
+
+    def arm() -> None:
+        os.setpgid(0, 0)
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before the signal was armed
+                os._exit(128 + int(signal.SIGTERM))
+
+    return arm
+
+
+def run_child(cmd: list[str]) -> int:
+    """Run one command of the comparison and return its exit code. The child runs in its own process group
+    (a terminal's Ctrl-C reaches this process only) and dies with this process; SIGINT and SIGTERM received
+    meanwhile are forwarded to it, this process waits for it to save and exit, then raises
+    `KeyboardInterrupt` or `Terminated` (exit 130 or 143)."""
+    proc = subprocess.Popen(cmd, env=child_env(), preexec_fn=_child_setup(os.getpid()))
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if received:
+        raise Terminated() if received[-1] == signal.SIGTERM else KeyboardInterrupt()
+    return rc
+
+
+def wait_for_folder(run_dir: Path, timeout: float = 120.0, poll: float = 0.5) -> None:
+    """Wait while another process holds `run_dir`'s lock (the run of an interrupted comparison that is
+    still saving); after `timeout` the run starts anyway and reports the folder as busy."""
+    from train.run_lock import RunLock
+
+    if not (run_dir / ".lock").is_file():
+        return
+    deadline, said = time.monotonic() + timeout, False
+    while True:
+        try:
+            RunLock(run_dir, log=lambda _: None).acquire().release()
+            return
+        except UserError:
+            if time.monotonic() > deadline:
+                return
+            if not said:
+                print(f"[compare] {run_dir} is still held by an earlier run (stopping); waiting for it", flush=True)
+                said = True
+            time.sleep(poll)
 
 
 def stem_of(config: str | None) -> str:
@@ -298,7 +365,7 @@ def probe_method(config: str | None, method: str, seed: int, budget: str, teache
         return dict(json.loads(path.read_text()))
     cmd = distill_command(config, method, seed, budget, teacher, out, "0", overrides, cache=cache)
     print(f"[compare] probing {method}", flush=True)
-    rc = subprocess.run([*cmd, "--probe-only", str(path)], check=False, env=child_env()).returncode
+    rc = run_child([*cmd, "--probe-only", str(path)])
     if rc != 0 or not path.is_file():
         raise UserError(f"the probe of method '{method}' failed (exit code {rc}); run it alone to see why: "
                         f"{' '.join(cmd)} --probe-only {path}")
@@ -389,7 +456,12 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
                           flush=True)
                     cmd = distill_command(config, method, seed, budget, teacher, out, period, overrides,
                                           iterations, cache, name)
-                    rc = subprocess.run(cmd, check=False, env=child_env()).returncode
+                    wait_for_folder(run_dir)
+                    try:
+                        rc = run_child(cmd)
+                    except KeyboardInterrupt:
+                        stopped(out, [n for s_ in seed_values for m in methods for n, _, _ in plan(m, s_)], name)
+                        raise
                     if rc != 0 or not results_path.is_file():
                         failed.append({"method": method, "seed": seed, "run": name, "exit_code": rc,
                                        "command": cmd})
@@ -433,6 +505,15 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     plot_curves({m: c for m, c in curves.items() if c}, t_miou, out / "compare.png",
                 f"{stem_of(config)}: {budget_text} per run")
     return report
+
+
+def stopped(out: Path, names: list[str], current: str) -> None:
+    """The line printed when a signal stops the comparison: which runs are finished, and how to continue."""
+    done = [n for n in names if (out / n / "results.json").is_file()]
+    saved = (out / current / "last.pt").is_file()
+    print(f"[compare] stopped: {len(done)} of {len(names)} runs finished"
+          + (f" ({', '.join(done)})" if done else "") + f"; {current} was interrupted"
+          + (" and saved last.pt" if saved else "") + "; run the same command to continue", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -486,7 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/compare-{stem_of(args.config)}-{args.budget}")
     from train.run_lock import run_lock
 
-    with run_lock(out):  # one comparison writes a folder; each run locks its own sub-folder too
+    # one comparison writes a folder; each run locks its own sub-folder too. SIGTERM outside a child's run
+    # (cache build, teacher scoring) stops like Ctrl-C; inside one it is forwarded (run_child).
+    with sigterm_as_interrupt(), run_lock(out):
         report = compare(args.config, methods, args.budget, args.seeds, args.teacher, out, args.overrides,
                          args.val_every, args.match, args.resolved, args.teacher_cache, args.charge)
     t = report["teacher"]["miou"]

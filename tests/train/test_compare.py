@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from test_distill import tiny_config
 from test_fkd_layers import save_teacher
 
 from runtime.errors import UserError
+from runtime.io import pid_alive
 from train.compare import (
     compare,
     default_val_every,
@@ -179,3 +183,64 @@ def test_probe_resolved_comparison_and_replay(tmp_path: Path, capsys: pytest.Cap
         assert json.loads((again / f"tiny-{m}-s0" / "results.json").read_text())["iterations"] == counts[m]["amortised"]
     assert not (again / "tiny-kd-charged-s0").exists()
     assert "probing" not in capsys.readouterr().out
+
+
+def _compare_proc(args: list[str], log: Path) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.Popen([sys.executable, "-m", "train.compare", *args], cwd=root, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _training_child(run: Path, timeout: float = 120.0) -> int:
+    """The pid of the train.distill child once it trains (its lock names it and its log has a step)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            steps = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+            owner = json.loads((run / ".lock").read_text())
+            if any(s.get("kind") == "train" for s in steps) and pid_alive(owner["pid"]):
+                return int(owner["pid"])
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{run} never started training")
+
+
+def _gone(pid: int, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_compare_stops_with_its_run_and_continues(tmp_path: Path) -> None:
+    """SIGTERM: the running child saves last.pt, compare exits 143 saying what is finished; kill -9: the
+    child does not outlive it (no orphan holds the lock); a rerun then continues and writes compare.md."""
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    out = tmp_path / "cmp"
+    args = ["--config", str(tiny_config(tmp_path)), "--methods", "baseline", "--budget", "8s", "--match",
+            "wallclock", "--val-every", "4s", "--teacher", str(teacher), "--out", str(out),
+            "train.threads=1", "train.ckpt_every=0"]
+    run = out / "tiny-baseline-s0"
+    proc = _compare_proc(args, tmp_path / "term.log")
+    child = _training_child(run)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert _gone(child)  # the child had exited before compare did
+    printed = (tmp_path / "term.log").read_text()
+    assert "stopped: 0 of 1 runs finished; tiny-baseline-s0 was interrupted and saved last.pt" in printed
+    assert (run / "last.pt").is_file()
+
+    proc = _compare_proc(args, tmp_path / "kill.log")
+    child = _training_child(run)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert _gone(child), "the train.distill child outlived its killed comparison"
+
+    proc = _compare_proc(args, tmp_path / "rerun.log")
+    assert proc.wait(timeout=300) == 0, (tmp_path / "rerun.log").read_text()
+    result = json.loads((run / "results.json").read_text())
+    assert result["resumed_from"] is not None and result["elapsed_s"] >= 8.0
+    assert "| baseline |" in (out / "compare.md").read_text()
