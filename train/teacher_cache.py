@@ -45,7 +45,10 @@ from train.models.output import FeatureInfo, SegOutput
 FORMAT = 1
 MANIFEST = "manifest.json"
 LOGITS = "logits"
-KEY_FIELDS = ("teacher_sha256", "dataset", "split", "preprocess", "image_ids")
+# Bumped when the code changes what a teacher's named outputs are (2: LR-ASPP's `decoder` is its high
+# branch), so that a cache of the old outputs is not read as the new ones: `auto` builds a new folder.
+OUTPUTS_VERSION = 2
+KEY_FIELDS = ("teacher_sha256", "outputs_version", "dataset", "split", "preprocess", "image_ids")
 
 
 def cache_key(teacher_sha256: str, cfg: Config, image_ids: Sequence[str]) -> dict[str, Any]:
@@ -56,6 +59,7 @@ def cache_key(teacher_sha256: str, cfg: Config, image_ids: Sequence[str]) -> dic
     dataset = {k: v for k, v in data_provenance(d).items() if k not in ("train_split", "val_split")}
     return {
         "teacher_sha256": teacher_sha256,
+        "outputs_version": OUTPUTS_VERSION,
         "dataset": dataset,
         "split": d.train_split,
         "preprocess": {"resize": list(d.val_size) if d.val_size else None, "interpolation": "bilinear",
