@@ -109,7 +109,7 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
     job = Job(src=src, model=model, info=info, size=size, opts=opts)
     if spec is not None:
         t0 = time.perf_counter()
-        val_reader = spec.open("val", skip_bad=opts.skip_bad)
+        val_reader = spec.open("val", skip_bad=opts.skip_bad, skip_option="--skip-bad")
         images, labels = evaluation_set(val_reader, info, size, opts.val_images)
         job.skipped.extend(val_reader.bad)
         job.timings["load_val_s"] = time.perf_counter() - t0
@@ -123,7 +123,7 @@ def quantize(onnx_path: str | Path, data: str | None, opts: QuantizeOptions, out
     with tempfile.TemporaryDirectory(prefix="lfd-calib-") as tmp_dir:
         if opts.target is not None and spec is not None:  # data is checked above
             dst = Path(out) if out else output_path(src, f"int8.{opts.target}")
-            train = spec.open("train", skip_bad=opts.skip_bad)
+            train = spec.open("train", skip_bad=opts.skip_bad, skip_option="--skip-bad")
             int8 = _int8_openvino if opts.target == "openvino" else _int8
             reports.append(int8(job.fork(), spec, train, dst, Path(tmp_dir)))
         if opts.fp16:

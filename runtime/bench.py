@@ -47,7 +47,7 @@ def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, 
     try:
         row["backend"] = backend_name_for(p, backend)
         with load_backend(p, backend, **opts) as b:
-            in_size = size or b.input_size
+            in_size = b.run_size(size)
             row.update({"input": f"{in_size[0]}x{in_size[1]}", "batch": batch, "output": b.output_kind,
                         "providers": getattr(b, "providers", None)})
             ms = time_backend(b, dummy_batch(b.info, in_size, batch), warmup, iters)
@@ -64,14 +64,14 @@ def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, 
     return row
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
+def plot(rows: list[dict[str, Any]], path: Path, scored: bool = True) -> str | None:
     """Scatter p50 latency (x, log) against mIoU (y), one labelled point per model; returns a note
-    instead of a file when matplotlib is missing or no row has both values."""
+    instead of a file when matplotlib is missing or no row has both values (`scored`: --data was given)."""
     from runtime.report import latency_plot
 
     pts = [(r["p50_ms"], r["miou"], r["model"], "tab:blue") for r in rows
            if r.get("miou") is not None and r.get("p50_ms") is not None]
-    return latency_plot(path, pts) if pts else "no plot: pass --data to measure mIoU"
+    return latency_plot(path, pts, scored=scored)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "ov_precision")}
     write_report(out / "bench.json", {"settings": settings, "columns": COLUMNS, "rows": rows}, threads=args.threads)
     atomic_write_text(out / "bench.md", format_table(rows, COLUMNS, markdown=True, headers=HEADERS) + "\n")
-    note = plot(rows, out / "bench.png")
+    note = plot(rows, out / "bench.png", scored=bool(args.data))
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}" + (f" ({note})" if note else f", {out / 'bench.png'}"))
     failed = [r["model"] for r in rows if str(r.get("status", "ok")).startswith("error")]
     if failed:

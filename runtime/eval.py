@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.model:
         with load_backend(model, args.backend, **backend_options(args)) as backend:
-            dataset = DataSpec.for_model(backend.info, args.data).open(args.split, skip_bad=args.skip_bad)
+            dataset = DataSpec.for_model(backend.info, args.data).open(args.split, skip_bad=args.skip_bad,
+                                                                       skip_option="--skip-bad")
             print(f"{backend.name}: {model} on {args.data or 'synthetic'}/{args.split} "
                   f"({len(dataset)} images)", file=sys.stderr)
             result = evaluate(backend, dataset, parse_size(args.size), args.max_images, progress=True,

@@ -365,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads
     with load_backend(args.model, args.backend, **{**backend_options(args), "threads": threads},
                       spinning=False) as backend:
+        backend.run_size(size)  # a static model given another --size: one sentence, before the source opens
         alone = backend_alone(backend, size, args.measure_backend) if args.measure_backend > 0 else None
         source = open_source(args.source, loop=args.loop, size=parse_size(args.source_size), fps=args.source_fps)
         sink = Sink(args.save, args.masks, args.show, fps=source.native_fps)

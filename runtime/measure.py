@@ -28,6 +28,7 @@ def evaluate(backend: Backend, dataset: SegmentationDataset, size: tuple[int, in
     The dataset must name the model's classes in the model's order (`force_classes` scores a dataset whose
     names differ, by index). With `dataset.skip_bad`, corrupt samples are left out and listed in `skipped`."""
     info = backend.info
+    in_size = backend.run_size(size)
     if dataset.num_classes != info.num_classes:
         raise UserError(f"{backend.path.name} predicts {info.num_classes} classes but the dataset has "
                         f"{dataset.num_classes}; evaluate on the dataset the model was trained for")
@@ -36,7 +37,6 @@ def evaluate(backend: Backend, dataset: SegmentationDataset, size: tuple[int, in
                         f"names [{', '.join(dataset.classes)}]; evaluate on the dataset the model was trained "
                         f"for, or pass --force-classes to score by class index")
     cm = ConfusionMatrix(info.num_classes, dataset.ignore_index)
-    in_size = size or backend.input_size
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     infer_ms: list[float] = []
     t0 = time.perf_counter()

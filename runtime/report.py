@@ -166,12 +166,15 @@ def write_report(path: str | Path, report: dict[str, Any], threads: int | None =
 
 # --- plots -----------------------------------------------------------------------------------
 def latency_plot(path: str | Path, points: Sequence[tuple[float, float, str, str]],
-                 draw: Callable[[Any], None] | None = None, size: tuple[float, float] = (6, 4)) -> str | None:
+                 draw: Callable[[Any], None] | None = None, size: tuple[float, float] = (6, 4),
+                 scored: bool = True) -> str | None:
     """Save a PNG of mIoU % (y) against p50 latency in ms (x, log): one labelled dot per
     (latency, miou, label, colour) point, then `draw(ax)` for extras (lines, legend). Returns a note
-    instead of writing when there is no point or matplotlib is missing."""
+    instead of writing when there is no point (`scored`: whether the command was given --data to score
+    on) or matplotlib is missing."""
     if not points:
-        return "no plot: nothing was both timed and scored (pass --data)"
+        return ("no plot: nothing was both timed and scored (see the status column)" if scored
+                else "no plot: pass --data to score mIoU")
     try:
         import matplotlib
     except ImportError:

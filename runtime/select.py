@@ -217,11 +217,8 @@ def measure(cand: Candidate, sizes: Sequence[tuple[int, int]], data: str | None,
             if hint not in (None, "f32") and resolved is not None and resolved != hint:
                 return [{**base, "status": f"skipped: OpenVINO runs {resolved} here, not {hint} (the device has no "
                                           f"{hint} support), which the f32 row already measures"}]
-            shape = b.input_shape
-            hw = (1, 2) if b.info.uint8_input else (2, 3)
-            dynamic = shape is None or shape[hw[0]] <= 0 or shape[hw[1]] <= 0
             rows = []
-            for size in (list(sizes) if dynamic and sizes else [b.input_size]):
+            for size in (list(sizes) if b.static_size is None and sizes else [b.input_size]):
                 row = {**base, "input": f"{size[0]}x{size[1]}"}
                 row["ms"] = time_backend(b, dummy_batch(b.info, size), warmup, iters)
                 if data and score:
@@ -268,9 +265,11 @@ def measure_rounds(cands: Sequence[Candidate], rounds: int, sizes: Sequence[tupl
     return rows
 
 
-def plot(rows: list[dict[str, Any]], sel: Selection, budget_ms: float, path: Path) -> str | None:
+def plot(rows: list[dict[str, Any]], sel: Selection, budget_ms: float, path: Path, scored: bool = True
+         ) -> str | None:
     """mIoU (y) against p50 latency (x, log), grey where it does not fit; the front joined, the budget
-    dashed, the choice ringed. Returns a note instead of a file (runtime.report.latency_plot)."""
+    dashed, the choice ringed. Returns a note instead of a file (runtime.report.latency_plot; `scored`:
+    --data was given)."""
     from runtime.report import latency_plot
 
     pts = [(r["p50_ms"], r["miou"], f"{r['model']} {r['backend']} {r['precision']}",
@@ -286,7 +285,7 @@ def plot(rows: list[dict[str, Any]], sel: Selection, budget_ms: float, path: Pat
             ax.scatter(c["p50_ms"], c["miou"], s=120, facecolors="none", edgecolors="tab:green", lw=2, label="choice")
         ax.legend(fontsize=7, loc="lower right")
 
-    return latency_plot(path, pts, draw, size=(7, 4.5))
+    return latency_plot(path, pts, draw, size=(7, 4.5), scored=scored)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     write_report(out / "select.json", report, threads=args.threads)
     atomic_write_text(out / "select.md", format_table(table, COLUMNS, markdown=True, headers=HEADERS)
                       + f"\n\n{sel.message}\n")
-    note = plot(rows, sel, budget, out / "select.png")
+    note = plot(rows, sel, budget, out / "select.png", scored=bool(args.data))
     print(f"wrote {out / 'select.json'}, {out / 'select.md'}" + (f" ({note})" if note else f", {out / 'select.png'}"))
     return 0 if sel.choice is not None else 1
 

@@ -283,9 +283,13 @@ def data_spec(data: DataConfig) -> DataSpec:
 
 
 def build_readers(data: DataConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """(train reader, val reader) from the data config."""
+    """(train reader, val reader) from the data config; a corrupt sample's sentence names data.skip_bad=true."""
     spec = data_spec(data)
-    return spec.open(data.train_split, skip_bad=data.skip_bad), spec.open(data.val_split, skip_bad=data.skip_bad)
+
+    def reader(split: str) -> SegmentationDataset:
+        return spec.open(split, skip_bad=data.skip_bad, skip_option="data.skip_bad=true")
+
+    return reader(data.train_split), reader(data.val_split)
 
 
 def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: int = 1, targets: Any = None

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = load_checkpoint(args.checkpoint)  # a missing, corrupt or foreign file fails here, clearly
     size = parse_size(args.size)
     with load_backend(args.checkpoint, "torch", threads=args.threads, device=args.device) as backend:
-        dataset = training_data(ckpt, DataInfo.from_dict(ckpt["data"]), args.data).open(args.split,
-                                                                                      skip_bad=args.skip_bad)
+        dataset = training_data(ckpt, DataInfo.from_dict(ckpt["data"]), args.data).open(
+            args.split, skip_bad=args.skip_bad, skip_option="--skip-bad")
         print(f"{args.checkpoint} on {args.data or 'its training dataset'}/{args.split} ({len(dataset)} images)",
               file=sys.stderr)
         result = evaluate(backend, dataset, size, args.max_images, progress=True,

@@ -7,6 +7,9 @@ the owner's pid, host and start time, for the message another command gets:
     error: runs/demo/teacher is in use by pid 4242 on host gpu01 (since 2026-12-02 07:10:03); wait for it to
     finish or stop it, or choose another train.name
 
+The last clause names the option that picks another folder, as the user of the command that takes the
+lock types it (`hint`): `train.name` for the training commands, `--out` for train.compare's folder.
+
 A lock file left by a process that has died (its flock is gone) is taken over, with a line saying whose it
 was. Where flock is not supported (some network file systems) the pid in the file decides: a lock whose pid
 runs on this host, or that names another host, is respected.
@@ -34,10 +37,11 @@ LOCK_NAME = ".lock"
 class RunLock:
     """Exclusive ownership of a run folder; a context manager (see the module docstring)."""
 
-    def __init__(self, run_dir: str | Path, log: Any = print) -> None:
+    def __init__(self, run_dir: str | Path, log: Any = print, *, hint: str | None = "train.name") -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
         self.log = log
+        self.hint = hint  # the option that chooses another folder (None: no such option to name)
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -78,8 +82,8 @@ class RunLock:
     def _busy(self, owner: dict[str, Any] | None) -> str:
         who = (f"pid {owner.get('pid')} on host {owner.get('host')} (since {owner.get('since')})"
                if owner else "another process")
-        return (f"{self.run_dir} is in use by {who}; wait for it to finish or stop it, or choose another "
-                f"train.name")
+        other = f", or choose another {self.hint}" if self.hint else ""
+        return f"{self.run_dir} is in use by {who}; wait for it to finish or stop it{other}"
 
     def __enter__(self) -> RunLock:
         return self.acquire()
@@ -133,14 +137,16 @@ def _owner_alive(owner: dict[str, Any]) -> bool:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: str | Path, env: Any = None, take: bool = True) -> Iterator[None]:
+def run_lock(run_dir: str | Path, env: Any = None, take: bool = True, *, hint: str | None = "train.name"
+             ) -> Iterator[None]:
     """Hold the lock of `run_dir` on the process that writes it (rank 0 of `env`, a train.distributed.DistEnv;
     None: this process); `take=False` holds nothing. Under DDP, whether rank 0 got it is shared, so that
-    every rank stops when the folder is busy (instead of waiting at a barrier)."""
+    every rank stops when the folder is busy (instead of waiting at a barrier). `hint`: the option that
+    chooses another folder, named in the busy sentence (train.compare: "--out")."""
     lock, error = None, None
     if take and (env is None or env.is_main):
         try:
-            lock = RunLock(run_dir).acquire()
+            lock = RunLock(run_dir, hint=hint).acquire()
         except UserError as e:
             error = e
     if env is not None and env.distributed:

@@ -81,7 +81,23 @@ class Backend(abc.ABC):
     @property
     def input_size(self) -> tuple[int, int]:
         """The H x W the model expects (its static shape, else the data block's input size)."""
+        return self.static_size or tuple(self.info.input_size)  # type: ignore[return-value]
+
+    @property
+    def static_size(self) -> tuple[int, int] | None:
+        """The H x W a static input fixes; None where height or width is dynamic."""
         h, w = (1, 2) if self.uint8_input else (2, 3)
         if self.input_shape is not None and self.input_shape[h] > 0 and self.input_shape[w] > 0:
             return int(self.input_shape[h]), int(self.input_shape[w])
-        return tuple(self.info.input_size)  # type: ignore[return-value]
+        return None
+
+    def run_size(self, size: tuple[int, int] | None, option: str = "--size") -> tuple[int, int]:
+        """The H x W to run at: `size` (what the command's `option` asked for) or, when None, the model's
+        own. A static model runs only at its own size: another is one sentence saying to drop `option`."""
+        if size is None:
+            return self.input_size
+        static = self.static_size
+        if static is not None and tuple(size) != static:
+            raise UserError(f"{self.path.name} has a static {static[0]}x{static[1]} input and runs only at that size; "
+                            f"drop {option} {size[0]}x{size[1]} (or export the model with --dynamic)")
+        return int(size[0]), int(size[1])

@@ -86,6 +86,5 @@ class ADE20K(SegmentationDataset):
         """0 -> 255, 1..150 -> 0..149; ids above 150 are a bad sample."""
         if raw.max(initial=0) > len(CLASSES):
             ids = sorted(int(v) for v in np.unique(raw[raw > len(CLASSES)]))[:10]
-            raise BadSample(f"label {path} has ids {ids} outside ADE20K's 0..150 (0 = other); fix the file, "
-                            "or pass skip_bad to skip it")
+            raise BadSample(f"label {path} has ids {ids} outside ADE20K's 0..150 (0 = other); fix the file")
         return _LUT[raw]

@@ -20,18 +20,30 @@ Sample = tuple[np.ndarray, np.ndarray, str]
 
 
 class BadSample(UserError):
-    """A corrupt image or label file, or a label id outside the classes (names the file)."""
+    """A corrupt image or label file, or a label id outside the classes: `problem` names the file and what
+    to do about it. The reader that read it adds `option`, how the command reading it leaves such samples
+    out (`--skip-bad`, `data.skip_bad=true`: DataSpec.open's `skip_option`), where the command has one."""
+
+    def __init__(self, problem: str, option: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.option = option
+
+    def __str__(self) -> str:
+        return f"{self.problem}, or pass {self.option} to skip it" if self.option else self.problem
 
 
 class SegmentationDataset:
     """Base class: subclasses fill `self.items` (image path, label path or None, name) and class info,
-    or override `load`. With `skip_bad=True`, bad samples are skipped and counted in `self.bad`."""
+    or override `load`. With `skip_bad=True`, bad samples are skipped and counted in `self.bad`; without it,
+    their BadSample names `skip_option`, the option that would skip them (None: the command has none)."""
 
     classes: list[str] = []
     palette: list[tuple[int, int, int]] = []
     ignore_index: int = IGNORE_INDEX
     layout: str = ""  # the expected folder layout, shown when the root is missing
     needs_root: bool = True  # False for readers that generate their data (DataSpec.open checks)
+    skip_option: str | None = None  # how the command that opened it skips corrupt samples (DataSpec.open)
 
     def __init__(self, root: str | Path | None, split: str = "train", skip_bad: bool = False) -> None:
         self.root = Path(root) if root is not None else None
@@ -52,7 +64,12 @@ class SegmentationDataset:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        return self.load(i)
+        try:
+            return self.load(i)
+        except BadSample as e:
+            if e.option is None:
+                e.option = self.skip_option
+            raise
 
     def __iter__(self) -> Iterator[Sample]:
         for i in range(len(self)):
@@ -67,7 +84,7 @@ class SegmentationDataset:
         except BadSample as e:
             if not self.skip_bad:
                 raise
-            self.bad.append(str(e))
+            self.bad.append(e.problem)
             return None
 
     def load(self, i: int) -> Sample:
@@ -78,8 +95,8 @@ class SegmentationDataset:
         else:
             label = self.convert_label(read_label(lbl_path), lbl_path)
         if label.shape != image.shape[:2]:
-            raise BadSample(f"{lbl_path}: label size {label.shape[::-1]} differs from image size "
-                            f"{image.shape[1::-1]} of {img_path}; fix or remove the pair")
+            raise BadSample(f"{lbl_path}: label size {_hxw(label.shape)} differs from image size "
+                            f"{_hxw(image.shape)} of {img_path}; fix or remove the pair")
         return image, label, name
 
     def convert_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
@@ -107,6 +124,11 @@ class SegmentationDataset:
         return path
 
 
+def _hxw(shape: tuple[int, ...]) -> str:
+    """'16x32' for an H x W (x C) array shape: how every message writes a size."""
+    return f"{shape[0]}x{shape[1]}"
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as uint8 H x W x 3 RGB, or raise BadSample naming the file."""
     data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
@@ -114,7 +136,7 @@ def read_image(path: Path) -> np.ndarray:
         raise BadSample(f"image {path} does not exist; check the dataset root and split")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
-        raise BadSample(f"image {path} is corrupt or not an image; replace it, or pass skip_bad to skip it")
+        raise BadSample(f"image {path} is corrupt or not an image; replace it")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -125,7 +147,7 @@ def read_label(path: Path) -> np.ndarray:
         raise BadSample(f"label {path} does not exist; check the dataset root and split")
     lbl = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if lbl is None:
-        raise BadSample(f"label {path} is corrupt or not an image; replace it, or pass skip_bad to skip it")
+        raise BadSample(f"label {path} is corrupt or not an image; replace it")
     if lbl.ndim == 3:
         # OpenCV expands palette PNGs to colour; read the indices through PIL when it is there.
         lbl = _read_palette_png(path, lbl)
@@ -158,5 +180,5 @@ def check_label_range(label: np.ndarray, num_classes: int, ignore_index: int, pa
     if bad.any():
         ids = sorted(int(v) for v in np.unique(label[bad]))[:10]
         raise BadSample(f"label {path} has ids {ids} outside the {num_classes} classes (0..{num_classes - 1}, "
-                        f"{ignore_index} = ignore); fix the file, or pass skip_bad to skip it")
+                        f"{ignore_index} = ignore); fix the file")
     return label

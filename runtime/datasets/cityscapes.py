@@ -98,5 +98,5 @@ class Cityscapes(SegmentationDataset):
         if raw.max(initial=0) >= len(LABELS):
             ids = sorted(int(v) for v in np.unique(raw[raw >= len(LABELS)]))[:10]
             raise BadSample(f"label {path} has ids {ids} that are not Cityscapes labelIds (0..{len(LABELS) - 1}); "
-                            "is it a labelTrainIds or colour file? fix it, or pass skip_bad to skip it")
+                            "is it a labelTrainIds or colour file? fix it")
         return _LUT[raw]

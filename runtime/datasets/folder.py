@@ -7,7 +7,8 @@ Class names (and optionally colours) come from `<root>/classes.yaml`:
     names: [road, car, ...]
     palette: [[128, 64, 128], [0, 0, 142], ...]   # optional, RGB
 
-or, without that file, from `num_classes=K` (names "class0".."class{K-1}", VOC colours).
+or, without that file, from the Python argument `num_classes=K` (names "class0".."class{K-1}", VOC
+colours; no command-line option or config key sets it, so commands need the file).
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def _read_classes(root: Path, num_classes: int | None) -> tuple[list[str], list[
     path = root / "classes.yaml"
     if not path.is_file():
         if num_classes is None:
-            raise UserError(f"{path} does not exist: write it with 'names: [...]' (one name per class id), "
-                            "or pass num_classes")
+            raise UserError(f"{path} does not exist: write it with 'names: [...]', one class name per label id "
+                            "(0..K-1), e.g. names: [road, car, person]")
         return [f"class{i}" for i in range(num_classes)], default_palette(num_classes)
     try:
         doc = yaml.safe_load(path.read_text())

@@ -124,9 +124,12 @@ class DataSpec:
                                 if k in RECORDED_SYNTHETIC}
         return extra
 
-    def open(self, split: str = "train", skip_bad: bool = False, **overrides: Any) -> SegmentationDataset:
+    def open(self, split: str = "train", skip_bad: bool = False, skip_option: str | None = None,
+             **overrides: Any) -> SegmentationDataset:
         """The reader for `split`. The spec's options that the reader does not take are left out (a model
-        recorded by another version may carry more); `overrides` replace them and are passed as given."""
+        recorded by another version may carry more); `overrides` replace them and are passed as given.
+        `skip_option` is how the opening command skips corrupt samples, as its user types it (`--skip-bad`,
+        `data.skip_bad=true`), which a corrupt sample's sentence names; None where the command cannot."""
         cls = self.reader_class()
         if cls.needs_root and self.root is None:
             raise UserError(f"dataset '{self.name}' needs a root folder: --data {self.name}:/path/to/{self.name}")
@@ -134,4 +137,6 @@ class DataSpec:
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         opts = {k: _plain(v) for k, v in self.options.items()
                 if (takes_any or k in params) and k not in ("root", "split", "skip_bad")}
-        return cls(self.root, split=split, skip_bad=skip_bad, **{**opts, **overrides})
+        reader = cls(self.root, split=split, skip_bad=skip_bad, **{**opts, **overrides})
+        reader.skip_option = skip_option
+        return reader

@@ -41,3 +41,20 @@ def test_latency_summary_and_tables():
     rows = [{"a": "x", "b": 1.234}, {"a": "yy", "b": None}]
     assert format_table(rows, ["a", "b"], markdown=True).splitlines()[2] == "| x | 1.23 |"
     assert format_table(rows, ["a", "b"]).splitlines()[3].endswith("-")
+
+
+def test_a_static_model_given_another_size_and_the_note_of_a_run_with_data(onnx_model, tmp_path, capsys):
+    """A static model given --size is told to drop it (not to "resize with runtime.preprocess"); with --data
+    given, no plot is not blamed on a missing --data."""
+    model = onnx_model("s.onnx", classes="synthetic", size=(32, 64))
+    out = tmp_path / "bench"
+    assert bench.main(["--models", str(model), "--size", "16x32", "--warmup", "1", "--iters", "2",
+                       "--data", "synthetic", "--out", str(out)]) == 1
+    row = json.loads((out / "bench.json").read_text())["rows"][0]
+    assert row["status"] == ("error: s.onnx has a static 32x64 input and runs only at that size; drop --size 16x32 "
+                             "(or export the model with --dynamic)")
+    printed = capsys.readouterr().out
+    assert "no plot: nothing was both timed and scored (see the status column)" in printed
+    assert "pass --data" not in printed
+    assert bench.main(["--models", str(model), "--warmup", "1", "--iters", "2", "--out", str(out)]) == 0
+    assert "no plot: pass --data to score mIoU" in capsys.readouterr().out

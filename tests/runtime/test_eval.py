@@ -158,3 +158,34 @@ def test_a_model_that_cannot_be_read_is_a_permission_error(onnx_model, monkeypat
     assert ev.main(["--model", str(model)]) == 2
     err = capsys.readouterr().err
     assert "permission denied reading model" in err and "corrupt" not in err
+
+
+def test_cli_names_its_own_skip_option_for_a_corrupt_sample(onnx_model, tmp_path, capsys):
+    """The reader used to say "pass skip_bad", which is no option of runtime.eval (its flag is --skip-bad)."""
+    from runtime.datasets.folder import write_classes_yaml, write_sample
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "ds"
+    for name in ("a", "b"):
+        write_sample(root, "val", name, rng.integers(0, 256, (16, 32, 3), dtype=np.uint8), np.zeros((16, 32), np.uint8))
+    write_classes_yaml(root, [f"c{i}" for i in range(4)], default_palette(4))
+    (root / "images" / "val" / "a.png").write_bytes(b"not a png")
+    args = ["--model", str(onnx_model(k=4)), "--data", f"folder:{root}"]
+    assert ev.main(args) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: image ") and err.endswith("a.png is corrupt or not an image; replace it, or pass "
+                                                             "--skip-bad to skip it")
+    assert ev.main([*args, "--skip-bad"]) == 0
+
+
+def test_a_static_model_given_another_size_is_told_to_drop_size(onnx_model, capsys):
+    """It used to be told to "resize with runtime.preprocess", which the command already does."""
+    model = onnx_model(size=(64, 128))
+    assert ev.main(["--model", str(model), "--size", "32x64"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == ("error: m.onnx has a static 64x128 input and runs only at that size; drop --size 32x64 (or "
+                   "export the model with --dynamic)")
+    with load_backend(model) as b:
+        assert b.run_size(None) == b.run_size((64, 128)) == (64, 128)
+    with load_backend(onnx_model("d.onnx", dynamic=True)) as b:
+        assert b.static_size is None and b.run_size((32, 64)) == (32, 64)

@@ -83,6 +83,9 @@ def test_visualize_modes():
     (["--source", "{tmp}/missing.mp4"], "missing.mp4"),
     (["--source", "{video}", "--size", "64by128"], "64by128"),
     (["--source", "{video}", "--save", "{tmp}/o.gif"], "o.gif"),
+    # a static 64x128 model: drop --size (it was told to "resize with runtime.preprocess")
+    (["--source", "{tmp}/missing.mp4", "--size", "32x64"], "m.onnx has a static 64x128 input and runs only at that "
+                                                           "size; drop --size 32x64"),
 ])
 def test_user_errors(onnx_model, video, tmp_path, capsys, argv, message):
     argv = [a.format(tmp=tmp_path, video=video) for a in argv]

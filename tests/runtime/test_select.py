@@ -116,3 +116,16 @@ def test_a_file_no_backend_takes_is_a_usage_error(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     assert sel.main(["--models", str(tmp_path / "notes.txt"), "--latency-budget", "30ms",
                      "--out", str(tmp_path / "o")]) == 2
+
+
+def test_with_data_given_no_note_asks_for_data(tmp_path, capsys):
+    """Every candidate fails (a truncated model): the plot note used to say "(pass --data)" though --data was given."""
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(b"\x08\x07truncated")
+    out = tmp_path / "sel"
+    assert sel.main(["--models", str(cut), "--data", "synthetic", "--latency-budget", "30ms", "--warmup", "0",
+                     "--iters", "1", "--rounds", "1", "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "no candidate could be measured here (see the status column)" in printed
+    assert "no plot: nothing was both timed and scored (see the status column)" in printed
+    assert "pass --data" not in printed

@@ -224,3 +224,21 @@ def test_data_info_records_the_synthetic_generator_for_runtime_eval():
     ref = val_loader.dataset.reader if hasattr(val_loader.dataset, "reader") else None
     if ref is not None:
         assert (ds[0][1] == ref[0][1]).all()
+
+
+def test_training_readers_name_the_config_key_that_skips_a_corrupt_sample(tmp_path) -> None:
+    """Training takes data.skip_bad=true (a config key), not the runtime commands' --skip-bad, nor "skip_bad"."""
+    from runtime.datasets.folder import write_classes_yaml, write_sample
+    from train.config import DataConfig
+    from train.data import build_readers
+
+    for split in ("train", "val"):
+        write_sample(tmp_path, split, "a", np.zeros((16, 32, 3), np.uint8), np.zeros((16, 32), np.uint8))
+        (tmp_path / "images" / split / "a.png").write_bytes(b"junk")
+    write_classes_yaml(tmp_path, ["x", "y"], [(1, 1, 1), (2, 2, 2)])
+    for reader in build_readers(DataConfig(dataset=f"folder:{tmp_path}")):
+        with pytest.raises(BadSample) as e:
+            reader[0]
+        assert str(e.value).endswith("is corrupt or not an image; replace it, or pass data.skip_bad=true to skip it")
+    train_reader, _ = build_readers(DataConfig(dataset=f"folder:{tmp_path}", skip_bad=True))
+    assert list(train_reader) == [] and len(train_reader.bad) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import UserError
-from train.run_lock import LOCK_NAME, RunLock
+from train.run_lock import LOCK_NAME, RunLock, run_lock
 
 HOLD = """
 import sys, time
@@ -49,6 +49,25 @@ def test_a_second_process_is_refused_and_a_dead_owners_lock_is_taken_over(tmp_pa
     with RunLock(run, log=said.append):
         pass
     assert said == []
+
+
+def test_the_busy_sentence_names_the_option_of_the_command_that_takes_the_lock(tmp_path):
+    """train.compare's folder is chosen with --out, not train.name (it passes hint="--out")."""
+    run = tmp_path / "compare"
+    proc = _holder(run)
+    try:
+        with pytest.raises(UserError) as e, run_lock(run, hint="--out"):
+            pass
+        assert str(e.value).endswith("wait for it to finish or stop it, or choose another --out")
+        assert "train.name" not in str(e.value)
+        with pytest.raises(UserError) as e:
+            RunLock(run, hint=None).acquire()
+        assert str(e.value).endswith("wait for it to finish or stop it")
+        with pytest.raises(UserError, match="or choose another train.name$"):
+            RunLock(run).acquire()  # the training commands' default
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def test_two_training_commands_on_one_run_name(tmp_path):

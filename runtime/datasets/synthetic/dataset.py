@@ -65,7 +65,7 @@ class SyntheticStreets(SegmentationDataset):
             raise UserError(f"unknown synthetic split '{split}'; choose one of {', '.join(SPLIT_CODES)}")
         h, w = (int(v) for v in size)
         if h < 16 or w < 16:
-            raise UserError(f"synthetic size {size} is too small; use at least 16 x 16")
+            raise UserError(f"synthetic size {h}x{w} is too small; use at least 16x16")
         if not 0.0 <= difficulty <= 3.0:
             raise UserError(f"synthetic difficulty {difficulty} is outside 0..3")
         self.size = (h, w)

@@ -26,8 +26,9 @@ def test_split_folders_with_classes_yaml(tmp_path, files):
 def test_flat_layout_needs_classes(tmp_path, files):
     files.image(tmp_path / "images" / "x.png")
     files.label(tmp_path / "labels" / "x.png", files.ids([0, 4]))
-    with pytest.raises(UserError, match=r"classes.yaml does not exist.*num_classes"):
+    with pytest.raises(UserError, match=r"classes.yaml does not exist: write it with 'names: \[...\]'") as e:
         FolderDataset(tmp_path, "train")
+    assert "num_classes" not in str(e.value)  # no command-line option or config key sets it
     ds = FolderDataset(tmp_path, "anything", num_classes=5)
     assert ds.classes == [f"class{i}" for i in range(5)] and len(ds.palette) == 5
     assert len(ds) == 1 and ds[0][1].max() == 4
@@ -45,7 +46,7 @@ def test_bad_classes_yaml_and_size_mismatch(tmp_path, files):
     with pytest.raises(UserError, match="needs 'names:'"):
         FolderDataset(tmp_path)
     (tmp_path / "classes.yaml").write_text("names: [a, b]\n")
-    with pytest.raises(BadSample, match="label size"):
+    with pytest.raises(BadSample, match=r"label size 8x8 differs from image size 16x32 of "):  # H x W, as elsewhere
         FolderDataset(tmp_path)[0]
     with pytest.raises(UserError, match=r"nowhere(.|\n)*classes.yaml"):
         FolderDataset(tmp_path / "nowhere")
@@ -60,3 +61,20 @@ def test_writer_round_trip(tmp_path):
     write_classes_yaml(tmp_path, ["a", "b", "c"], [(1, 1, 1), (2, 2, 2), (3, 3, 3)])
     img2, lbl2, name = FolderDataset(tmp_path, "train")[0]
     assert name == "s0" and np.array_equal(img2, image) and np.array_equal(lbl2, label)
+
+
+def test_a_corrupt_sample_names_the_skip_option_of_the_command_that_reads_it(tmp_path, files):
+    """`--skip-bad` for runtime.eval, train.evaluate and calib.quantize, `data.skip_bad=true` for training
+    (train/data.py), nothing where the command has no such option (runtime.bench, runtime.select)."""
+    write_classes_yaml(tmp_path, ["a", "b"], [(1, 1, 1), (2, 2, 2)])
+    bad = files.corrupt(tmp_path / "images" / "x.png")
+    files.label(tmp_path / "labels" / "x.png", np.zeros((16, 32), np.uint8))
+    for option, tail in (("--skip-bad", ", or pass --skip-bad to skip it"),
+                         ("data.skip_bad=true", ", or pass data.skip_bad=true to skip it"), (None, "")):
+        ds = build_dataset(f"folder:{tmp_path}", skip_option=option)
+        with pytest.raises(BadSample) as e:
+            ds[0]
+        assert str(e.value) == f"image {bad} is corrupt or not an image; replace it{tail}"
+        assert "skip_bad to" not in str(e.value)
+    skipping = build_dataset(f"folder:{tmp_path}", skip_bad=True, skip_option="--skip-bad")
+    assert list(skipping) == [] and skipping.bad == [f"image {bad} is corrupt or not an image; replace it"]

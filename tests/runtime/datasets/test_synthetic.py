@@ -94,6 +94,8 @@ def test_options_and_errors(tmp_path):
         synth("training")
     with pytest.raises(UserError, match="difficulty"):
         synth(difficulty=5)
+    with pytest.raises(UserError, match="synthetic size 8x32 is too small; use at least 16x16"):
+        synth(size=(8, 32))
     hard = synth(difficulty=2.0)[0][0].astype(np.float32)
     easy = synth(difficulty=0.3)[0][0].astype(np.float32)
     assert not np.array_equal(hard, easy)
