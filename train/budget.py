@@ -8,6 +8,16 @@ steps of the method after a warm-up; their median is the method's seconds per it
 is what the run then trains for, exactly. Recording the probe and the count makes the run reproducible
 on any machine (`train.iterations=N`, or `train.compare --resolved compare.json`). A teacher cache's
 one-off build time can be charged to the budget first (`charge_cache`).
+
+A comparison measures its methods against each other (`interleaved_costs`): every method's steps in
+one process, in rounds whose order rotates, so that a slow spell of a shared machine falls on all
+methods alike; per round r the cost ratio to the reference method is
+
+    ρ_m,r = mean step seconds of m in round r / mean step seconds of the reference in round r,
+
+and rounds continue until the 95 % interval of the mean ratio, ρ̄_m ± t_{0.975, n−1} · s(ρ_m) / √n, is
+within ±`tolerance` of ρ̄_m for every method (or the round or time cap is reached: the interval is
+reported either way). Each method's seconds per iteration is then ρ̄_m times the reference's median step.
 """
 
 from __future__ import annotations
@@ -15,7 +25,8 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +56,63 @@ def probe_record(times: Sequence[float], warmup: int, method: str, env: dict[str
     return {"method": method, "s_per_iter": statistics.median(times), "step_seconds": [float(t) for t in times],
             "warmup_steps": int(warmup), "timed_steps": len(times), "device": env.get("device"),
             "threads": env.get("torch_threads", env.get("threads")), "env": env}
+
+
+# t_{0.975, df} for df = 1..30 (two-sided 95 %); above 30 the normal 1.96 is within 2 %.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the 95 % t interval of the mean, x̄ ± t_{0.975, n−1} · s / √n (n ≥ 2; for one
+    value the interval is unbounded)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("an interval needs at least one value")
+    mean = statistics.fmean(values)
+    if n == 1:
+        return mean, -math.inf, math.inf
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
+    half = t * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def interleaved_costs(step: Callable[[str], float], methods: Sequence[str], reference: str, *, warmup: int = 3,
+                      per_round: int = 2, min_rounds: int = 5, max_rounds: int = 60, tolerance: float = 0.03,
+                      max_seconds: float = 120.0, clock: Callable[[], float] = time.perf_counter
+                      ) -> dict[str, dict[str, Any]]:
+    """Cost of each method relative to `reference` (see the module docstring). `step(m)` runs one real
+    training step of method m and returns its seconds. Returns per method: s_per_iter (ratio times the
+    reference's median step), ratio, ratio_low, ratio_high (95 %), rounds, converged, step_seconds."""
+    if reference not in methods:
+        raise ValueError(f"the reference {reference!r} is not among the methods {list(methods)}")
+    for m in methods:  # warm-up: caches, allocator, data workers, lazy initialisation
+        for _ in range(warmup):
+            step(m)
+    per: dict[str, list[float]] = {m: [] for m in methods}
+    steps: dict[str, list[float]] = {m: [] for m in methods}
+    start, rounds, converged = clock(), 0, False
+    while rounds < max_rounds:
+        k = rounds % len(methods)
+        for m in [*methods[k:], *methods[:k]]:
+            times = [step(m) for _ in range(per_round)]
+            steps[m] += times
+            per[m].append(statistics.fmean(times))
+        rounds += 1
+        if rounds >= min_rounds:
+            intervals = [mean_interval([a / b for a, b in zip(per[m], per[reference])]) for m in methods]
+            converged = all(hi - mean <= tolerance * mean for mean, _, hi in intervals)
+            if converged or clock() - start >= max_seconds:
+                break
+    base = statistics.median(steps[reference])
+    out = {}
+    for m in methods:
+        mean, lo, hi = mean_interval([a / b for a, b in zip(per[m], per[reference])])
+        out[m] = {"method": m, "s_per_iter": mean * base, "ratio": mean, "ratio_low": lo, "ratio_high": hi,
+                  "reference": reference, "rounds": rounds, "per_round": per_round, "warmup_steps": warmup,
+                  "converged": converged, "tolerance": tolerance, "step_seconds": steps[m]}
+    return out
 
 
 def resolve_budget(cfg: Config, trainer: Trainer, env: DistEnv, run_dir: Path) -> dict[str, Any] | None:

@@ -7,9 +7,12 @@ Every method gets the same budget, data order, seeds and initial student weights
 `train.seed = seed + i` for every method.
 
 A wall-clock budget is resolved before training (`--match probe`, the default; train/budget.py): a teacher
-target cache is built once when a method reads the teacher (`--teacher-cache auto`), each method's seconds
-per iteration are measured by a short probe (`train.distill --probe-only`, nothing else of the comparison
-running), and each run then trains for exactly `floor(seconds / s_per_iter)` iterations. The cache's build
+target cache is built once when a method reads the teacher (`--teacher-cache auto`), every method's step
+is timed in this one process, in interleaved rounds on the same batches after a warm-up, until each cost
+ratio to the baseline is known within ±`--probe-tolerance` (95 % interval, reported), and each run then
+trains for exactly `floor(seconds / s_per_iter)` iterations. After the runs, the training seconds each
+actually spent (plus its share of the cache build) are checked against the baseline's: outside ±5 % the
+report carries a warning. The cache's build
 time counts: amortised over every run that reads it (`seconds = budget − cache / runs`), and, with
 `--charge both` (default), also charged in full to one more run per method and seed (`<method>-charged`),
 so the table gives the gap closed both ways. `compare.json` records the probes, the cache cost and the
@@ -65,23 +68,29 @@ def default_val_every(budget: str, points: int = 10) -> str:
     return str(max(1, (b.iterations or 0) // points))
 
 
+def run_overrides(config: str | None, method: str, seed: int, budget: str, teacher: str | None, out: Path,
+                  val_every: str, overrides: Sequence[str], iterations: int | None = None,
+                  cache: str | None = None, name: str | None = None) -> list[str]:
+    """The config overrides of one run (the comparison's keys come last and win). `iterations`: the count a
+    wall-clock budget resolved to; `cache`: the teacher cache folder."""
+    keys = [*overrides, f"method={method}", f"budget={budget}", f"seed={seed}", f"train.runs_dir={out}",
+            f"train.val_every={val_every}", f"name={name or run_name(stem_of(config), method, seed)}"]
+    if iterations is not None:
+        keys += ["train.budget_mode=probe", f"train.iterations={iterations}"]
+    if teacher:
+        keys.append(f"teacher={teacher}")
+    if cache and needs_teacher(method):
+        keys.append(f"distill.teacher_cache={cache}")
+    return keys
+
+
 def distill_command(config: str | None, method: str, seed: int, budget: str, teacher: str | None,
                     out: Path, val_every: str, overrides: Sequence[str], iterations: int | None = None,
                     cache: str | None = None, name: str | None = None) -> list[str]:
-    """The `python -m train.distill` command line of one run (the comparison's keys come last and win).
-    `iterations`: the count a wall-clock budget resolved to; `cache`: the teacher cache folder."""
-    cmd = [sys.executable, "-m", "train.distill"]
-    if config:
-        cmd += ["--config", config]
-    cmd += [*overrides, f"method={method}", f"budget={budget}", f"seed={seed}", f"train.runs_dir={out}",
-            f"train.val_every={val_every}", f"name={name or run_name(stem_of(config), method, seed)}"]
-    if iterations is not None:
-        cmd += ["train.budget_mode=probe", f"train.iterations={iterations}"]
-    if teacher:
-        cmd.append(f"teacher={teacher}")
-    if cache and needs_teacher(method):
-        cmd.append(f"distill.teacher_cache={cache}")
-    return cmd
+    """The `python -m train.distill` command line of one run (`run_overrides`)."""
+    cmd = [sys.executable, "-m", "train.distill"] + (["--config", config] if config else [])
+    return cmd + run_overrides(config, method, seed, budget, teacher, out, val_every, overrides, iterations,
+                               cache, name)
 
 
 def resolve_counts(probes: dict[str, float], seconds: float, cache_seconds: float, cached: Sequence[str],
@@ -192,14 +201,21 @@ def gap_closed(miou: float | None, baseline: float | None, teacher: float | None
     return (miou - baseline) / (teacher - baseline)
 
 
+SPENT_TOLERANCE = 0.05  # training seconds actually spent: within ±5 % of the baseline's, else a warning
+
+
 def summarize(runs: dict[str, list[dict[str, Any]]], teacher_miou: float | None,
               baseline: str = "baseline", charged: dict[str, list[dict[str, Any]]] | None = None,
-              probes: dict[str, float] | None = None, cache_seconds: dict[str, float] | None = None
-              ) -> list[dict[str, Any]]:
+              probes: dict[str, float] | None = None, cache_seconds: dict[str, float] | None = None,
+              costs: dict[str, dict[str, Any]] | None = None, runs_sharing: int = 1,
+              spent_tolerance: float = SPENT_TOLERANCE) -> list[dict[str, Any]]:
     """One row per method from its runs' results.json dicts (engine fields final_miou, best_miou,
     iterations, s_per_iter, peak_mem_mb, peak_mem_kind); mIoU as fractions. `charged`: the runs of the
     same methods with the cache build charged in full; `probes`: probed s/iter; `cache_seconds`: the
-    cache build time each method's runs read from."""
+    cache build time each method's runs read from, shared by `runs_sharing` runs; `costs`: the interleaved
+    cost records (ratio to the reference with its 95 % interval). Each row also gets `spent_s`, the
+    training seconds a run actually spent (budget clock, mean over seeds) plus its share of the cache
+    build, and `spent_ratio` to the baseline's (`spent_ok`: within ±`spent_tolerance`)."""
     rows = []
     for method, results in runs.items():
         mious = [r["final_miou"] for r in results if r.get("final_miou") is not None]
@@ -218,13 +234,19 @@ def summarize(runs: dict[str, list[dict[str, Any]]], teacher_miou: float | None,
             "peak_mem_kind": results[0].get("peak_mem_kind"),
             "probe_s_per_iter": (probes or {}).get(method),
             "cache_s": (cache_seconds or {}).get(method),
+            **{k: (costs or {}).get(method, {}).get(k) for k in ("ratio", "ratio_low", "ratio_high")},
         })
+        rows[-1]["spent_s"] = rows[-1]["elapsed_s"] + (rows[-1]["cache_s"] or 0.0) / max(1, runs_sharing)
         ch = (charged or {}).get(method) or []
         ch_mious = [r["final_miou"] for r in ch if r.get("final_miou") is not None]
         rows[-1]["charged_miou_mean"], rows[-1]["charged_miou_std"] = mean_std(ch_mious)
         rows[-1]["charged_iterations"] = mean_std([r["iterations"] for r in ch])[0]
     base = next((r["miou_mean"] for r in rows if r["method"] == baseline), None)
+    ref = next((r["spent_s"] for r in rows if r["method"] == baseline), statistics.median(r["spent_s"] for r in rows)
+               if rows else None)
     for r in rows:
+        r["spent_ratio"] = r["spent_s"] / ref if ref else None
+        r["spent_ok"] = r["spent_ratio"] is not None and abs(r["spent_ratio"] - 1) <= spent_tolerance
         r["gap_closed"] = gap_closed(r["miou_mean"], base, teacher_miou)
         # a method that reads no cache pays nothing for it: charged = amortised
         r["gap_closed_charged"] = (gap_closed(r["charged_miou_mean"], base, teacher_miou)
@@ -242,8 +264,16 @@ def markdown_report(rows: list[dict[str, Any]], teacher_miou: float | None, budg
     head = (f"# Budget-matched comparison\n\nBudget {parse_budget(budget)} per run ({how}), {seeds} seed(s), "
             f"teacher mIoU {teacher} %. mIoU: final weights, mean ± std over seeds; gap closed = "
             f"(mIoU − baseline) / (teacher − baseline), with the teacher cache's build time amortised over the "
-            f"runs that read it, and charged in full to each run.\n\n")
-    return head + table(rows, markdown=True) + "\n"
+            f"runs that read it, and charged in full to each run. Cost: each method's step time relative to "
+            f"the baseline's, measured in interleaved rounds in one process (95 % interval). Spent: the "
+            f"training seconds each run actually spent (budget clock, plus its share of the cache build) "
+            f"relative to the baseline's.\n\n")
+    warnings = [f"> **warning**: {r['method']} spent {100 * (r['spent_ratio'] - 1):+.1f} % of the baseline's "
+                f"training seconds ({r['spent_s']:.1f} s), outside ±{100 * SPENT_TOLERANCE:g} %: its compute "
+                f"was not matched (the machine's load changed between the probe and the runs, or the probe "
+                f"interval was wide); rerun on an idle machine or with --match flops\n"
+                for r in rows if r.get("spent_ratio") is not None and not r.get("spent_ok")]
+    return head + table(rows, markdown=True) + "\n" + ("\n" + "".join(warnings) if warnings else "")
 
 
 def _pct(mean: float | None, std: float | None = None) -> str:
@@ -260,15 +290,21 @@ def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         "gap_ch": "-" if r.get("gap_closed_charged") is None else f"{100 * r['gap_closed_charged']:.1f} %",
         "it": f"{r['iterations']:.0f}" + (f" / {r['charged_iterations']:.0f}" if r.get("charged_iterations") else ""),
         "probe": "-" if r.get("probe_s_per_iter") is None else f"{r['probe_s_per_iter']:.3f}",
+        "cost": "-" if r.get("ratio") is None else
+                f"{r['ratio']:.3f} ({r['ratio_low']:.3f}-{r['ratio_high']:.3f})",
+        "spent": "-" if r.get("spent_ratio") is None else
+                 f"{r['spent_s']:.1f} ({100 * (r['spent_ratio'] - 1):+.1f} %)" + ("" if r.get("spent_ok") else " !"),
         "s/it": f"{r['s_per_iter']:.3f}",
         "cache": "-" if not r.get("cache_s") else f"{r['cache_s']:.1f}",
         "mem": f"{r['peak_mem_mb']:.0f}",
     } for r in rows]
     mem = "peak GPU MB" if rows and rows[0].get("peak_mem_kind") == "cuda_max_allocated" else "peak RSS MB"
-    return format_table(cells, ["method", "mIoU", "gap", "gap_ch", "it", "probe", "s/it", "cache", "mem"],
+    return format_table(cells, ["method", "mIoU", "gap", "gap_ch", "it", "probe", "cost", "s/it", "spent", "cache",
+                                "mem"],
                         markdown=markdown,
                         headers=["method", "mIoU (%)", "gap closed", "gap (cache charged)",
-                                 "iterations (/ charged)", "probe s/iter", "train s/iter", "cache build s", mem])
+                                 "iterations (/ charged)", "probe s/iter", "cost vs baseline (95 %)",
+                                 "train s/iter", "spent s (vs baseline)", "cache build s", mem])
 
 
 def read_val_curve(log_path: str | Path) -> list[tuple[float, float]]:
@@ -357,25 +393,45 @@ def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str]
     return str(path), float(manifest.get("build_seconds") or 0.0), built
 
 
-def probe_method(config: str | None, method: str, seed: int, budget: str, teacher: str | None, out: Path,
-                 overrides: list[str], cache: str | None) -> dict[str, Any]:
-    """The probe record of one method (a `train.distill --probe-only` subprocess; reused when present)."""
-    path = out / "probes" / f"{method}.json"
+def probe_costs(config: str | None, methods: list[str], seed: int, budget: str, teacher: str | None, out: Path,
+                overrides: list[str], cache: str | None, tolerance: float = 0.03, max_seconds: float = 120.0
+                ) -> dict[str, dict[str, Any]]:
+    """Every method's seconds per iteration, measured in this process in interleaved rounds on the same
+    batches (train/budget.py `interleaved_costs`; reused from `<out>/probes.json` when it holds them all).
+    The reference is `baseline` when compared, else the first method."""
+    path = out / "probes.json"
     if path.is_file():
-        return dict(json.loads(path.read_text()))
-    cmd = distill_command(config, method, seed, budget, teacher, out, "0", overrides, cache=cache)
-    print(f"[compare] probing {method}", flush=True)
-    rc = run_child([*cmd, "--probe-only", str(path)])
-    if rc != 0 or not path.is_file():
-        raise UserError(f"the probe of method '{method}' failed (exit code {rc}); run it alone to see why: "
-                        f"{' '.join(cmd)} --probe-only {path}")
-    return dict(json.loads(path.read_text()))
+        prior = json.loads(path.read_text())
+        if set(methods) <= set(prior):
+            return {m: prior[m] for m in methods}
+    from train import distributed as D
+    from train.budget import interleaved_costs
+    from train.distill import build_run, read_teacher
+    from train.env import environment
+
+    reference = "baseline" if "baseline" in methods else methods[0]
+    env = D.DistEnv(device=D.resolve_device(load_config(config, overrides).train.device))
+    trainers = {}
+    for m in methods:
+        cfg = load_config(config, run_overrides(config, m, seed, budget, teacher, out, "0", overrides, cache=cache))
+        trainers[m] = build_run(cfg, env, read_teacher(cfg.distill.teacher, m), out / "probes" / m).trainer
+    warmup, steps = trainers[reference].cfg.train.probe_warmup, trainers[reference].cfg.train.probe_steps
+    print(f"[compare] timing {', '.join(methods)} against {reference} in interleaved rounds (±{100 * tolerance:g} % "
+          f"wanted, at most {max_seconds:g}s)", flush=True)
+    costs = interleaved_costs(lambda m: trainers[m].timed_step(), methods, reference, warmup=max(1, warmup),
+                              per_round=max(1, min(steps, 2)), tolerance=tolerance, max_seconds=max_seconds)
+    env_record = environment(env.device)
+    for rec in costs.values():
+        rec["env"] = env_record
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, costs)
+    return costs
 
 
 def compare(config: str | None, methods: list[str], budget: str, seeds: int, teacher: str | None, out: Path,
             overrides: list[str], val_every: str | None = None, match: str = "probe",
-            resolved: str | Path | None = None, teacher_cache: str = "auto", charge: str = "both"
-            ) -> dict[str, Any]:
+            resolved: str | Path | None = None, teacher_cache: str = "auto", charge: str = "both",
+            probe_tolerance: float = 0.03, probe_seconds: float = 120.0) -> dict[str, Any]:
     """Run (or resume) every method x seed, then write compare.json, compare.md and compare.png."""
     for m in methods:
         parse_method(m)
@@ -417,8 +473,11 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
             raise UserError(f"{resolved} resolves no iteration count for {', '.join(missing)}; rerun the "
                             f"comparison without --resolved, or drop those methods")
     elif probe_budget:
-        for m in methods:
-            probes[m] = probe_method(config, m, seed_values[0], budget, teacher, out, overrides, cache)
+        probes = probe_costs(config, methods, seed_values[0], budget, teacher, out, overrides, cache,
+                             probe_tolerance, probe_seconds)
+        for m, p in probes.items():
+            print(f"[compare] {m}: {p['s_per_iter']:.3f} s/iter, {p['ratio']:.3f}x {p['reference']} "
+                  f"(95 % interval {p['ratio_low']:.3f}-{p['ratio_high']:.3f}, {p['rounds']} rounds)", flush=True)
         runs_sharing = max(1, len(cached) * len(seed_values))
         counts = resolve_counts({m: p["s_per_iter"] for m, p in probes.items()}, float(b.seconds or 0),
                                 cache_s, cached, runs_sharing)
@@ -480,7 +539,8 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     t_miou = teacher_miou_on(cfg, teacher, out) if teacher is not None else None
     rows = summarize({m: r for m, r in runs.items() if r}, t_miou, charged=charged,
                      probes={m: p["s_per_iter"] for m, p in probes.items()},
-                     cache_seconds={m: cache_s for m in cached})
+                     cache_seconds={m: cache_s for m in cached}, costs=probes,
+                     runs_sharing=max(1, len(cached) * len(seed_values)))
     report = {
         "config": config,
         "budget": budget_text,
@@ -542,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how a wall-clock budget is matched: probe (default) times each method's step first and "
                         "trains every run for the iterations its budget buys, reproducible and immune to load; "
                         "wallclock runs the budget live as a clock")
+    p.add_argument("--probe-tolerance", type=float, default=0.03, metavar="FRACTION",
+                   help="--match probe: time the methods in interleaved rounds until each one's cost ratio to the "
+                        "baseline is known within this fraction (95 %% interval; default %(default)s)")
+    p.add_argument("--probe-seconds", type=float, default=120.0, metavar="S",
+                   help="--match probe: stop the interleaved timing after this many seconds even if the intervals "
+                        "are wider (they are reported either way; default %(default)s)")
     p.add_argument("--resolved", metavar="COMPARE_JSON",
                    help="replay the iteration counts of an earlier compare.json instead of probing")
     p.add_argument("--teacher-cache", default="auto",
@@ -564,18 +630,26 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--methods is empty; give e.g. --methods baseline,kd,lfd")
     if args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: give at least 1")
+    if not 0 < args.probe_tolerance < 1 or not args.probe_seconds > 0:
+        raise UserError(f"--probe-tolerance {args.probe_tolerance:g} must lie in (0, 1) and --probe-seconds "
+                        f"{args.probe_seconds:g} be above 0")
     out = Path(args.out or f"runs/compare-{stem_of(args.config)}-{args.budget}")
     from train.run_lock import run_lock
 
     # one comparison writes a folder; each run locks its own sub-folder too. SIGTERM outside a child's run
     # (cache build, teacher scoring) stops like Ctrl-C; inside one it is forwarded (run_child).
-    with sigterm_as_interrupt(), run_lock(out):
+    with sigterm_as_interrupt(), run_lock(out, hint="--out"):
         report = compare(args.config, methods, args.budget, args.seeds, args.teacher, out, args.overrides,
-                         args.val_every, args.match, args.resolved, args.teacher_cache, args.charge)
+                         args.val_every, args.match, args.resolved, args.teacher_cache, args.charge,
+                         args.probe_tolerance, args.probe_seconds)
     t = report["teacher"]["miou"]
     print(f"\nteacher mIoU: {'-' if t is None else f'{100 * t:.2f} %'}; budget {report['budget']} per run "
           f"({report['match']})")
     print(table(report["methods"]))
+    for r in report["methods"]:
+        if r.get("spent_ratio") is not None and not r.get("spent_ok"):
+            print(f"warning: {r['method']} spent {100 * (r['spent_ratio'] - 1):+.1f} % of the baseline's training "
+                  f"seconds, outside ±{100 * SPENT_TOLERANCE:g} %: its compute was not matched")
     for f in report["failed"]:
         print(f"failed: {f['method']} seed {f['seed']} (exit code {f['exit_code']}): {' '.join(f['command'])}")
     print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")

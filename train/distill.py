@@ -14,6 +14,7 @@ and a `student` block (mIoU, parameters, GFLOPs).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,23 @@ def distill(cfg: Config, probe_only: str | Path | None = None) -> dict[str, Any]
         D.cleanup()
 
 
-def _distill(cfg: Config, env: D.DistEnv, method: str, budget: Budget, teacher_ckpt: dict[str, Any] | None,
-             run_dir: Path, probe_only: str | Path | None) -> dict[str, Any]:
+@dataclass
+class Run:
+    """Everything one distillation run trains with (built by `build_run`)."""
+
+    trainer: Trainer
+    teacher: nn.Module | None  # the online teacher (None with a cache or without a teacher)
+    teacher_meta: dict[str, Any] | None  # the teacher checkpoint without its weights
+    cache: dict[str, Any] | None  # the teacher cache record of results.json
+    data_info: DataInfo
+
+
+def build_run(cfg: Config, env: D.DistEnv, teacher_ckpt: dict[str, Any] | None, run_dir: Path) -> Run:
+    """Loaders (with the teacher cache's targets when one is used), teacher, student, objective and the
+    trainer of one run of `cfg.distill.method`; nothing is trained yet."""
     from train.data import build_loaders  # the data pipeline imports the readers; keep --help fast
 
+    method = cfg.distill.method
     cache = prepare_cache(cfg, env)
     train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world,
                                                         targets=cache[0] if cache else None)
@@ -123,31 +137,38 @@ def _distill(cfg: Config, env: D.DistEnv, method: str, budget: Budget, teacher_c
         teacher.requires_grad_(False)
     # keep no second copy of the teacher's weights: it would count in the peak memory
     teacher_meta = {k: v for k, v in teacher_ckpt.items() if k != "model"} if teacher_ckpt else None
-    del teacher_ckpt
     # Seed every module's initialisation (student, adapters, heads, projectors): the same command gives
     # the same run, and every method of a comparison starts from the same student weights.
     seed_everything(cfg.train.seed)
     student = build_model(cfg.model, data_info.num_classes)
     t_info = cache[1] if cache else feature_info(teacher) if teacher is not None else None
     objective = build_objective(cfg.distill, student.feature_info, t_info,
-                                data_info.num_classes, budget.is_time,
+                                data_info.num_classes, parse_budget(cfg.train.budget).is_time,
                                 teacher_num_classes=len(teacher_meta["data"]["classes"]) if teacher_meta else None)
     trainer = Trainer(cfg, student, objective, train_loader, val_loader, data_info, teacher=teacher,
                       run_dir=run_dir, dist_env=env, method=method, cached_targets=cache is not None)
+    return Run(trainer, teacher, teacher_meta, cache[2] if cache else None, data_info)
+
+
+def _distill(cfg: Config, env: D.DistEnv, method: str, budget: Budget, teacher_ckpt: dict[str, Any] | None,
+             run_dir: Path, probe_only: str | Path | None) -> dict[str, Any]:
+    run = build_run(cfg, env, teacher_ckpt, run_dir)
+    del teacher_ckpt
+    trainer = run.trainer
     if probe_only is not None:
         record = trainer.probe(cfg.train.probe_warmup, cfg.train.probe_steps)
-        record["teacher_cache"] = cache[2] if cache else None
+        record["teacher_cache"] = run.cache
         if env.is_main:
             atomic_write_json(probe_only, record)
         return record
     probe = resolve_budget(cfg, trainer, env, run_dir)
     results = trainer.fit()
     results["probe"] = probe
-    results["teacher_cache"] = cache[2] if cache else None
+    results["teacher_cache"] = run.cache
     if env.is_main:
         # after fit(): building the teacher for its summary must not count in the peak memory
-        results.update(summaries(trainer.student, teacher, teacher_meta, cfg.distill.teacher, data_info,
-                                 results))
+        results.update(summaries(trainer.student, run.teacher, run.teacher_meta, cfg.distill.teacher,
+                                 run.data_info, results))
         atomic_write_json(run_dir / "results.json", results)
     return results
 

@@ -322,14 +322,9 @@ class Trainer(Resumable):
         times = []
         try:
             for i in range(warmup + steps):
-                t0 = timer()
-                _, loss = self._forward(StepInfo(i, 0.0, self.stated_budget.is_time))
-                self._backward(loss)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                t1 = timer()
+                t = self.timed_step(i, timer)
                 if i >= warmup:
-                    times.append(t1 - t0)
+                    times.append(t)
         finally:
             self.optimizer.zero_grad(set_to_none=True)
             self.student.load_state_dict(saved["student"])
@@ -341,6 +336,18 @@ class Trainer(Resumable):
             self.loader.load_state_dict(loader_state)
             self._data = None
         return probe_record(times, warmup, self.method, environment(self.device))
+
+    def timed_step(self, i: int = 0, timer: Callable[[], float] = time.perf_counter) -> float:
+        """Seconds of one real training step: the next batch (data loading, teacher or cache), forward,
+        backward and optimiser step. Changes the weights and the data position (probe() restores them)."""
+        if self._data is None:
+            self._data = iter(self.loader)
+        t0 = timer()
+        _, loss = self._forward(StepInfo(i, 0.0, self.stated_budget.is_time))
+        self._backward(loss)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return timer() - t0
 
     def _shared_control(self) -> tuple[float, bool]:
         """(budget clock, stop requested), rank 0's values on every rank."""

@@ -126,3 +126,45 @@ def test_probe_only_writes_the_record(tmp_path: Path, capsys: pytest.CaptureFixt
     assert record["method"] == "lfd" and len(record["step_seconds"]) == 2 and record["s_per_iter"] > 0
     assert record["env"]["threads"] >= 1 and "s/iter" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()  # a probe trains nothing and writes no run folder
+
+
+def test_mean_interval_by_hand() -> None:
+    from train.budget import mean_interval
+
+    mean, lo, hi = mean_interval([1.0, 1.2, 1.1])  # s = 0.1, t_{0.975,2} = 4.303, half = 4.303 * 0.1 / sqrt(3)
+    assert mean == pytest.approx(1.1) and hi - mean == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
+    assert lo == pytest.approx(2 * mean - hi)
+    assert mean_interval([2.0])[1] == float("-inf")
+
+
+def test_interleaved_costs_rotate_and_stop_when_the_ratio_is_known() -> None:
+    """Steps whose time drifts with a slow spell of the machine: interleaving cancels the drift; the
+    rounds stop once every ratio's 95 % interval is within the tolerance."""
+    from train.budget import interleaved_costs
+
+    true = {"baseline": 0.30, "kd": 0.33, "lfd": 0.36}
+    clock = {"t": 0.0, "n": 0}
+    order: list[str] = []
+
+    def step(m: str) -> float:
+        clock["n"] += 1
+        load = 1.0 + 0.5 * ((clock["n"] // 40) % 2)  # the machine is 50 % slower every other 40 steps
+        jitter = 1.0 + 0.02 * ((clock["n"] * 7919) % 5 - 2) / 2  # ±2 %, deterministic
+        t = true[m] * load * jitter
+        clock["t"] += t
+        order.append(m)
+        return t
+
+    costs = interleaved_costs(step, list(true), "baseline", warmup=1, per_round=2, min_rounds=4,
+                              max_rounds=200, tolerance=0.03, max_seconds=1e9, clock=lambda: clock["t"])
+    assert order[:3] == ["baseline", "kd", "lfd"]  # warm-up
+    assert order[3:5] == ["baseline"] * 2 and order[9:11] == ["kd"] * 2  # round 2 starts with kd
+    for m, c in costs.items():
+        assert c["converged"] and c["ratio_high"] - c["ratio"] <= 0.03 * c["ratio"]
+        assert c["ratio"] == pytest.approx(true[m] / true["baseline"], rel=0.02)
+        assert c["ratio_low"] <= true[m] / true["baseline"] <= c["ratio_high"] or m == "baseline"
+    assert costs["baseline"]["ratio"] == 1.0
+    # a time cap ends the rounds unconverged, and the interval still says how well the ratio is known
+    capped = interleaved_costs(step, list(true), "baseline", warmup=0, min_rounds=2, max_rounds=200,
+                               tolerance=1e-6, max_seconds=5.0, clock=lambda: clock["t"])
+    assert not capped["kd"]["converged"] and capped["kd"]["rounds"] < 200

@@ -64,7 +64,8 @@ def test_summarize_means_stds_and_gap() -> None:
     text = table(list(rows.values()))
     assert "52.00 ± 2.83" in text and "50.0 %" in text and "peak RSS MB" in text and "1200" in text
     md = markdown_report(list(rows.values()), 0.62, "10m", 2)
-    assert "| kd | 52.00 ± 2.83 | 50.0 % | 50.0 % | 82 | - | 0.575 | - | 1200 |" in md
+    # spent: kd (80·0.6 + 84·0.55) / 2 = 47.1 s against the baseline's 49.75 s: −5.3 %, outside ±5 %
+    assert "| kd | 52.00 ± 2.83 | 50.0 % | 50.0 % | 82 | - | - | 0.575 | 47.1 (-5.3 %) ! | - | 1200 |" in md
     assert "teacher mIoU 62.00 %" in md and "600s" in md
 
 
@@ -244,3 +245,17 @@ def test_compare_stops_with_its_run_and_continues(tmp_path: Path) -> None:
     result = json.loads((run / "results.json").read_text())
     assert result["resumed_from"] is not None and result["elapsed_s"] >= 8.0
     assert "| baseline |" in (out / "compare.md").read_text()
+
+
+def test_spent_seconds_outside_five_percent_get_a_warning_row() -> None:
+    runs = {"baseline": [result(0.40, 0.4, 100, 0.6, 1)], "kd": [result(0.45, 0.45, 90, 0.6, 1)],
+            "lfd": [result(0.46, 0.46, 96, 0.6, 1)]}
+    costs = {"kd": {"ratio": 1.1, "ratio_low": 1.08, "ratio_high": 1.12}}
+    rows = {r["method"]: r for r in summarize(runs, 0.6, costs=costs, cache_seconds={"kd": 8.0, "lfd": 8.0},
+                                              runs_sharing=4)}
+    # spent = elapsed + cache / runs sharing: baseline 60, kd 54 + 2 = 56 (-6.7 %), lfd 57.6 + 2 = 59.6
+    assert rows["kd"]["spent_s"] == pytest.approx(56.0) and not rows["kd"]["spent_ok"]
+    assert rows["lfd"]["spent_ok"] and rows["baseline"]["spent_ratio"] == 1.0
+    md = markdown_report(list(rows.values()), 0.6, "60s", 1)
+    assert md.count("**warning**") == 1 and "kd spent -6.7 %" in md
+    assert "1.100 (1.080-1.120)" in md
