@@ -61,11 +61,11 @@ compare: teacher  ## 7 methods x 2 seeds at an equal 2-minute budget from one te
 
 export: setup  ## ONNX, FP16 ONNX, both INT8 ONNX models and the OpenVINO FP32/INT8 IRs of the demo student, with reports
 	$(PY) -m export.onnx --checkpoint $(STUDENT) $(SIZE_ARG) --out $(EXPORT)/student.onnx
-	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target cpu --images 32 --max-drop 0.5 --val-images 30
+	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target cpu --images 32 --max-drop 0.5 --best-effort --val-images 30
 	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target trt --images 32 --val-images 30
 	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --fp16
 	$(PY) -m export.openvino --onnx $(EXPORT)/student.onnx
-	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target openvino --images 32 --max-drop 0.5 --val-images 30
+	$(PY) -m calib.quantize --onnx $(EXPORT)/student.onnx --data synthetic --target openvino --images 32 --max-drop 0.5 --best-effort --val-images 30
 
 export-trt: export  ## TensorRT FP16 and INT8 engines (where TensorRT and a GPU exist)
 	$(PY) -m export.trt --onnx $(EXPORT)/student.fp16.onnx --precision fp16
