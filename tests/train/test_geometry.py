@@ -106,7 +106,10 @@ def test_warp_of_a_map_computed_at_val_size_uses_that_size(seed: int) -> None:
     native image: the warp must shrink it by Hs / H_val. Measured against the online teacher on the crop;
     the old warp (shrink by Hs / H_native) fails the same bound."""
     native, val = (64, 128), (32, 64)
-    image = smooth_image(*native, seed=seed)
+    # smooth at the val size too (features of 4+ pixels there), so that resizing twice (native -> val ->
+    # scaled) and once (native -> scaled) differ only by rounding and the filters' tails
+    image = F.interpolate(smooth_image(16, 32, seed=seed)[None].float(), size=native, mode="bilinear",
+                          align_corners=False)[0].round().to(torch.uint8)
     label = torch.zeros(native, dtype=torch.uint8)
     at_val = apply_geometry(image, label, Geometry(native, val, 0, 0, val, False))[0]
     whole = pixel_teacher(normalize_tensor(at_val, MEAN, STD)[None])[0]
@@ -121,4 +124,4 @@ def test_warp_of_a_map_computed_at_val_size_uses_that_size(seed: int) -> None:
     old = Geometry(g.source, g.scaled, g.top, g.left, g.crop, g.flip, base=native)
     err_old = (online - warp_map(whole, old, crop_cells(g, 1))).abs()[:, inside].mean()
     assert err < 0.03, float(err)
-    assert err_old > 2 * err, (float(err_old), float(err))
+    assert err_old > 4 * err, (float(err_old), float(err))
