@@ -80,11 +80,14 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
 
 def interleaved_costs(step: Callable[[str], float], methods: Sequence[str], reference: str, *, warmup: int = 3,
                       per_round: int = 2, min_rounds: int = 5, max_rounds: int = 60, tolerance: float = 0.03,
-                      max_seconds: float = 120.0, clock: Callable[[], float] = time.perf_counter
+                      max_seconds: float = 120.0, drain: int = 0, clock: Callable[[], float] = time.perf_counter
                       ) -> dict[str, dict[str, Any]]:
     """Cost of each method relative to `reference` (see the module docstring). `step(m)` runs one real
-    training step of method m and returns its seconds. Returns per method: s_per_iter (ratio times the
-    reference's median step), ratio, ratio_low, ratio_high (95 %), rounds, converged, step_seconds."""
+    training step of method m and returns its seconds. `drain`: untimed steps of a method at the start of
+    each of its turns, as many as its data loader prefetched while the other methods ran (workers x
+    prefetch factor), so that the timed steps wait for data as they do in training. Returns per method:
+    s_per_iter (ratio times the reference's median step), ratio, ratio_low, ratio_high (95 %), rounds,
+    converged, step_seconds."""
     if reference not in methods:
         raise ValueError(f"the reference {reference!r} is not among the methods {list(methods)}")
     for m in methods:  # warm-up: caches, allocator, data workers, lazy initialisation
@@ -96,6 +99,8 @@ def interleaved_costs(step: Callable[[str], float], methods: Sequence[str], refe
     while rounds < max_rounds:
         k = rounds % len(methods)
         for m in [*methods[k:], *methods[:k]]:
+            for _ in range(drain):
+                step(m)
             times = [step(m) for _ in range(per_round)]
             steps[m] += times
             per[m].append(statistics.fmean(times))
@@ -111,6 +116,7 @@ def interleaved_costs(step: Callable[[str], float], methods: Sequence[str], refe
         mean, lo, hi = mean_interval([a / b for a, b in zip(per[m], per[reference])])
         out[m] = {"method": m, "s_per_iter": mean * base, "ratio": mean, "ratio_low": lo, "ratio_high": hi,
                   "reference": reference, "rounds": rounds, "per_round": per_round, "warmup_steps": warmup,
+                  "drain_steps": drain,
                   "converged": converged, "tolerance": tolerance, "step_seconds": steps[m]}
     return out
 

@@ -418,8 +418,11 @@ def probe_costs(config: str | None, methods: list[str], seed: int, budget: str, 
     warmup, steps = trainers[reference].cfg.train.probe_warmup, trainers[reference].cfg.train.probe_steps
     print(f"[compare] timing {', '.join(methods)} against {reference} in interleaved rounds (±{100 * tolerance:g} % "
           f"wanted, at most {max_seconds:g}s)", flush=True)
+    # a loader prefetches workers x prefetch_factor (2) batches while the other methods run: drain them
+    data = trainers[reference].cfg.data
     costs = interleaved_costs(lambda m: trainers[m].timed_step(), methods, reference, warmup=max(1, warmup),
-                              per_round=max(1, min(steps, 2)), tolerance=tolerance, max_seconds=max_seconds)
+                              per_round=max(1, min(steps, 2)), tolerance=tolerance, max_seconds=max_seconds,
+                              drain=2 * data.workers)
     env_record = environment(env.device)
     for rec in costs.values():
         rec["env"] = env_record

@@ -168,3 +168,8 @@ def test_interleaved_costs_rotate_and_stop_when_the_ratio_is_known() -> None:
     capped = interleaved_costs(step, list(true), "baseline", warmup=0, min_rounds=2, max_rounds=200,
                                tolerance=1e-6, max_seconds=5.0, clock=lambda: clock["t"])
     assert not capped["kd"]["converged"] and capped["kd"]["rounds"] < 200
+    # drain: untimed steps at the start of each turn (what the loader prefetched meanwhile)
+    order.clear()
+    drained = interleaved_costs(step, list(true), "baseline", warmup=0, min_rounds=1, max_rounds=1, per_round=2,
+                                drain=3, clock=lambda: clock["t"])
+    assert order == ["baseline"] * 5 + ["kd"] * 5 + ["lfd"] * 5 and len(drained["kd"]["step_seconds"]) == 2
