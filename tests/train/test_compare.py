@@ -17,18 +17,8 @@ from test_fkd_layers import save_teacher
 
 from runtime.errors import UserError
 from runtime.io import pid_alive
-from train.compare import (
-    compare,
-    default_val_every,
-    distill_command,
-    gap_closed,
-    main,
-    markdown_report,
-    read_val_curve,
-    resolve_counts,
-    summarize,
-    table,
-)
+from train.compare import compare, default_val_every, distill_command, main, resolve_counts
+from train.compare_report import gap_closed, markdown_report, read_val_curve, summarize, table
 
 
 def result(miou: float, best: float, it: int, spi: float, mem: float) -> dict:
