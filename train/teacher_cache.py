@@ -302,14 +302,15 @@ def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outp
         "image_sizes": (existing or {}).get("image_sizes") or None,
         "build_seconds": float(existing.get("build_seconds", 0.0)) if existing else 0.0,
     }
-    if not manifest["image_sizes"] and not cfg.data.val_size:
-        manifest["image_sizes"] = [list(teacher_view(reader[i][0], cfg).shape[1:]) for i in range(len(ids))]
+    if not manifest["image_sizes"] and not cfg.data.val_size:  # the teacher sees each image as read
+        manifest["image_sizes"] = [list(reader[i][0].shape[:2]) for i in range(len(ids))]
     atomic_write_json(out / MANIFEST, manifest)
-    present = [f for f, p in verify_files(out, manifest, wanted) if p != "missing"]
+    bad = verify_files(out, manifest, wanted)
+    present = [f for f, p in bad if p != "missing"]
     if present and not quiet:
         print(f"teacher cache {out}: {len(present)} file(s) do not match the manifest and are rebuilt "
               f"(e.g. {present[0]})", flush=True)
-    stale = {str(f) for f, _ in verify_files(out, manifest, wanted)}
+    stale = {str(f) for f, _ in bad}
     todo = sorted({int(Path(f).stem) for f in stale})
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), unit="img", desc="teacher cache",
                dynamic_ncols=True, mininterval=1.0, disable=quiet)
