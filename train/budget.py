@@ -18,6 +18,15 @@ methods alike; per round r the cost ratio to the reference method is
 and rounds continue until the 95 % interval of the mean ratio, ρ̄_m ± t_{0.975, n−1} · s(ρ_m) / √n, is
 within ±`tolerance` of ρ̄_m for every method (or the round or time cap is reached: the interval is
 reported either way). Each method's seconds per iteration is then ρ̄_m times the reference's median step.
+
+A budget can also be matched in counted FLOPs (`train.compare --match flops`), which no machine or load
+changes: `counted_flops` runs one real training step under torch's FlopCounterMode, which counts 2 FLOPs
+per multiply-add of every matrix product and convolution, forward and backward (the online teacher's
+forward included; element-wise ops, data loading and cache reads are not counted). A budget of N
+reference iterations is F = N · f_ref FLOPs, and a method with step cost f_m and a cache build of C FLOPs
+shared by R runs trains for
+
+    iterations_m = max(1, floor((F − C / R) / f_m)).
 """
 
 from __future__ import annotations
@@ -47,6 +56,33 @@ def charge_cache(seconds: float, cache_seconds: float, runs_sharing: int) -> flo
     """The training seconds left to one run when a cache build of `cache_seconds` is shared by
     `runs_sharing` runs (1: charged in full to each run)."""
     return seconds - cache_seconds / max(1, runs_sharing)
+
+
+def counted_flops(fn: Callable[[], Any]) -> int:
+    """The FLOPs torch's FlopCounterMode counts while `fn()` runs (see the module docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def forward_flops(model: Any, shape: Sequence[int]) -> int:
+    """Counted FLOPs of one inference forward of `model` on a zero input of `shape` (N x 3 x H x W)."""
+    import torch
+
+    p = next(model.parameters())
+    x = torch.zeros(tuple(shape), dtype=p.dtype, device=p.device)
+    with torch.no_grad():
+        return counted_flops(lambda: model(x))
+
+
+def format_flops(flops: float) -> str:
+    """1.23e12 -> '1.23 TFLOP' (G, T, P prefixes)."""
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
+        if abs(flops) >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.3g} FLOP"
 
 
 def probe_record(times: Sequence[float], warmup: int, method: str, env: dict[str, Any]) -> dict[str, Any]:

@@ -119,25 +119,32 @@ def stem_of(config: str | None) -> str:
 
 def teacher_miou_on(cfg: Config, teacher: str, out: Path) -> float:
     """The teacher's mIoU on `cfg`'s validation split, scored by the engine's own `validate` (same
-    transforms, precision and resizing as the students); cached in `<out>/teacher.json`."""
-    cache = out / "teacher.json"
-    if cache.is_file():
-        rec = json.loads(cache.read_text())
-        if rec.get("teacher") == str(teacher):
-            return float(rec["miou"])
-    from train.checkpoint import check_same_classes, model_from_checkpoint
-    from train.data import build_loaders
-    from train.engine import Trainer
-    from train.losses import TaskLoss
+    transforms, precision and resizing as the students); cached in `<out>/teacher.json` with its per-class
+    IoU, whose table is printed (with a warning naming the classes at 0 IoU)."""
+    from train.class_scores import class_iou_report
 
-    train_loader, val_loader, data_info = build_loaders(cfg, False, 0, 1)
-    model, info, _ = model_from_checkpoint(teacher, "cpu")
-    check_same_classes(info.to_dict(), data_info.to_dict(), f"the teacher {teacher}",
-                       f"the dataset ({cfg.data.dataset})")
-    trainer = Trainer(cfg, model, TaskLoss(), train_loader, val_loader, data_info, run_dir=out / "teacher-eval")
-    metrics = trainer.validate()
-    atomic_write_json(cache, {"teacher": str(teacher), "miou": metrics["mIoU"], "metrics": metrics})
-    return float(metrics["mIoU"])
+    cache = out / "teacher.json"
+    rec = json.loads(cache.read_text()) if cache.is_file() else {}
+    if rec.get("teacher") != str(teacher):
+        from train.checkpoint import check_same_classes, model_from_checkpoint
+        from train.data import build_loaders
+        from train.engine import Trainer
+        from train.losses import TaskLoss
+
+        train_loader, val_loader, data_info = build_loaders(cfg, False, 0, 1)
+        model, info, _ = model_from_checkpoint(teacher, "cpu")
+        check_same_classes(info.to_dict(), data_info.to_dict(), f"the teacher {teacher}",
+                           f"the dataset ({cfg.data.dataset})")
+        trainer = Trainer(cfg, model, TaskLoss(), train_loader, val_loader, data_info, run_dir=out / "teacher-eval")
+        metrics = trainer.validate()
+        rec = {"teacher": str(teacher), "miou": metrics["mIoU"], "per_class_iou": metrics["per_class_iou"],
+               "metrics": metrics}
+        atomic_write_json(cache, rec)
+    per_class = rec.get("per_class_iou") or (rec.get("metrics") or {}).get("per_class_iou")
+    if per_class:
+        print(class_iou_report(per_class, f"[compare] teacher per-class val IoU % (mIoU "
+                                          f"{100 * float(rec['miou']):.2f}):"), flush=True)
+    return float(rec["miou"])
 
 
 def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str], methods: list[str],
@@ -158,6 +165,29 @@ def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str]
     return str(path), float(manifest.get("build_seconds") or 0.0), built
 
 
+def build_trainers(config: str | None, methods: list[str], seed: int, budget: str, teacher: str | None, out: Path,
+                   overrides: list[str], cache: str | None, folder: str) -> dict[str, Any]:
+    """One Trainer per method (built as its run would be, in this process, writing under `<out>/<folder>/`),
+    for measuring step costs; nothing is trained."""
+    from train import distributed as D
+    from train.distill import build_run, read_teacher
+
+    env = D.DistEnv(device=D.resolve_device(load_config(config, overrides).train.device))
+    trainers = {}
+    for m in methods:
+        cfg = load_config(config, run_overrides(config, m, seed, budget, teacher, out, "0", overrides, cache=cache))
+        trainers[m] = build_run(cfg, env, read_teacher(cfg.distill.teacher, m), out / folder / m).trainer
+    return trainers
+
+
+def _reuse(path: Path, methods: list[str]) -> dict[str, dict[str, Any]] | None:
+    if path.is_file():
+        prior = json.loads(path.read_text())
+        if set(methods) <= set(prior):
+            return {m: prior[m] for m in methods}
+    return None
+
+
 def probe_costs(config: str | None, methods: list[str], seed: int, budget: str, teacher: str | None, out: Path,
                 overrides: list[str], cache: str | None, tolerance: float = 0.03, max_seconds: float = 120.0
                 ) -> dict[str, dict[str, Any]]:
@@ -165,21 +195,14 @@ def probe_costs(config: str | None, methods: list[str], seed: int, budget: str, 
     batches (train/budget.py `interleaved_costs`; reused from `<out>/probes.json` when it holds them all).
     The reference is `baseline` when compared, else the first method."""
     path = out / "probes.json"
-    if path.is_file():
-        prior = json.loads(path.read_text())
-        if set(methods) <= set(prior):
-            return {m: prior[m] for m in methods}
-    from train import distributed as D
+    prior = _reuse(path, methods)
+    if prior is not None:
+        return prior
     from train.budget import interleaved_costs
-    from train.distill import build_run, read_teacher
     from train.env import environment
 
     reference = "baseline" if "baseline" in methods else methods[0]
-    env = D.DistEnv(device=D.resolve_device(load_config(config, overrides).train.device))
-    trainers = {}
-    for m in methods:
-        cfg = load_config(config, run_overrides(config, m, seed, budget, teacher, out, "0", overrides, cache=cache))
-        trainers[m] = build_run(cfg, env, read_teacher(cfg.distill.teacher, m), out / "probes" / m).trainer
+    trainers = build_trainers(config, methods, seed, budget, teacher, out, overrides, cache, "probes")
     warmup, steps = trainers[reference].cfg.train.probe_warmup, trainers[reference].cfg.train.probe_steps
     print(f"[compare] timing {', '.join(methods)} against {reference} in interleaved rounds (±{100 * tolerance:g} % "
           f"wanted, at most {max_seconds:g}s)", flush=True)
@@ -188,12 +211,59 @@ def probe_costs(config: str | None, methods: list[str], seed: int, budget: str, 
     costs = interleaved_costs(lambda m: trainers[m].timed_step(), methods, reference, warmup=max(1, warmup),
                               per_round=max(1, min(steps, 2)), tolerance=tolerance, max_seconds=max_seconds,
                               drain=2 * data.workers)
-    env_record = environment(env.device)
+    env_record = environment(trainers[reference].device)
     for rec in costs.values():
         rec["env"] = env_record
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, costs)
     return costs
+
+
+def count_step_flops(config: str | None, methods: list[str], seed: int, budget: str, teacher: str | None,
+                     out: Path, overrides: list[str], cache: str | None) -> dict[str, dict[str, Any]]:
+    """Every method's counted FLOPs per training step (train/budget.py `counted_flops`: one warm-up step,
+    then two counted steps, which must agree), and the ratio to the reference (`baseline` when compared);
+    reused from `<out>/flops.json` when it holds them all."""
+    path = out / "flops.json"
+    prior = _reuse(path, methods)
+    if prior is not None:
+        return prior
+    from train.budget import counted_flops
+
+    reference = "baseline" if "baseline" in methods else methods[0]
+    trainers = build_trainers(config, methods, seed, budget, teacher, out, overrides, cache, "flops")
+    per: dict[str, int] = {}
+    for m, trainer in trainers.items():
+        trainer.timed_step()  # lazy initialisation outside the count
+        counts = [counted_flops(trainer.timed_step) for _ in range(2)]
+        if abs(counts[0] - counts[1]) > 1e-6 * max(counts):
+            raise UserError(f"method {m} counted {counts[0]} and then {counts[1]} FLOPs in two training steps: its "
+                            f"step cost depends on the batch, so --match flops cannot resolve it; use --match probe")
+        per[m] = counts[0]
+        if per[m] <= 0:
+            raise UserError(f"no FLOPs were counted in a training step of {m}; use --match probe")
+    rec = {m: {"method": m, "step_flops": f, "ratio": f / per[reference], "reference": reference}
+           for m, f in per.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, rec)
+    return rec
+
+
+def cache_build_flops(path: str, teacher: str) -> int:
+    """Counted FLOPs of building the teacher cache at `path`: the manifest's `build_flops` when recorded,
+    else one teacher forward per training image at its stored view size."""
+    from collections import Counter
+
+    from train.budget import forward_flops
+    from train.checkpoint import model_from_checkpoint
+    from train.teacher_cache import image_sizes, read_manifest
+
+    manifest = read_manifest(path) or {}
+    if manifest.get("build_flops"):
+        return int(manifest["build_flops"])
+    model, _, _ = model_from_checkpoint(teacher, "cpu")
+    sizes = Counter(image_sizes(manifest))
+    return sum(n * forward_flops(model, (1, 3, *size)) for size, n in sizes.items())
 
 
 def compare(config: str | None, methods: list[str], budget: str, seeds: int, teacher: str | None, out: Path,
@@ -204,8 +274,11 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     for m in methods:
         parse_method(m)
     b = parse_budget(budget)
-    if match not in ("probe", "wallclock"):
-        raise UserError(f"--match {match}: choose probe or wallclock")
+    if match not in ("probe", "wallclock", "flops"):
+        raise UserError(f"--match {match}: choose probe, wallclock or flops")
+    if match == "flops" and b.is_time:
+        raise UserError(f"--match flops counts compute, not seconds: give --budget as a number of baseline "
+                        f"iterations (e.g. --budget 200: every run gets the FLOPs of 200 baseline steps), not {budget}")
     if charge not in ("both", "amortised"):
         raise UserError(f"--charge {charge}: choose both or amortised")
     for item in overrides:
@@ -222,6 +295,7 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     budget_text = str(b)
     probe_budget = b.is_time and match == "probe"
+    flops_budget = match == "flops"
 
     cache, cache_s, cache_built = (build_comparison_cache(cfg, config, overrides, methods, teacher, teacher_cache)
                                    if teacher is not None else (None, 0.0, False))
@@ -231,11 +305,19 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
               f"{cache_s:.1f}s, read by {', '.join(cached)}", flush=True)
 
     probes: dict[str, dict[str, Any]] = {}
+    flops: dict[str, dict[str, Any]] = {}
+    cache_flops = 0
     counts: dict[str, dict[str, int]] = {}
+    runs_sharing = max(1, len(cached) * len(seed_values))
     if resolved is not None:
         prior = json.loads(Path(resolved).read_text())
         counts = {m: {k: int(v) for k, v in c.items()} for m, c in (prior.get("resolved") or {}).items()}
         probes = prior.get("probes") or {}
+        flops = prior.get("flops") or {}
+        if (prior.get("match") == "flops") != flops_budget:
+            raise UserError(f"{resolved} resolved its counts with --match {prior.get('match')}; replay it with the "
+                            f"same --match and --budget")
+        cache_flops = int(prior.get("cache_flops") or 0)
         missing = [m for m in methods if m not in counts]
         if missing:
             raise UserError(f"{resolved} resolves no iteration count for {', '.join(missing)}; rerun the "
@@ -246,9 +328,23 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
         for m, p in probes.items():
             print(f"[compare] {m}: {p['s_per_iter']:.3f} s/iter, {p['ratio']:.3f}x {p['reference']} "
                   f"(95 % interval {p['ratio_low']:.3f}-{p['ratio_high']:.3f}, {p['rounds']} rounds)", flush=True)
-        runs_sharing = max(1, len(cached) * len(seed_values))
         counts = resolve_counts({m: p["s_per_iter"] for m, p in probes.items()}, float(b.seconds or 0),
                                 cache_s, cached, runs_sharing)
+    elif flops_budget:
+        from train.budget import format_flops
+
+        flops = count_step_flops(config, methods, seed_values[0], budget, teacher, out, overrides, cache)
+        cache_flops = cache_build_flops(cache, teacher) if cache and teacher else 0
+        reference = next(iter(flops.values()))["reference"]
+        total = float(b.iterations or 0) * flops[reference]["step_flops"]
+        for m, f in flops.items():
+            print(f"[compare] {m}: {format_flops(f['step_flops'])} per step, {f['ratio']:.3f}x {reference}",
+                  flush=True)
+        print(f"[compare] budget {format_flops(total)} per run ({b.iterations} {reference} steps)"
+              + (f"; cache build {format_flops(cache_flops)}, {format_flops(cache_flops / runs_sharing)} per run "
+                 f"that reads it" if cache_flops else ""), flush=True)
+        counts = resolve_counts({m: float(f["step_flops"]) for m, f in flops.items()}, total, float(cache_flops),
+                                cached, runs_sharing)
     if counts:
         print("[compare] iterations per run: " + ", ".join(
             f"{m} {c['amortised']}" + (f" (charged {c['charged']})" if "charged" in c else "")
@@ -260,7 +356,7 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
         if not counts:
             return [(name, "amortised", None)]
         c = counts[method]
-        runs = [(name, "amortised", c["amortised"])]
+        runs: list[tuple[str, str, int | None]] = [(name, "amortised", c["amortised"])]
         if charge == "both" and "charged" in c:
             runs.append((run_name(stem_of(config), f"{method}-charged", seed), "charged", c["charged"]))
         return runs
@@ -276,13 +372,16 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
                 results_path = run_dir / "results.json"
                 period = (str(max(1, iterations // 10)) if iterations is not None and not val_every
                           else val_every or default_val_every(budget))
+                # --match flops: each run is an iteration budget of its own count; probe: a resolved time budget
+                run_budget, run_iterations = (str(iterations), None) if flops_budget else (budget, iterations)
+                expected = str(parse_budget(run_budget))
                 if results_path.is_file():
                     print(f"[compare] {name}: finished earlier, reusing {results_path}", flush=True)
                 else:
                     print(f"[compare] {name}: running" + (f" {iterations} iterations" if iterations else ""),
                           flush=True)
-                    cmd = distill_command(config, method, seed, budget, teacher, out, period, overrides,
-                                          iterations, cache, name)
+                    cmd = distill_command(config, method, seed, run_budget, teacher, out, period, overrides,
+                                          run_iterations, cache, name)
                     wait_for_folder(run_dir)
                     try:
                         rc = run_child(cmd)
@@ -295,30 +394,38 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
                         print(f"[compare] {name} failed with exit code {rc}; continuing", flush=True)
                         continue
                 result = json.loads(results_path.read_text())
-                if result.get("budget") != budget_text or (
-                        iterations is not None and result.get("resolved_iterations") != iterations):
+                if result.get("budget") != expected or (
+                        run_iterations is not None and result.get("resolved_iterations") != run_iterations):
                     raise UserError(f"{results_path} is a run with budget {result.get('budget')} "
-                                    f"({result.get('resolved_iterations')} iterations), not {budget_text} "
+                                    f"({result.get('resolved_iterations')} iterations), not {expected} "
                                     f"({iterations}); pass another --out for a new comparison")
                 (charged if accounting == "charged" else runs)[method].append({**result, "seed": seed})
-                if accounting == "amortised":
+                if accounting == "amortised" and flops_budget:  # against counted compute, in TFLOP
+                    f, share = flops[method]["step_flops"], (cache_flops / runs_sharing if method in cached else 0)
+                    curves[method].append([((i * f + share) / 1e12, v)
+                                           for i, v in read_val_curve(run_dir / "log.jsonl", "iteration")])
+                elif accounting == "amortised":
                     curves[method].append(read_val_curve(run_dir / "log.jsonl"))
 
     t_miou = teacher_miou_on(cfg, teacher, out) if teacher is not None else None
     rows = summarize({m: r for m, r in runs.items() if r}, t_miou, charged=charged,
                      probes={m: p["s_per_iter"] for m, p in probes.items()},
                      cache_seconds={m: cache_s for m in cached}, costs=probes,
-                     runs_sharing=max(1, len(cached) * len(seed_values)))
+                     runs_sharing=runs_sharing, step_flops={m: f["step_flops"] for m, f in flops.items()},
+                     cache_flops={m: cache_flops for m in cached} if flops else None)
+    match_text = "flops" if flops_budget else "probe" if probe_budget else "wallclock" if b.is_time else "iterations"
     report = {
         "config": config,
         "budget": budget_text,
-        "match": "probe" if probe_budget else "wallclock" if b.is_time else "iterations",
+        "match": match_text,
         "val_every": val_every,
         "seeds": seed_values,
         "teacher": {"checkpoint": teacher, "miou": t_miou},
         "teacher_cache": {"path": cache, "build_seconds": cache_s, "built_now": cache_built, "read_by": cached,
                           "runs_sharing": len(cached) * len(seed_values)} if cache else None,
         "probes": probes,
+        "flops": flops,
+        "cache_flops": cache_flops,
         "resolved": counts,
         "methods": rows,
         "runs": {m: [{k: r.get(k) for k in ("seed", "run_dir", "final_miou", "best_miou", "iterations",
@@ -329,9 +436,10 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare.json", report)
-    atomic_write_text(out / "compare.md", markdown_report(rows, t_miou, budget, seeds, report["match"]))
+    atomic_write_text(out / "compare.md", markdown_report(rows, t_miou, budget, seeds, match_text))
     plot_curves({m: c for m, c in curves.items() if c}, t_miou, out / "compare.png",
-                f"{stem_of(config)}: {budget_text} per run")
+                f"{stem_of(config)}: {budget_text} per run" + (" (FLOP-matched)" if flops_budget else ""),
+                "counted compute (TFLOP, cache build shared)" if flops_budget else "training time (s, budget clock)")
     return report
 
 
@@ -360,16 +468,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated methods; '+' combines methods in one run (e.g. baseline,kd,kd+cwd,lfd); "
                         "include 'baseline' for the gap-closed column (default: %(default)s)")
     p.add_argument("--budget", required=True,
-                   help="per-run budget: iterations (4000) or wall-clock (90s, 10m, 2h)")
+                   help="per-run budget: iterations (4000) or wall-clock (90s, 10m, 2h); with --match flops, the "
+                        "number of baseline iterations whose FLOPs every run gets")
     p.add_argument("--seeds", type=int, default=1, help="seeds per method: train.seed, +1, ... (default 1)")
     p.add_argument("--teacher", help="teacher checkpoint (default: distill.teacher of the config)")
     p.add_argument("--out", help="comparison folder (default: runs/compare-<config stem>-<budget>)")
     p.add_argument("--val-every", help="validation period of each run, iterations or wall-clock "
                                        "(default: a tenth of the budget, i.e. 10 points per curve)")
-    p.add_argument("--match", default="probe", choices=("probe", "wallclock"),
-                   help="how a wall-clock budget is matched: probe (default) times each method's step first and "
-                        "trains every run for the iterations its budget buys, reproducible and immune to load; "
-                        "wallclock runs the budget live as a clock")
+    p.add_argument("--match", default="probe", choices=("probe", "wallclock", "flops"),
+                   help="how compute is matched: probe (default, wall-clock budget) times each method's step first "
+                        "and trains every run for the iterations its budget buys; wallclock runs the budget live as "
+                        "a clock; flops (budget in baseline iterations, e.g. 200) gives every run the counted FLOPs "
+                        "of that many baseline steps (teacher forward counted, cache build shared), the same on "
+                        "any machine")
     p.add_argument("--probe-tolerance", type=float, default=0.03, metavar="FRACTION",
                    help="--match probe: time the methods in interleaved rounds until each one's cost ratio to the "
                         "baseline is known within this fraction (95 %% interval; default %(default)s)")

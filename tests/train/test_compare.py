@@ -249,3 +249,42 @@ def test_spent_seconds_outside_five_percent_get_a_warning_row() -> None:
     md = markdown_report(list(rows.values()), 0.6, "60s", 1)
     assert md.count("**warning**") == 1 and "kd spent -6.7 %" in md
     assert "1.100 (1.080-1.120)" in md
+
+
+def test_flops_matched_comparison(tmp_path: Path) -> None:
+    """--match flops: every step's FLOPs counted, an online teacher's forward included (KD's step is the
+    baseline's plus exactly one teacher forward on the batch), a cache's build counted once and shared;
+    each run trains floor((N · f_baseline − cache share) / f_method) iterations, and the report checks FLOPs."""
+    from train.budget import forward_flops
+    from train.checkpoint import model_from_checkpoint
+
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    t_model, _, _ = model_from_checkpoint(teacher, "cpu")
+    base = ["--config", str(tiny_config(tmp_path)), "--methods", "baseline,kd", "--budget", "4", "--match", "flops",
+            "--teacher", str(teacher), "--charge", "amortised"]
+    with pytest.raises(UserError, match="baseline iterations"):
+        compare(str(tiny_config(tmp_path)), ["baseline"], "10s", 1, None, tmp_path / "x", [], match="flops")
+
+    online = tmp_path / "online"
+    assert main([*base, "--out", str(online), "--teacher-cache", "off"]) == 0
+    report = json.loads((online / "compare.json").read_text())
+    f = {m: r["step_flops"] for m, r in report["flops"].items()}
+    assert report["match"] == "flops" and report["cache_flops"] == 0
+    assert f["kd"] - f["baseline"] == forward_flops(t_model, (2, 3, 64, 128))  # batch 2 of 64 x 128 crops
+    assert report["resolved"] == {"baseline": {"amortised": 4}, "kd": {"amortised": max(1, 4 * f["baseline"] // f["kd"])}}
+    for m in ("baseline", "kd"):
+        run = json.loads((online / f"tiny-{m}-s0" / "results.json").read_text())
+        assert run["iterations"] == report["resolved"][m]["amortised"]
+    rows = {r["method"]: r for r in report["methods"]}
+    assert rows["kd"]["flops_spent"] == rows["kd"]["iterations"] * f["kd"]
+    md = (online / "compare.md").read_text()
+    assert "TFLOP spent (vs baseline)" in md and "counted FLOPs of that many baseline steps" in md
+
+    cached = tmp_path / "cached"
+    assert main([*base, "--out", str(cached)]) == 0
+    report = json.loads((cached / "compare.json").read_text())
+    f = {m: r["step_flops"] for m, r in report["flops"].items()}
+    assert f["kd"] == f["baseline"]  # cache reads are not compute; the KD loss has no counted products
+    assert report["cache_flops"] == 6 * forward_flops(t_model, (1, 3, 64, 128))  # one forward per training image
+    assert report["resolved"] == resolve_counts({m: float(v) for m, v in f.items()}, 4.0 * f["baseline"],
+                                                float(report["cache_flops"]), ["kd"], 1)
