@@ -31,6 +31,7 @@ from train.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
 )
+from train.class_scores import checkpoint_class_report
 from train.config import Budget, Config, load_config, parse_budget
 from train.engine import Trainer, default_run_dir, seed_everything
 from train.losses import METHODS, build_objective, needs_teacher, parse_method, teacher_reads
@@ -161,6 +162,8 @@ def _distill(cfg: Config, env: D.DistEnv, method: str, budget: Budget, teacher_c
         if env.is_main:
             atomic_write_json(probe_only, record)
         return record
+    if env.is_main and needs_teacher(method) and (classes := checkpoint_class_report(run.teacher_meta)):
+        print(classes, flush=True)  # as the teacher's training recorded it: no evaluation here
     probe = resolve_budget(cfg, trainer, env, run_dir)
     results = trainer.fit()
     results["probe"] = probe

@@ -499,17 +499,21 @@ class Trainer(Resumable):
         metrics = self.validate()
         miou = metrics["mIoU"]
         record = {"iteration": self.iteration, "elapsed": round(self.elapsed, 4), "mIoU": miou,
-                  "pixel_acc": metrics["pixel_acc"]}
+                  "pixel_acc": metrics["pixel_acc"], "per_class_iou": metrics["per_class_iou"]}
         self.val_history.append(record)
         self._write_log({"kind": "val", **record})
         log(f"iteration {self.iteration}: val mIoU {miou:.4f}, pixel acc {metrics['pixel_acc']:.4f}")
         if not math.isnan(miou) and miou > self.best_miou and self._params_finite():
             self.best_miou, self.best_iteration = miou, self.iteration
             if self.env.is_main:
-                save_checkpoint(self.run_dir / "best.pt", self.student, self.data_info, self._train_info(miou))
+                save_checkpoint(self.run_dir / "best.pt", self.student, self.data_info,
+                                self._train_info(miou, metrics["per_class_iou"]))
         return metrics
 
-    def _train_info(self, val_miou: float | None) -> dict[str, Any]:
+    def _train_info(self, val_miou: float | None, per_class_iou: dict[str, float | None] | None = None
+                    ) -> dict[str, Any]:
+        """The checkpoint's `train` block; `val_miou` and `per_class_iou` are of the validation it was
+        saved after (None for last.pt)."""
         return {
             "method": self.method,
             "config": self.cfg.to_dict(),
@@ -517,12 +521,19 @@ class Trainer(Resumable):
             "elapsed_s": self.elapsed,
             "budget": str(self.stated_budget),
             "val_miou": val_miou,
+            "val_per_class_iou": per_class_iou,
             "best_miou": self.best_miou if self.best_iteration is not None else None,
             "best_iteration": self.best_iteration,
             "world_size": self.env.world,
             "precision": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
             "git_commit": git_commit(),
         }
+
+    def _per_class_iou(self, iteration: int | None) -> dict[str, float | None] | None:
+        """Per-class IoU of the validation at `iteration` (None: none there, or a log from before they
+        were recorded)."""
+        return next((v.get("per_class_iou") for v in reversed(self.val_history) if v["iteration"] == iteration),
+                    None)
 
     def _finish(self) -> dict[str, Any]:
         final_miou = None
@@ -535,7 +546,8 @@ class Trainer(Resumable):
             raise UserError(f"the weights are not finite at the end of training (iteration {self.iteration}); "
                             f"final.pt was not written. Try a lower optim.lr or optim.grad_clip=1.0")
         if self.env.is_main:
-            save_checkpoint(self.run_dir / "final.pt", self.student, self.data_info, self._train_info(final_miou))
+            save_checkpoint(self.run_dir / "final.pt", self.student, self.data_info,
+                            self._train_info(final_miou, self._per_class_iou(self.iteration)))
             if self.val_loader is not None and self.best_iteration is None:
                 log(f"no best.pt: validation gave no score (no labelled pixel in the validation images, or "
                     f"none read); {self.run_dir / 'final.pt'} holds the weights at the end")
@@ -545,6 +557,8 @@ class Trainer(Resumable):
             "best_miou": self.best_miou if self.best_iteration is not None else None,
             "best_iteration": self.best_iteration,
             "final_miou": final_miou,
+            "best_per_class_iou": self._per_class_iou(self.best_iteration),
+            "final_per_class_iou": self._per_class_iou(self.iteration),
             "iterations": self.iteration,
             "elapsed_s": self.elapsed,
             "s_per_iter": self.elapsed / max(1, self.iteration),

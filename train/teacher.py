@@ -95,6 +95,19 @@ def describe_scores(best: float | None, final: float | None) -> str:
     return f"val mIoU {100 * best:.2f} (best), {100 * final:.2f} (final)"
 
 
+def teacher_class_report(results: dict[str, Any]) -> str | None:
+    """The per-class IoU table of the checkpoint the command points to (best.pt, else final.pt), with a
+    warning naming the classes at 0 IoU; None without validation scores."""
+    from train.class_scores import class_iou_report
+
+    best = results.get("best_checkpoint") is not None
+    per_class = results.get("best_per_class_iou" if best else "final_per_class_iou")
+    if not per_class:
+        return None
+    which = f"best, iteration {results['best_iteration']}" if best else "final"
+    return class_iou_report(per_class, f"per-class val IoU % ({which}):", who="teacher")
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -108,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{results['iterations']} iterations in {results['elapsed_s']:.1f}s ({results['s_per_iter']:.3f} "
               f"s/iter), peak memory {results['peak_mem_mb']:.0f} MB")
         ckpt = results["best_checkpoint"] or results["final_checkpoint"]
+        report = teacher_class_report(results)
+        if report:
+            print(report)
         print(f"teacher checkpoint: {ckpt}\ndistil with: python -m train.distill --config ... teacher={ckpt}")
     return 0
 
