@@ -443,6 +443,28 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     return report
 
 
+def sweep_main(args: argparse.Namespace, methods: list[str], out: Path) -> int:
+    """--budgets: one comparison per budget (train/sweep.py), then the sweep's table and plot."""
+    from train.run_lock import run_lock
+    from train.sweep import parse_budgets, sweep, sweep_table
+
+    budgets = parse_budgets(args.budgets)
+
+    def run_one(budget: str, folder: Path) -> dict[str, Any]:
+        return compare(args.config, methods, budget, args.seeds, args.teacher, folder, args.overrides,
+                       args.val_every, args.match, None, args.teacher_cache, args.charge, args.probe_tolerance,
+                       args.probe_seconds)
+
+    with sigterm_as_interrupt(), run_lock(out, hint="--out"):
+        result = sweep(budgets, out, run_one, args.seeds, f"{stem_of(args.config)}: {', '.join(methods)}")
+    print(f"\nmIoU (%) by budget ({result['unit']}); Δ to the baseline, ✓ beyond 2 pooled seed std")
+    print(sweep_table(result["rows"]))
+    for f in result["failed"]:
+        print(f"failed: {f['method']} seed {f['seed']} (exit code {f['exit_code']}): {' '.join(f['command'])}")
+    print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'}, {out / 'sweep.png'}")
+    return 1 if result["failed"] else 0
+
+
 def stopped(out: Path, names: list[str], current: str) -> None:
     """The line printed when a signal stops the comparison: which runs are finished, and how to continue."""
     done = [n for n in names if (out / n / "results.json").is_file()]
@@ -467,9 +489,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="baseline,kd,cwd,fitnet,at,lfd,fkd",
                    help="comma-separated methods; '+' combines methods in one run (e.g. baseline,kd,kd+cwd,lfd); "
                         "include 'baseline' for the gap-closed column (default: %(default)s)")
-    p.add_argument("--budget", required=True,
+    p.add_argument("--budget",
                    help="per-run budget: iterations (4000) or wall-clock (90s, 10m, 2h); with --match flops, the "
                         "number of baseline iterations whose FLOPs every run gets")
+    p.add_argument("--budgets", metavar="B1,B2,...",
+                   help="a budget sweep instead of --budget: every method at each budget (increasing, e.g. "
+                        "1m,2m,4m,8m, or 100,200,400 with --match flops), one teacher cache and one cost "
+                        "measurement, each budget in <out>/budget-<b>/; adds sweep.json, sweep.md (mIoU by budget "
+                        "and method, where each beats the baseline by more than 2 seed std) and sweep.png (mIoU "
+                        "against compute, seed spread shaded, crossings of the baseline marked)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per method: train.seed, +1, ... (default 1)")
     p.add_argument("--teacher", help="teacher checkpoint (default: distill.teacher of the config)")
     p.add_argument("--out", help="comparison folder (default: runs/compare-<config stem>-<budget>)")
@@ -512,8 +540,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.probe_tolerance < 1 or not args.probe_seconds > 0:
         raise UserError(f"--probe-tolerance {args.probe_tolerance:g} must lie in (0, 1) and --probe-seconds "
                         f"{args.probe_seconds:g} be above 0")
-    out = Path(args.out or f"runs/compare-{stem_of(args.config)}-{args.budget}")
+    if bool(args.budget) == bool(args.budgets):
+        raise UserError("give either --budget (one comparison) or --budgets (a sweep, e.g. --budgets 1m,2m,4m)")
+    out = Path(args.out or f"runs/compare-{stem_of(args.config)}-{args.budget or 'sweep'}")
     from train.run_lock import run_lock
+
+    if args.budgets:
+        return sweep_main(args, methods, out)
 
     # one comparison writes a folder; each run locks its own sub-folder too. SIGTERM outside a child's run
     # (cache build, teacher scoring) stops like Ctrl-C; inside one it is forwarded (run_child).
