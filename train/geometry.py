@@ -20,6 +20,13 @@ over a length L sits at (k + 0.5) · L / n, so output cell (k, l) reads the whol
 in units of the image extent (grid_sample coordinates 2y − 1, bilinear, edges clamped). When the scale
 shrinks the map, it is first resized to its scaled size with antialiasing, as the image is, so that the
 warp of a stride-1 map of a pixel-wise function of the image equals that function of the augmented image.
+
+The stored map may also cover the image at another scale s_c (size `scaled_size(extent, s_c)`, the
+teacher cache's multiscale mode) and mirrored: the point x of the image then sits at x (or W_c − x) in
+pixels of that view, and the map shrinks by Hs / H_c. With `stride` r given, a map of n cells is taken
+to cover n · r pixels of its view (cell k centred at (k + 0.5) · r, what a stride-r network with "same"
+padding computes on a side that r does not divide: ceil(L / r) cells, the last one partly over padding),
+and the crop's cells sit at (k + 0.5) · r of the crop likewise; without it, n cells cover exactly L.
 """
 
 from __future__ import annotations
@@ -59,6 +66,11 @@ class Geometry:
         return Geometry(size, size, 0, 0, size, False)
 
 
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The size of an image of `size` resized by `scale`: round(s · H) x round(s · W), at least 1."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def draw_geometry(source: tuple[int, int], scale_range: tuple[float, float], crop: tuple[int, int],
                   flip: bool, base: tuple[int, int] | None = None) -> Geometry:
     """Draw scale, crop offset and flip from torch's global RNG (seed it per sample for reproducibility).
@@ -67,7 +79,7 @@ def draw_geometry(source: tuple[int, int], scale_range: tuple[float, float], cro
     h, w = base or source
     lo, hi = scale_range
     s = lo + (hi - lo) * float(torch.rand(()))
-    hs, ws = max(1, round(h * s)), max(1, round(w * s))
+    hs, ws = scaled_size((h, w), s)
     hc, wc = crop
     # RandomCrop(pad_if_needed): a side shorter than the crop is padded by the difference on both ends
     pad_h, pad_w = max(0, hc - hs), max(0, wc - ws)
@@ -105,22 +117,30 @@ def crop_cells(g: Geometry, stride: int) -> tuple[int, int]:
     return math.ceil(g.crop[0] / stride), math.ceil(g.crop[1] / stride)
 
 
-def warp_map(m: torch.Tensor, g: Geometry, out_size: tuple[int, int]) -> torch.Tensor:
-    """C x h x w map of the whole image at `g.extent` (the size scale 1 maps to) -> C x out_size map of the
-    augmented crop (float32). The map shrinks by Hs / H_extent, the factor the image is resized by."""
+def warp_map(m: torch.Tensor, g: Geometry, out_size: tuple[int, int], stride: int | None = None,
+             scale: float | None = None, mirrored: bool = False) -> torch.Tensor:
+    """C x h x w map of the whole image -> C x out_size map of the augmented crop of `g` (float32).
+
+    The map covers the image at `scale` of `g.extent` (None: the extent itself, the size scale 1 maps to),
+    mirrored horizontally when `mirrored`; with `stride`, its n cells cover n · stride pixels of that view
+    (module docstring). It shrinks by Hs / H_view, the factor the image is resized by from that view."""
     m = m.float()
     h, w = m.shape[-2:]
     hs, ws = g.scaled
-    eh, ew = g.extent
-    shrunk = (max(1, round(h * hs / eh)), max(1, round(w * ws / ew)))
+    vh, vw = scaled_size(g.extent, scale) if scale is not None else g.extent
+    shrunk = (max(1, round(h * hs / vh)), max(1, round(w * ws / vw)))
     if shrunk[0] < h or shrunk[1] < w:  # antialias as the image's resize does; grid_sample would alias
         m = F.interpolate(m[None], size=(min(h, shrunk[0]), min(w, shrunk[1])), mode="bilinear",
                           align_corners=False, antialias=True)[0]
     ho, wo = out_size
     hc, wc = g.crop
-    ys = (g.top + (torch.arange(ho, dtype=torch.float64) + 0.5) * hc / ho) / hs
-    u = (torch.arange(wo, dtype=torch.float64) + 0.5) * wc / wo
-    xs = (g.left + (wc - u if g.flip else u)) / ws
-    gy, gx = torch.meshgrid(2 * ys - 1, 2 * xs - 1, indexing="ij")
+    cover_h, cover_w = (h * stride, w * stride) if stride else (vh, vw)  # view pixels the map spans
+    out_h, out_w = (ho * stride, wo * stride) if stride else (hc, wc)  # crop pixels the output spans
+    ys = (g.top + (torch.arange(ho, dtype=torch.float64) + 0.5) * out_h / ho) * vh / hs  # in view pixels
+    u = (torch.arange(wo, dtype=torch.float64) + 0.5) * out_w / wo
+    xs = (g.left + (wc - u if g.flip else u)) * vw / ws
+    if mirrored:
+        xs = vw - xs
+    gy, gx = torch.meshgrid(2 * ys / cover_h - 1, 2 * xs / cover_w - 1, indexing="ij")
     grid = torch.stack([gx, gy], -1).to(torch.float32)[None]
     return F.grid_sample(m[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from train.data import normalize_tensor
-from train.geometry import Geometry, apply_geometry, crop_cells, draw_geometry, warp_map
+from train.geometry import Geometry, apply_geometry, crop_cells, draw_geometry, scaled_size, warp_map
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -125,3 +125,51 @@ def test_warp_of_a_map_computed_at_val_size_uses_that_size(seed: int) -> None:
     err_old = (online - warp_map(whole, old, crop_cells(g, 1))).abs()[:, inside].mean()
     assert err < 0.03, float(err)
     assert err_old > 4 * err, (float(err_old), float(err))
+
+
+def conv_teacher(x: torch.Tensor) -> torch.Tensor:
+    """A fixed 3x3 convolution (stride 1, zero padding): not mirror-symmetric, so a target computed on the
+    unmirrored image and flipped differs from the one computed on the mirrored image."""
+    g = torch.Generator().manual_seed(4)
+    return F.conv2d(x, torch.randn(5, 3, 3, 3, generator=g), torch.randn(5, generator=g), padding=1)
+
+
+@pytest.mark.parametrize(("scale", "flip", "top", "left"), [(1.5, True, 7, 30), (0.75, False, -5, 3),
+                                                             (1.25, True, 0, -9), (2.0, False, 40, 100)])
+def test_a_view_at_the_sample_scale_and_flip_only_crops(scale: float, flip: bool, top: int, left: int) -> None:
+    """The multiscale cache's case: the map of the image at scale s_c (mirrored when the sample is flipped);
+    at s = s_c the warp is the crop itself, equal to the teacher's output on the augmented crop exactly
+    (inside the image, one pixel in from the crop's edge, where the 3x3 teacher saw the same pixels)."""
+    source, base, crop = (64, 128), (48, 96), (40, 64)
+    image = smooth_image(*source, seed=int(scale * 4))
+    label = torch.zeros(source, dtype=torch.uint8)
+    g = Geometry(source, scaled_size(base, scale), top, left, crop, flip, base)
+    view = apply_geometry(image, label, Geometry(source, g.scaled, 0, 0, g.scaled, flip, base))[0]
+    stored = conv_teacher(normalize_tensor(view, MEAN, STD)[None])[0]  # the (mirrored) view, as cached
+    img, lbl = apply_geometry(image, label, g)
+    online = conv_teacher(normalize_tensor(img, MEAN, STD)[None])[0]
+    inside = F.max_pool2d((lbl == 255).float()[None, None], 3, 1, 1)[0, 0] == 0
+    inside[0], inside[-1], inside[:, 0], inside[:, -1] = False, False, False, False
+    assert inside.float().mean() > 0.2
+    got = warp_map(stored, g, crop_cells(g, 1), 1, scale, flip)
+    torch.testing.assert_close(got[:, inside], online[:, inside], atol=1e-4, rtol=2e-5)  # float32 grid
+    if flip:  # the unmirrored view, flipped by the warp, is not the teacher's output on the flipped crop
+        plain_view = apply_geometry(image, label, Geometry(source, g.scaled, 0, 0, g.scaled, False, base))[0]
+        unmirrored = conv_teacher(normalize_tensor(plain_view, MEAN, STD)[None])[0]
+        wrong = warp_map(unmirrored, g, crop_cells(g, 1), 1, scale, False)
+        assert (wrong - online)[:, inside].abs().mean() > 0.1
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_a_coarse_map_of_a_side_the_stride_does_not_divide_covers_its_cells(mirrored: bool) -> None:
+    """A stride-8 map of a 36 x 100 view has ceil(36/8) x ceil(100/8) = 5 x 13 cells centred at
+    (k + 0.5) · 8: the last cell reaches past the image (a network pads there). Holding each cell's image
+    x (mirrored: W - x'), the warp of a crop must read its own cells' x."""
+    h, w, r = 36, 100, 8
+    xs = (torch.arange(13, dtype=torch.float32) + 0.5) * r
+    m = (w - xs if mirrored else xs).expand(1, 5, 13).clone()
+    g = Geometry((h, w), (h, w), 8, 40, (16, 32), False)
+    out = warp_map(m, g, crop_cells(g, r), r, 1.0, mirrored)
+    torch.testing.assert_close(out[0, 0], 40 + (torch.arange(4, dtype=torch.float32) + 0.5) * r, atol=1e-4, rtol=0)
+    # without the stride the 13 cells are spread over the 100 pixels: cell centres 7.7 apart, not 8
+    assert (warp_map(m, g, crop_cells(g, r))[0, 0] - out[0, 0]).abs().max() > 1.0
