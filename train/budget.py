@@ -157,10 +157,80 @@ def interleaved_costs(step: Callable[[str], float], methods: Sequence[str], refe
     return out
 
 
+def recheck_count(seconds: float, iteration: int, elapsed: float, s_per_iter: float) -> int:
+    """The count a run reaches when, `elapsed` budget-clock seconds in at `iteration`, the rest of its
+    `seconds` goes at `s_per_iter`: `iteration + floor((seconds − elapsed) / s_per_iter)`, at least 1."""
+    if not s_per_iter > 0 or not math.isfinite(s_per_iter):
+        raise ValueError(f"seconds per iteration must be a positive number, got {s_per_iter!r}")
+    return max(1, iteration + math.floor(max(0.0, seconds - elapsed) / s_per_iter + 1e-9))
+
+
+class Recheck:
+    """Re-resolves a probed count once, from the run's own speed (see the module docstring of
+    train/engine.py for where it is called). The probe runs in a fresh process, so its steps pay for
+    starting data workers and warming the allocator and kernels, which training does once; its count can
+    leave a good part of the budget unused. After `after` training iterations of this process, the mean
+    s/iter of the second half of them (budget clock, rank 0's under DDP) gives the count
+    `recheck_count(budget, iteration, elapsed, s_per_iter)`, recorded in the probe record (`recheck`,
+    `probe_iterations`, `iterations`).
+
+    A record that already holds a recheck (probe.json of a resumed run) is replayed: the probed count until
+    the recheck's iteration, the re-resolved one from there, as in the run that was interrupted."""
+
+    def __init__(self, record: dict[str, Any], after: int = 0) -> None:
+        self.record = record
+        self.after = int(after)
+        self.done = False
+        self.replayed = False  # the count came from the record, not from this process's speed
+        self._start: int | None = None
+        self._mark: tuple[int, float] | None = None
+
+    def observe(self, iteration: int, elapsed: float) -> int | None:
+        """Called at the top of every loop pass with the iteration reached and the budget clock; returns
+        the new count once (when it is resolved, or when a replay reaches its iteration), else None."""
+        if self.done:
+            return None
+        done = self.record.get("recheck")
+        if done is not None:
+            if iteration < int(done["iteration"]):
+                return None
+            self.done = self.replayed = True
+            return int(done["iterations"])
+        if self.after <= 0:
+            return None
+        if self._start is None:
+            self._start = iteration
+        if self._mark is None and iteration >= self._start + self.after // 2:
+            self._mark = (iteration, elapsed)
+        if iteration < self._start + self.after or self._mark is None or iteration <= self._mark[0]:
+            return None
+        s_per_iter = (elapsed - self._mark[1]) / (iteration - self._mark[0])
+        if not s_per_iter > 0:
+            return None  # a clock that did not move (no time to measure): keep the probed count
+        self.done = True
+        n = recheck_count(float(self.record["budget_seconds"]), iteration, elapsed, s_per_iter)
+        self.record["recheck"] = {"after": self.after, "from_iteration": self._mark[0], "iteration": iteration,
+                                  "elapsed_s": elapsed, "s_per_iter": s_per_iter, "iterations": n}
+        self.record["iterations"] = n
+        return n
+
+    def describe(self) -> str:
+        """The console line for the count `observe` returned."""
+        r, p = self.record["recheck"], self.record
+        if self.replayed:
+            return (f"[probe] {p.get('method')}: {r['iterations']} iterations from iteration {r['iteration']} on, "
+                    f"as re-resolved from the training speed before the run was resumed")
+        return (f"[probe] {p.get('method')}: training ran at {r['s_per_iter']:.3f} s/iter over iterations "
+                f"{r['from_iteration']}-{r['iteration']} (the probe: {p['s_per_iter']:.3f}); the "
+                f"{p['budget_seconds']:g}s budget is {r['iterations']} iterations (the probe's count: "
+                f"{p['probe_iterations']})")
+
+
 def resolve_budget(cfg: Config, trainer: Trainer, env: DistEnv, run_dir: Path) -> dict[str, Any] | None:
     """With `train.budget_mode=probe` and a wall-clock budget: the probe record, after setting
-    `cfg.train.iterations` (and the trainer's budget) to the count it resolves to. A resumed run reuses the
-    probe it recorded in `<run>/probe.json`, so that it finishes the same count."""
+    `cfg.train.iterations` (and the trainer's budget) to the count it resolves to; with
+    `train.probe_recheck` > 0 the trainer re-resolves it once from its own speed (`Recheck`). A resumed run
+    reuses the record in `<run>/probe.json` (and its recheck), so that it finishes the same count."""
     import torch
 
     from runtime.io import atomic_write_json
@@ -177,12 +247,20 @@ def resolve_budget(cfg: Config, trainer: Trainer, env: DistEnv, run_dir: Path) -
         record = trainer.probe(cfg.train.probe_warmup, cfg.train.probe_steps)
     n = torch.tensor([resolve_iterations(float(budget.seconds or 0), record["s_per_iter"])], dtype=torch.float64)
     n = broadcast_(n.to(env.device), 0)  # rank 0's probe decides for every rank
-    record["iterations"] = int(n.item())
+    record["probe_iterations"] = int(n.item())
+    if "recheck" not in record:
+        record["iterations"] = record["probe_iterations"]
     record["budget_seconds"] = float(budget.seconds or 0)
-    cfg.train.iterations = record["iterations"]
-    trainer.budget = Budget(iterations=record["iterations"])
+    # the run starts on the probed count; a recheck (live or replayed) changes it during training
+    cfg.train.iterations = record["probe_iterations"]
+    trainer.budget = Budget(iterations=record["probe_iterations"])
+    trainer.recheck = Recheck(record, cfg.train.probe_recheck)
     if env.is_main:
         atomic_write_json(path, record)
-    print(f"[probe] {trainer.method}: {record['s_per_iter']:.3f} s/iter (median of {record['timed_steps']} steps) "
-          f"-> {record['iterations']} iterations for {budget}", flush=True)
+    drained = f", {record['drain_steps']} prefetched batches drained first" if record.get("drain_steps") else ""
+    then = (f", {record['iterations']} after the recheck at iteration {record['recheck']['iteration']}"
+            if "recheck" in record else
+            f", checked again after {cfg.train.probe_recheck} training iterations" if cfg.train.probe_recheck else "")
+    print(f"[probe] {trainer.method}: {record['s_per_iter']:.3f} s/iter (median of {record['timed_steps']} steps"
+          f"{drained}) -> {record['probe_iterations']} iterations for {budget}{then}", flush=True)
     return record

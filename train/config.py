@@ -87,7 +87,8 @@ class TrainConfig:
     budget_mode: Literal["wallclock", "probe"] = "wallclock"  # wallclock: a time budget runs live; probe: resolved to iterations first
     iterations: int | None = None  # the iteration count a time budget resolved to (probe, compare --resolved)
     probe_steps: int = 5  # timed training steps of the probe (after probe_warmup untimed ones); median s/iter
-    probe_warmup: int = 3
+    probe_warmup: int = 3  # untimed steps first (then the loader's prefetched batches are drained, untimed)
+    probe_recheck: int = 30  # re-resolve the probed count from the speed of this many training steps; 0: never
     val_every: str = "0"  # same forms as budget; "0" validates only at the end
     log_every: int = 10
     ckpt_every: str = "5m"  # how often last.pt is written (iterations or wall-clock)
@@ -460,6 +461,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "train.iterations": (1, None, False),
     "train.probe_steps": (1, None, False),
     "train.probe_warmup": (0, None, False),
+    "train.probe_recheck": (0, None, False),
     "distill.kd.tau": (0, None, True),
     "distill.kd.weight": (0, None, False),
     "distill.cwd.tau": (0, None, True),

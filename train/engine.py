@@ -11,7 +11,9 @@ Per iteration (see train/objective.py):
 `progress` is iteration / iterations for an iteration budget, elapsed / seconds for a wall-clock budget.
 A wall-clock budget with `train.iterations` set (resolved by `probe`, see train/budget.py) runs exactly
 that many iterations: progress is iteration / iterations, but the methods still see a time budget
-(`StepInfo.is_time_budget`), as the user stated one.
+(`StepInfo.is_time_budget`), as the user stated one. A probed count is re-resolved once from the run's own
+speed (`Trainer.recheck`, train/budget.py `Recheck`): at the top of the loop pass where it is due, from
+the budget clock, before the budget is checked; from then on progress is iteration / the new count.
 With a teacher target cache, batches are (x, y, {output: maps}) and the teacher's output is built from the
 maps (train/teacher_cache.py): the methods read the same `SegOutput` either way.
 The budget clock counts data loading, teacher forward and the student step; it stops during validation
@@ -36,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -63,6 +65,9 @@ from train.objective import Objective, StepInfo, require_teacher
 from train.resume import Resumable
 from train.schedule import Every, choose_amp_dtype, poly_lr
 from train.teacher_cache import cached_output
+
+if TYPE_CHECKING:
+    from train.budget import Recheck
 
 
 def seed_everything(seed: int) -> None:
@@ -151,6 +156,7 @@ class Trainer(Resumable):
         self.iteration = 0
         self.elapsed = 0.0  # budget clock, seconds, excluding validation and checkpoint writing
         self._t0: float | None = None  # start of the running clock segment (None: paused)
+        self._timer: Callable[[], float] = time.perf_counter  # the budget clock's and the probe's (tests fake it)
         self.best_miou = float("-inf")
         self.best_iteration: int | None = None
         self.val_history: list[dict[str, Any]] = []
@@ -159,6 +165,7 @@ class Trainer(Resumable):
         self._stop_signal: int | None = None
         self._last_saved: int | None = None  # iteration of the last finite state written to last.pt
         self._data: Iterator[Any] | None = None
+        self.recheck: Recheck | None = None  # set by train.budget.resolve_budget for a probed budget
 
     # ------------------------------------------------------------------------------------------
     # set-up
@@ -196,7 +203,7 @@ class Trainer(Resumable):
     # budget clock
 
     def _clock(self) -> float:
-        return self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+        return self.elapsed + (self._timer() - self._t0 if self._t0 is not None else 0.0)
 
     def _pause(self) -> None:
         if self._t0 is not None:
@@ -206,7 +213,7 @@ class Trainer(Resumable):
             self._t0 = None
 
     def _start(self) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = self._timer()
 
     @contextlib.contextmanager
     def _clock_stopped(self) -> Iterator[None]:
@@ -275,6 +282,10 @@ class Trainer(Resumable):
             # Periodic work runs here, after the shared control, so that wall-clock periods use rank 0's
             # clock and every rank validates and checkpoints at the same iteration.
             elapsed, stop = self._shared_control()
+            count = self.recheck.observe(self.iteration, elapsed) if self.recheck is not None else None
+            if count is not None:
+                with self._clock_stopped():
+                    self._recount(count, bar)
             if stepped:
                 if self.val_loader is not None and val_every.due(self.iteration, elapsed):
                     with self._clock_stopped():
@@ -307,12 +318,39 @@ class Trainer(Resumable):
                 bar.update((min(now, bar.total) - bar.n) if self.budget.is_time else 1)
         self._pause()
 
-    def probe(self, warmup: int = 3, steps: int = 5, timer: Callable[[], float] = time.perf_counter
-              ) -> dict[str, Any]:
-        """Time `warmup + steps` real training steps (data loading, teacher or cache, student step) and
-        put everything back as it was: weights, optimiser, scaler, RNG and data position. Returns the
-        probe record (train/budget.py): per-step seconds, their median, device, threads, versions."""
+    def _recount(self, count: int, bar: tqdm | None) -> None:
+        """Train for `count` iterations from now on (a probed count re-resolved by `self.recheck`); rank 0
+        records it in probe.json and config.yaml."""
+        assert self.recheck is not None
+        self.budget = Budget(iterations=count)
+        self.cfg.train.iterations = count
+        if self.env.is_main:
+            log(self.recheck.describe())
+            atomic_write_json(self.run_dir / "probe.json", self.recheck.record)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        if bar is not None:
+            bar.total = count
+            bar.refresh()
+
+    def prefetched_batches(self) -> int:
+        """How many batches the training DataLoader keeps ready: workers x prefetch factor (0 without
+        workers, or for a loader that is no DataLoader)."""
+        loader = getattr(self.loader, "loader", None)
+        workers = int(getattr(loader, "num_workers", 0) or 0)
+        return workers * int(getattr(loader, "prefetch_factor", None) or 2) if workers else 0
+
+    def probe(self, warmup: int = 3, steps: int = 5, timer: Callable[[], float] | None = None,
+              drain: int | None = None) -> dict[str, Any]:
+        """Time `warmup + drain + steps` real training steps (data loading, teacher or cache, student step)
+        and put everything back as it was: weights, optimiser, scaler, RNG and data position. Only the last
+        `steps` are timed: after the warm-up, `drain` (default: the loader's prefetched batches) more untimed
+        steps empty the batches the data workers got ready meanwhile, so that the timed ones wait for data
+        as training does. Returns the probe record (train/budget.py): per-step seconds, their median,
+        device, threads, versions, and `drain_steps`."""
         from train.budget import probe_record
+
+        drain = self.prefetched_batches() if drain is None else drain
+        timer = timer or self._timer
 
         saved = copy.deepcopy({"student": self.student.state_dict(), "objective": self.objective.state_dict(),
                                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()})
@@ -321,9 +359,9 @@ class Trainer(Resumable):
         self._data = iter(self.loader)
         times = []
         try:
-            for i in range(warmup + steps):
+            for i in range(warmup + drain + steps):
                 t = self.timed_step(i, timer)
-                if i >= warmup:
+                if i >= warmup + drain:
                     times.append(t)
         finally:
             self.optimizer.zero_grad(set_to_none=True)
@@ -335,7 +373,7 @@ class Trainer(Resumable):
             restore_rng(rng)
             self.loader.load_state_dict(loader_state)
             self._data = None
-        return probe_record(times, warmup, self.method, environment(self.device))
+        return {**probe_record(times, warmup, self.method, environment(self.device)), "drain_steps": drain}
 
     def timed_step(self, i: int = 0, timer: Callable[[], float] = time.perf_counter) -> float:
         """Seconds of one real training step: the next batch (data loading, teacher or cache), forward,

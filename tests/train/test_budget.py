@@ -14,7 +14,14 @@ from engine_standins import TinyLoader, TinySeg, data_info, make_data
 from test_distill import tiny_config
 from test_fkd_layers import save_teacher
 
-from train.budget import charge_cache, counted_flops, format_flops, forward_flops, probe_record, resolve_iterations
+from train.budget import (
+    charge_cache,
+    counted_flops,
+    format_flops,
+    forward_flops,
+    probe_record,
+    resolve_iterations,
+)
 from train.checkpoint import load_checkpoint
 from train.config import Config
 from train.distill import main as distill_main
@@ -108,8 +115,10 @@ def test_probe_resolved_run_trains_the_count_and_resume_keeps_it(tmp_path: Path)
     run = tmp_path / "runs" / "p"
     probe = json.loads((run / "probe.json").read_text())
     results = json.loads((run / "results.json").read_text())
-    assert probe["iterations"] == resolve_iterations(3.0, probe["s_per_iter"])
+    assert probe["probe_iterations"] == resolve_iterations(3.0, probe["s_per_iter"])
+    # the count trained: the probe's, or the one re-resolved from the training speed (test_probe.py)
     assert results["iterations"] == results["resolved_iterations"] == probe["iterations"]
+    assert probe["iterations"] == (probe["recheck"]["iterations"] if "recheck" in probe else probe["probe_iterations"])
     assert results["budget"] == "3s" and results["probe"]["s_per_iter"] == probe["s_per_iter"]
     # a replay with the count given trains exactly that count, with no probe
     assert distill_main([*args[:-1], "name=q", "train.iterations=4"]) == 0
