@@ -163,6 +163,13 @@ class DistillConfig:
     teacher: str | None = None  # teacher checkpoint (.pt)
     teacher_cache: str = "off"  # off: online teacher; auto: build on first use, reuse after; or a cache folder
     cache_dir: str = "data/cache/teacher"  # where teacher_cache=auto keeps its caches
+    # what the cache stores (train/teacher_cache.py): single: each whole image at scale 1, warped per sample;
+    # multiscale: each image at several scales (cache_scales) and mirrored, the nearest view warped;
+    # exact: the teacher on the very crops (and colour jitter) the seeded sampler draws
+    cache_mode: Literal["single", "multiscale", "exact"] = "single"
+    cache_scales: list[float] = field(default_factory=list)  # multiscale; []: geometric steps of 2^(1/4) over data.scale_range
+    cache_topk: int = 0  # multiscale/exact: store the logits' k largest (+ int16 class ids) instead of all; 0: all
+    cache_samples: int | None = None  # exact: samples to store (None: what train.budget/train.iterations need)
     kd: KDConfig = field(default_factory=KDConfig)
     cwd: CWDConfig = field(default_factory=CWDConfig)
     fitnet: FitNetConfig = field(default_factory=FitNetConfig)
@@ -462,6 +469,9 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "train.probe_steps": (1, None, False),
     "train.probe_warmup": (0, None, False),
     "train.probe_recheck": (0, None, False),
+    "distill.cache_scales": (0, None, True),
+    "distill.cache_topk": (0, None, False),
+    "distill.cache_samples": (1, None, False),
     "distill.kd.tau": (0, None, True),
     "distill.kd.weight": (0, None, False),
     "distill.cwd.tau": (0, None, True),

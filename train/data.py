@@ -7,9 +7,10 @@ teacher maps get the same one):
   2. random crop to `crop_size`, padding when smaller (image 0, label 255 = ignore);
   3. horizontal flip (p = 0.5); 4. colour jitter on the image only;
   5. `x = (image / 255 - mean) / std` (runtime.preprocess.normalize's math, in torch).
-With a teacher target cache (train/teacher_cache.py), each training item also carries the cached
-teacher maps of its source image warped with the sample's geometry (no colour jitter: the teacher's view
-is the clean image). Validation samples: optional resize to `val_size` with runtime.preprocess (image
+With a teacher target cache (train/teacher_cache.py, any mode behind its `TeacherTargets` protocol),
+each training item also carries the sample's teacher targets: the cached maps of its source image
+warped with the sample's geometry (single, multiscale), or the maps of that very crop, looked up by
+its augmentation seed (exact). Validation samples: optional resize to `val_size` with runtime.preprocess (image
 bilinear, label nearest), then the same normalisation. Items are (image float32 3 x H x W, label int64
 H x W[, {output name: float32 C x h x w}]).
 
@@ -24,7 +25,7 @@ import dataclasses
 import multiprocessing as mp
 import random
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +40,9 @@ from runtime.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DataInfo
 from runtime.preprocess import normalize, resize_image, resize_label
 from train.config import Config, DataConfig
 from train.geometry import apply_geometry, draw_geometry
+
+if TYPE_CHECKING:
+    from train.teacher_cache import TeacherTargets
 
 _MAX_BAD_IN_A_ROW = 100
 
@@ -62,13 +66,13 @@ class SegmentationTorchDataset(Dataset):
 
     Index with an int, or with `(index, seed)` (what `TrainSampler` yields) for a reproducible
     augmentation of that sample. With `reader.skip_bad`, a corrupt sample is replaced by the next one.
-    With `targets` (a train.teacher_cache.TargetReader of the same split), training items carry the
-    sample's cached teacher maps, warped with its geometry."""
+    With `targets` (a train.teacher_cache.TeacherTargets of the same split: a cache of any mode), training
+    items carry the sample's teacher targets for its geometry and augmentation seed."""
 
     def __init__(self, reader: SegmentationDataset, train: bool, crop_size: tuple[int, int] = (512, 1024),
                  scale_range: tuple[float, float] = (0.5, 2.0), flip: bool = True, color_jitter: float = 0.0,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 val_size: tuple[int, int] | None = None, targets: Any = None) -> None:
+                 val_size: tuple[int, int] | None = None, targets: TeacherTargets | None = None) -> None:
         self.reader = reader
         self.train = train
         self.mean = tuple(float(v) for v in mean)
@@ -102,7 +106,7 @@ class SegmentationTorchDataset(Dataset):
             return self._augment(index, image, label)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self._augment(index, image, label)
+            return self._augment(index, image, label, seed)
 
     def _read(self, index: int) -> tuple[int, np.ndarray, np.ndarray]:
         """(the index actually read, image, label): a skipped corrupt sample is replaced by the next."""
@@ -123,7 +127,7 @@ class SegmentationTorchDataset(Dataset):
             return []
         return [sample_name(self.reader, i) for i in torch.nonzero(self.bad).flatten().tolist()]
 
-    def _augment(self, index: int, image: np.ndarray, label: np.ndarray) -> Any:
+    def _augment(self, index: int, image: np.ndarray, label: np.ndarray, seed: int | None = None) -> Any:
         img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         lbl = torch.from_numpy(np.ascontiguousarray(label))
         g = draw_geometry((img.shape[-2], img.shape[-1]), self.scales, self.crop, self.flip, self.val_size)
@@ -133,7 +137,7 @@ class SegmentationTorchDataset(Dataset):
         x = normalize_tensor(img, self.mean, self.std)
         if self.targets is None:
             return x, lbl.to(torch.int64)
-        return x, lbl.to(torch.int64), self.targets.warped(index, g)
+        return x, lbl.to(torch.int64), self.targets.warped(index, g, seed)
 
     def _validation(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if self.val_size:
@@ -292,11 +296,11 @@ def build_readers(data: DataConfig) -> tuple[SegmentationDataset, SegmentationDa
     return reader(data.train_split), reader(data.val_split)
 
 
-def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: int = 1, targets: Any = None
-                  ) -> tuple[DataLoader, DataLoader, DataInfo]:
+def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: int = 1,
+                  targets: TeacherTargets | None = None) -> tuple[DataLoader, DataLoader, DataInfo]:
     """Train loader (shuffled by `cfg.train.seed`, augmented, drop_last), val loader, and the DataInfo
     (classes, palette, mean/std, input size = val_size or the first val image's size). With `targets`
-    (a train.teacher_cache.TargetReader), training batches are (images, labels, {output: maps})."""
+    (a train.teacher_cache.TeacherTargets), training batches are (images, labels, {output: maps})."""
     d = cfg.data
     train_reader, val_reader = build_readers(d)
     if not distributed:

@@ -74,9 +74,10 @@ def summary_table(teacher: dict[str, Any] | None, student: dict[str, Any]) -> st
 
 
 def prepare_cache(cfg: Config, env: D.DistEnv) -> tuple[Any, list[FeatureInfo], dict[str, Any]] | None:
-    """(TargetReader, teacher feature contract, cache record) for `distill.teacher_cache`, or None when
-    it is off or the method reads no teacher. Rank 0 builds an `auto` cache; the others wait for it."""
-    from train.teacher_cache import TargetReader, open_cache, teacher_feature_info
+    """(teacher targets, teacher feature contract, cache record) for `distill.teacher_cache` in
+    `distill.cache_mode`, or None when it is off or the method reads no teacher. Rank 0 builds an `auto`
+    cache; the others wait for it."""
+    from train.teacher_cache import cache_record, open_cache, open_targets, teacher_feature_info
 
     if cfg.distill.teacher_cache == "off" or not needs_teacher(cfg.distill.method):
         return None
@@ -84,12 +85,10 @@ def prepare_cache(cfg: Config, env: D.DistEnv) -> tuple[Any, list[FeatureInfo], 
     outputs = teacher_reads(cfg.distill)
     built = False
     if env.is_main:
-        _, _, built = open_cache(cfg, cfg.distill.teacher, outputs, build=True)
+        _, _, built = open_cache(cfg, cfg.distill.teacher, outputs, build=True, world=env.world)
     D.barrier()
-    path, manifest, _ = open_cache(cfg, cfg.distill.teacher, outputs, build=False)
-    record = {"path": str(path), "outputs": outputs, "build_seconds": manifest.get("build_seconds"),
-              "built_by_this_run": built}
-    return TargetReader(path, manifest, outputs), teacher_feature_info(manifest), record
+    targets, manifest, _ = open_targets(cfg, cfg.distill.teacher, outputs, build=False, world=env.world)
+    return targets, teacher_feature_info(manifest), cache_record(targets.path, manifest, outputs, built)
 
 
 def distill(cfg: Config, probe_only: str | Path | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from train.checkpoint import model_from_checkpoint
 from train.config import load_config
 from train.data import SegmentationTorchDataset, build_readers
 from train.distill import main as distill_main
+from train.geometry import Geometry
 from train.losses import build_objective, teacher_reads
 from train.models import build_model
 from train.objective import StepInfo
@@ -265,3 +266,260 @@ def test_an_auto_cache_repairs_a_bad_file_when_opened(tmp_path: Path) -> None:
     assert tc.open_cache(cfg, teacher, ["logits"], quiet=True)[2]  # rebuilt
     assert np.allclose(np.load(path / "logits" / "000002.npy"), good, atol=1e-2)
     assert not tc.open_cache(cfg, teacher, ["logits"], quiet=True)[2]  # and then reused
+
+
+# ----------------------------------------------------------------------------------------------
+# Cache modes: multiscale and exact (issue 20, consistent teacher targets)
+
+
+class ConvTeacher(torch.nn.Module):
+    """A stride-1 "teacher": a fixed 3x3 convolution of the normalised image (not mirror-symmetric)."""
+
+    stride = 1
+    feature_info: list = []
+    arch = {"num_classes": 5}
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(4)
+        self.w, self.b = torch.randn(5, 3, 3, 3, generator=g), torch.randn(5, generator=g)
+
+    def forward(self, x: torch.Tensor):
+        from train.models.output import SegOutput
+
+        return SegOutput(logits=torch.nn.functional.conv2d(x, self.w, self.b, padding=1), aux=None, features={})
+
+
+def conv_teacher_file(tmp_path: Path, cfg, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, ConvTeacher]:
+    model = ConvTeacher()
+    reader, _ = build_readers(cfg.data)
+    ckpt = {"arch": {"recipe": "conv3x3"}, "data": reader.data_info().to_dict()}
+    monkeypatch.setattr("train.checkpoint.model_from_checkpoint", lambda path, device="cpu": (model, None, ckpt))
+    path = tmp_path / "conv.pt"
+    path.write_bytes(b"a stride-1 convolution")
+    return path, model
+
+
+def test_default_scales_and_the_nearest_scale_table() -> None:
+    assert tc.default_scales((0.5, 2.0)) == [0.5, 0.5946, 0.7071, 0.8409, 1.0, 1.1892, 1.4142, 1.6818, 2.0]
+    assert tc.default_scales((1.0, 1.0)) == [1.0] and tc.default_scales((0.75, 1.5)) == [0.75, 0.8919, 1.0607, 1.2613, 1.5]
+    grid = [0.5, 1.0, 2.0]
+    # nearest in ratio; the larger one when equidistant (sqrt(0.5 * 1) and sqrt(1 * 2) are the midpoints)
+    table = {0.3: 0.5, 0.5: 0.5, 0.70: 0.5, 0.5 ** 0.5: 1.0, 0.72: 1.0, 1.0: 1.0, 1.4: 1.0, 2 ** 0.5: 2.0,
+             1.45: 2.0, 2.0: 2.0, 3.0: 2.0}
+    assert {s: tc.nearest_scale(grid, s) for s in table} == table
+    fine = tc.default_scales((0.5, 2.0))
+    assert tc.nearest_scale(fine, (1.0 * 1.1892) ** 0.5) == 1.1892 and tc.nearest_scale(fine, 1.09) == 1.0
+    # a sample's scale is that of its scaled size: 60 x 120 of a 48 x 96 base is 1.25
+    assert tc.sample_scale(Geometry((64, 128), (60, 120), 0, 0, (40, 64), False, (48, 96))) == 1.25
+
+
+def test_the_key_and_the_auto_folder_differ_by_mode(tmp_path: Path) -> None:
+    base = plain(tmp_path)
+    keys = {m: tc.cache_key("ab" * 32, plain(tmp_path, f"distill.cache_mode={m}"), ["a", "b"]) for m in tc.MODES}
+    assert len({json.dumps(k["mode"], sort_keys=True) for k in keys.values()}) == 3
+    assert len({tc.auto_path("c", k) for k in keys.values()}) == 3
+    # the single mode keeps the folder it had before modes: the digest of the key without it
+    legacy = {f: keys["single"][f] for f in tc.KEY_FIELDS if f not in ("teacher_sha256", "mode")}
+    import hashlib
+    digest = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:10]
+    assert tc.auto_path("c", keys["single"]).name == f"{'ab' * 6}-{digest}"
+    assert tc.key_differences({**keys["single"], "mode": None}, keys["single"]) == []  # a manifest from before modes
+    assert tc.key_differences(keys["single"], keys["multiscale"]) == ["cache mode (single vs multiscale)"]
+    other = tc.cache_key("ab" * 32, plain(tmp_path, "distill.cache_mode=multiscale", "distill.cache_scales=[1,2]"),
+                         ["a", "b"])
+    assert "multiscale cache (scales" in tc.key_differences(keys["multiscale"], other)[0]
+    seed = tc.cache_key("ab" * 32, plain(tmp_path, "distill.cache_mode=exact", "seed=1"), ["a", "b"])
+    assert tc.key_differences(keys["exact"], seed) == ["exact cache (seed 0 vs 1)"]
+    with pytest.raises(UserError, match="applies to the multiscale and exact"):
+        tc.cache_key("ab" * 32, plain(tmp_path, "distill.cache_topk=3"), ["a"])
+    assert base.distill.cache_mode == "single"
+
+
+@pytest.mark.parametrize(("scale", "flip", "top", "left"), [(1.5, True, 7, 30), (0.75, False, -5, 3),
+                                                             (1.5, False, 20, -9), (0.75, True, 0, 40)])
+def test_multiscale_target_at_a_cached_scale_is_the_teacher_on_the_crop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scale: float, flip: bool, top: int, left: int) -> None:
+    """At a cached scale equal to the sample's and its flip, the target is the teacher's output on the
+    scaled (mirrored) whole image cropped: for a stride-1 teacher, the teacher on the crop (float16)."""
+    from train.data import normalize_tensor
+    from train.geometry import apply_geometry, scaled_size
+
+    cfg = plain(tmp_path, "data.flip=true", "data.scale_range=[0.5,2]", "data.crop_size=[40,64]",
+                "distill.cache_mode=multiscale", "distill.cache_scales=[0.75,1.5]")
+    teacher, model = conv_teacher_file(tmp_path, cfg, monkeypatch)
+    out, manifest = build(tmp_path, cfg, teacher, outputs=("logits",))
+    assert manifest["mode"]["scales"] == [0.75, 1.5] and manifest["mode"]["flips"] == [False, True]
+    assert sorted(p.name for p in (out / "logits").glob("000002_*")) == [
+        "000002_s0.75_m.npy", "000002_s0.75_n.npy", "000002_s1.5_m.npy", "000002_s1.5_n.npy"]
+    targets = tc.open_reader(out, manifest, ["logits"])
+    reader, _ = build_readers(cfg.data)
+    image, label, _ = reader[2]
+    image, label = torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(label)
+    g = Geometry((64, 128), scaled_size((64, 128), scale), top, left, (40, 64), flip, (64, 128))
+    assert targets.view(g) == (scale, flip)
+    img, lbl = apply_geometry(image, label, g)
+    with torch.no_grad():
+        online = model(normalize_tensor(img, cfg.data.mean, cfg.data.std)[None]).logits[0]
+    inside = torch.nn.functional.max_pool2d((lbl == 255).float()[None, None], 3, 1, 1)[0, 0] == 0
+    inside[0], inside[-1], inside[:, 0], inside[:, -1] = False, False, False, False  # the 3x3 saw padding there
+    got = targets.warped(2, g)["logits"]
+    torch.testing.assert_close(got[:, inside], online[:, inside], atol=1e-2, rtol=2e-3)
+    # a sample between the scales reads the nearer one and is close, not equal
+    g2 = Geometry((64, 128), scaled_size((64, 128), 1.2), top, left, (40, 64), flip, (64, 128))
+    assert targets.view(g2) == (1.5, flip)
+
+
+def exact_config(tmp_path: Path, *extra: str):
+    """The tiny recipe with its augmentation (scale 0.5-2, flip, colour jitter 0.3), an exact cache, 4 steps."""
+    return load_config(tiny_config(tmp_path), ["method=lfd", "distill.cache_mode=exact", "budget=4",
+                                               "data.color_jitter=0.3", *extra])
+
+
+def test_samples_a_run_reads() -> None:
+    # 6 images, batch 2: 3 batches an epoch; the 4th step is epoch 1's first batch (positions 6, 7)
+    assert [tc.samples_for(i, 2, 1, 6) for i in (1, 3, 4, 6, 7)] == [2, 6, 8, 12, 14]
+    # 2 processes: 3 images each, 1 batch of 2 an epoch; a step reads positions r, r + 2 of each process r
+    assert [tc.samples_for(i, 2, 2, 6) for i in (1, 2)] == [4, 10]
+    table = tc.sample_table(6, 0, 8)
+    assert sorted(table[:6, 0].tolist()) == list(range(6)) and table[6:, 0].tolist() == table[6:, 0].tolist()
+    from train.data import TrainSampler
+
+    second = TrainSampler(6, 0)
+    second.set_epoch(1)
+    assert [tuple(r) for r in table[6:].tolist()] == list(second)[:2]
+
+
+def test_exact_targets_are_the_online_teacher_on_the_same_crops(tmp_path: Path) -> None:
+    from train.data import TrainSampler
+
+    teacher_path = save_teacher(tmp_path / "teacher.pt")
+    cfg = exact_config(tmp_path)
+    out, manifest = build(tmp_path, cfg, teacher_path)
+    assert manifest["samples"] == 8 and manifest["mode"]["seed"] == 0 and tc.verify_files(out, manifest) == []
+    teacher, _, _ = model_from_checkpoint(teacher_path)
+    reader, _ = build_readers(cfg.data)
+    d = cfg.data
+    ds = SegmentationTorchDataset(reader, True, d.crop_size, d.scale_range, d.flip, d.color_jitter, d.mean, d.std,
+                                  targets=tc.open_reader(out, manifest, ["logits", "decoder"]))
+    keys = []
+    for epoch in (0, 1):
+        sampler = TrainSampler(len(reader), cfg.train.seed)
+        sampler.set_epoch(epoch)
+        keys += list(sampler)
+    x, _, t = zip(*(ds[k] for k in keys[:8]))
+    with torch.no_grad():
+        online = teacher(torch.stack(x))
+    cached = tc.cached_output(torch.utils.data.default_collate(list(t)), torch.device("cpu"))
+    torch.testing.assert_close(cached.logits, online.logits, atol=2e-2, rtol=2e-3)  # float16 storage
+    torch.testing.assert_close(cached.features["decoder"], online.features["decoder"], atol=2e-2, rtol=2e-3)
+    with pytest.raises(UserError, match="holds the first 8 samples of seed 0 but this run reads a sample beyond"):
+        ds[keys[8]]
+
+    # top-k logits: 3 of the classes, int16 ids; arg max and the top-3 softmax as the full cache's
+    topk = load_config(tiny_config(tmp_path), ["method=kd", "distill.cache_mode=exact", "budget=4",
+                                               "data.color_jitter=0.3", "distill.cache_topk=3"])
+    out_k = tmp_path / "topk"
+    m_k = tc.build_cache(teacher_path, topk, out_k, ["logits"], quiet=True)
+    assert np.load(out_k / "logits" / "000000.indices.npy").dtype == np.int16
+    assert np.load(out_k / "logits" / "000000.values.npy").shape[:2] == (8, 3)
+    ds.targets = tc.open_reader(out_k, m_k, ["logits"])
+    z = torch.stack([ds[k][2]["logits"] for k in keys[:8]])
+    assert torch.equal(z.argmax(1), cached.logits.argmax(1))
+    p, q = cached.logits.softmax(1), z.softmax(1)
+    top = p.topk(3, dim=1)
+    torch.testing.assert_close(q.gather(1, top.indices), top.values / top.values.sum(1, keepdim=True),
+                               atol=5e-3, rtol=1e-2)
+
+
+def test_topk_round_trip() -> None:
+    g = torch.Generator().manual_seed(0)
+    z = 3 * torch.randn(2, 10, 4, 5, generator=g)
+    values, indices = tc.topk_encode(z, 3)
+    assert values.dtype == np.float16 and indices.dtype == np.int16 and values.shape == (2, 3, 4, 5)
+    back = tc.topk_decode(values, indices, 10)
+    assert torch.equal(back.argmax(1), z.argmax(1))
+    kept = torch.zeros_like(z, dtype=torch.bool).scatter_(1, z.topk(3, dim=1).indices, True)
+    torch.testing.assert_close(back[kept], z[kept], atol=1e-2, rtol=1e-3)  # float16
+    floor = back.masked_fill(kept, float("inf")).amin(1)
+    assert torch.allclose(floor, z.topk(3, dim=1).values.amin(1) - tc.TOPK_MARGIN, atol=1e-2)
+    p, q = z.softmax(1), back.softmax(1)
+    assert float(q.masked_fill(kept, 0).sum(1).max()) < 1e-30  # no mass outside the top-k
+    renorm = p.masked_fill(~kept, 0) / p.masked_fill(~kept, 0).sum(1, keepdim=True)
+    torch.testing.assert_close(q, renorm, atol=2e-3, rtol=0)
+    # at T = 4 the floor still leaves no mass outside (e^(-100/4) of the smallest kept class) and the KL is finite
+    p4, log_q4 = (z / 4).softmax(1), (back / 4).log_softmax(1)
+    assert float(log_q4.exp().masked_fill(kept, 0).sum(1).max()) < 1e-9
+    assert torch.isfinite((p4 * ((z / 4).log_softmax(1) - log_q4)).sum(1)).all()
+
+
+def test_a_run_reading_more_samples_than_stored_is_refused_or_extended(tmp_path: Path) -> None:
+    teacher_path = save_teacher(tmp_path / "teacher.pt")
+    out = tmp_path / "cache"
+    small = exact_config(tmp_path, "method=kd", "distill.cache_samples=4", "budget=1")
+    m4 = tc.build_cache(teacher_path, small, out, ["logits"], quiet=True)
+    assert m4["samples"] == 4  # 1 step reads 2; cache_samples asks for 4
+    first = np.load(out / "logits" / "000000.npy")
+    run = exact_config(tmp_path, "method=kd", f"distill.teacher_cache={out}", f"teacher={teacher_path}")
+    with pytest.raises(UserError, match=r"holds the first 4 samples of seed 0 but this run reads 8 \(") as e:
+        tc.open_cache(run, teacher_path, ["logits"])
+    assert "\n" not in str(e.value) and "--mode exact --samples 8 and this run's --config" in str(e.value)
+    # the loader reads the stored samples in order and refuses the first it lacks (step 3: positions 4, 5)
+    from train.data import InfiniteLoader, build_loaders
+
+    targets, _, _ = tc.open_targets(load_config(tiny_config(tmp_path), [
+        "distill.cache_mode=exact", "budget=1", "data.color_jitter=0.3", f"distill.teacher_cache={out}"]),
+        teacher_path, ["logits"], build=False)
+    loader = InfiniteLoader(build_loaders(run, targets=targets)[0])
+    next(loader), next(loader)
+    with pytest.raises(UserError, match="holds the first 4 samples"):
+        next(loader)
+    # building for the run extends the cache in place: the partial chunk is rebuilt with 8 rows
+    m8 = tc.build_cache(teacher_path, run, out, ["logits"], quiet=True)
+    assert m8["samples"] == 8 and np.load(out / "samples.npy").shape == (8, 2)
+    assert np.allclose(np.load(out / "logits" / "000000.npy")[:4], first, atol=1e-2)
+    tc.open_cache(run, teacher_path, ["logits"])
+
+
+@pytest.mark.parametrize("mode", tc.MODES)
+def test_verify_catches_a_truncated_file_in_each_mode(tmp_path: Path, mode: str) -> None:
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    cfg = exact_config(tmp_path, f"distill.cache_mode={mode}", "distill.cache_scales=[0.5,1]", "method=kd",
+                       "distill.teacher_cache=auto", f"teacher={teacher}")
+    path, manifest, built = tc.open_cache(cfg, teacher, ["logits"], quiet=True)
+    assert built and tc.verify_files(path, manifest) == []
+    files = sorted((path / "logits").glob("*.npy"))
+    assert len(files) == {"single": 6, "multiscale": 6 * 2 * 2, "exact": 1}[mode]
+    victim = files[len(files) // 2]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    bad = tc.verify_files(path, manifest)
+    assert [f for f, _ in bad] == [victim] and "bytes" in bad[0][1]
+    assert tc.open_cache(cfg, teacher, ["logits"], quiet=True)[2]  # auto repairs it
+    assert tc.verify_files(path, manifest) == []
+
+
+def test_distill_trains_from_exact_and_multiscale_caches(tmp_path: Path) -> None:
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    config = str(tiny_config(tmp_path))
+    for mode in ("exact", "multiscale"):
+        assert distill_main(["--config", config, "method=kd", f"teacher={teacher}", "budget=2", f"name={mode}",
+                             "distill.teacher_cache=auto", f"distill.cache_mode={mode}",
+                             "distill.cache_scales=[0.5,1]"]) == 0
+        rec = json.loads((tmp_path / "runs" / mode / "results.json").read_text())["teacher_cache"]
+        assert rec["mode"] == mode and rec["built_by_this_run"]
+        assert rec.get("samples") == (4 if mode == "exact" else None)
+
+
+def test_cache_cli_compares_every_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from train.cache import main as cache_main
+
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    out = tmp_path / "modes"
+    assert cache_main(["--teacher", str(teacher), "--config", str(tiny_config(tmp_path)), "--out", str(out),
+                       "--mode", "all", "--check", "3", "--outputs", "logits", "distill.cache_scales=[0.5,1]"]) == 0
+    text = capsys.readouterr().out
+    assert "agree (as trained)" in text and all(m in text for m in tc.MODES)
+    rows = {r["mode"]: r for r in json.loads((out / "agreement-modes.json").read_text())["rows"]}
+    assert rows["exact"]["agree_as_trained"] == 100.0 and rows["exact"]["kl_as_trained"] < 1e-4
+    assert rows["multiscale"]["size_mb"] > rows["single"]["size_mb"]
+    assert rows["multiscale"]["views"] == 6 * 2 * 2 and rows["exact"]["views"] == 1
