@@ -148,9 +148,14 @@ def teacher_miou_on(cfg: Config, teacher: str, out: Path) -> float:
 
 
 def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str], methods: list[str],
-                           teacher: str, mode: str) -> tuple[str | None, float, bool]:
+                           teacher: str, mode: str, seeds: Sequence[int] = (0,), iteration_budget: bool = False
+                           ) -> tuple[str | None, float, bool]:
     """(cache folder, its build seconds, built now) holding what every method of the comparison reads;
-    (None, 0, False) when no method reads the teacher or the cache is off."""
+    (None, 0, False) when no method reads the teacher or the cache is off.
+
+    An exact cache (distill.cache_mode=exact) holds one seed's crops: one is built per seed, for an
+    iteration budget only (the samples a run reads must be known before it starts), and the runs get
+    `auto`, which finds the folder of their seed; the build seconds are summed over seeds."""
     from train.losses import teacher_reads
     from train.teacher_cache import open_cache
 
@@ -161,6 +166,21 @@ def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str]
     if mode == "off" or not reads:
         return None, 0.0, False
     cfg.distill.teacher_cache = mode
+    if cfg.distill.cache_mode == "exact":
+        if not iteration_budget:
+            raise UserError("an exact teacher cache holds the crops of a known number of iterations: compare with "
+                            "it at an iteration budget (--budget 200), or use distill.cache_mode=single or "
+                            "multiscale with a wall-clock or --match flops budget")
+        if mode != "auto":
+            raise UserError("an exact teacher cache is built per seed: pass --teacher-cache auto")
+        total, any_built, first = 0.0, False, cfg.train.seed
+        for seed in seeds:
+            cfg.train.seed = seed
+            _, manifest, built = open_cache(cfg, teacher, list(dict.fromkeys(reads)), build=True)
+            total += float(manifest.get("build_seconds") or 0.0)
+            any_built = any_built or built
+        cfg.train.seed = first
+        return "auto", total, any_built
     path, manifest, built = open_cache(cfg, teacher, list(dict.fromkeys(reads)), build=True)
     return str(path), float(manifest.get("build_seconds") or 0.0), built
 
@@ -293,11 +313,13 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     if teacher is not None and not Path(teacher).is_file():
         raise UserError(f"teacher checkpoint {teacher} does not exist; pass --teacher path/to/teacher.pt")
     seed_values = [cfg.train.seed + i for i in range(seeds)]
+    cfg.train.budget = budget  # what an exact cache's sample count is computed from
     budget_text = str(b)
     probe_budget = b.is_time and match == "probe"
     flops_budget = match == "flops"
 
-    cache, cache_s, cache_built = (build_comparison_cache(cfg, config, overrides, methods, teacher, teacher_cache)
+    cache, cache_s, cache_built = (build_comparison_cache(cfg, config, overrides, methods, teacher, teacher_cache,
+                                                          seed_values, not b.is_time and not flops_budget)
                                    if teacher is not None else (None, 0.0, False))
     cached = [m for m in methods if cache and needs_teacher(m)]
     if cache:

@@ -288,3 +288,22 @@ def test_flops_matched_comparison(tmp_path: Path) -> None:
     assert report["cache_flops"] == 6 * forward_flops(t_model, (1, 3, 64, 128))  # one forward per training image
     assert report["resolved"] == resolve_counts({m: float(v) for m, v in f.items()}, 4.0 * f["baseline"],
                                                 float(report["cache_flops"]), ["kd"], 1)
+
+
+def test_exact_cache_comparison_builds_one_cache_per_seed(tmp_path: Path) -> None:
+    """distill.cache_mode=exact: one exact cache per seed, built before the runs, each kd run reading the
+    crops of its own seed; a wall-clock budget is refused (the samples must be known in advance)."""
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    out = tmp_path / "exact"
+    args = ["--config", str(tiny_config(tmp_path)), "--methods", "baseline,kd", "--budget", "2", "--seeds", "2",
+            "--teacher", str(teacher), "--out", str(out), "distill.cache_mode=exact"]
+    assert main(args) == 0
+    caches = {}
+    for seed in (0, 1):
+        rec = json.loads((out / f"tiny-kd-s{seed}" / "results.json").read_text())["teacher_cache"]
+        assert rec["mode"] == "exact" and rec["samples"] >= 2 * 2 and not rec["built_by_this_run"]
+        caches[seed] = rec["path"]
+    assert caches[0] != caches[1]
+    with pytest.raises(UserError, match="iteration budget"):
+        compare(str(tiny_config(tmp_path)), ["baseline", "kd"], "5s", 1, str(teacher), tmp_path / "t",
+                ["distill.cache_mode=exact"])
