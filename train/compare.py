@@ -269,6 +269,31 @@ def count_step_flops(config: str | None, methods: list[str], seed: int, budget: 
     return rec
 
 
+def exact_step_flops(cfg: Config, config: str | None, methods: list[str], cached: list[str], seed: int,
+                     budget: str, teacher: str, out: Path, overrides: list[str]) -> dict[str, dict[str, Any]]:
+    """Step FLOPs with an exact cache (--match flops): each method counted with the online teacher, whose
+    forward on the batch, f_T, is then replaced by its share of the exact cache's forward on the same
+    crops, stored once per seed for the R = len(cached) methods that read it:
+
+        f_m = f_m,online − f_T + f_T / R."""
+    from train.budget import forward_flops
+    from train.checkpoint import model_from_checkpoint
+
+    flops = count_step_flops(config, methods, seed, budget, teacher, out, [*overrides, "distill.teacher_cache=off"],
+                             None)
+    model, _, _ = model_from_checkpoint(teacher, "cpu")
+    f_t = forward_flops(model, (cfg.data.batch_size, 3, *cfg.data.crop_size))
+    reference = next(iter(flops.values()))["reference"]
+    for m in cached:
+        rec = flops[m]
+        rec["online_step_flops"] = rec["step_flops"]
+        rec["step_flops"] = rec["step_flops"] - f_t + f_t / len(cached)
+        rec["teacher_forward_flops"] = f_t
+    for rec in flops.values():
+        rec["ratio"] = rec["step_flops"] / flops[reference]["step_flops"]
+    return flops
+
+
 def cache_build_flops(path: str, teacher: str) -> int:
     """Counted FLOPs of building the teacher cache at `path`: the manifest's `build_flops` when recorded,
     else one teacher forward per training image at its stored view size."""
@@ -318,10 +343,13 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     probe_budget = b.is_time and match == "probe"
     flops_budget = match == "flops"
 
+    # an exact cache with --match flops is built after the counts: the crops it holds depend on them
+    deferred = (flops_budget and teacher is not None and teacher_cache != "off" and cfg.distill.cache_mode == "exact"
+                and resolved is None)
     cache, cache_s, cache_built = (build_comparison_cache(cfg, config, overrides, methods, teacher, teacher_cache,
                                                           seed_values, not b.is_time and not flops_budget)
-                                   if teacher is not None else (None, 0.0, False))
-    cached = [m for m in methods if cache and needs_teacher(m)]
+                                   if teacher is not None and not deferred else (None, 0.0, False))
+    cached = [m for m in methods if (cache or deferred) and needs_teacher(m)]
     if cache:
         print(f"[compare] teacher cache {cache}: {'built' if cache_built else 'reused'}, build time "
               f"{cache_s:.1f}s, read by {', '.join(cached)}", flush=True)
@@ -355,7 +383,11 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     elif flops_budget:
         from train.budget import format_flops
 
-        flops = count_step_flops(config, methods, seed_values[0], budget, teacher, out, overrides, cache)
+        if deferred:
+            assert teacher is not None
+            flops = exact_step_flops(cfg, config, methods, cached, seed_values[0], budget, teacher, out, overrides)
+        else:
+            flops = count_step_flops(config, methods, seed_values[0], budget, teacher, out, overrides, cache)
         cache_flops = cache_build_flops(cache, teacher) if cache and teacher else 0
         reference = next(iter(flops.values()))["reference"]
         total = float(b.iterations or 0) * flops[reference]["step_flops"]
@@ -366,7 +398,14 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
               + (f"; cache build {format_flops(cache_flops)}, {format_flops(cache_flops / runs_sharing)} per run "
                  f"that reads it" if cache_flops else ""), flush=True)
         counts = resolve_counts({m: float(f["step_flops"]) for m, f in flops.items()}, total, float(cache_flops),
-                                cached, runs_sharing)
+                                [] if deferred else cached, runs_sharing)
+        if deferred:  # the exact caches, one per seed, holding the crops of the longest run
+            assert teacher is not None
+            cfg.train.budget = str(max(counts[m]["amortised"] for m in cached))
+            cache, cache_s, cache_built = build_comparison_cache(cfg, config, overrides, methods, teacher,
+                                                                 teacher_cache, seed_values, True)
+            print(f"[compare] exact teacher caches (one per seed): {'built' if cache_built else 'reused'}, build "
+                  f"time {cache_s:.1f}s, read by {', '.join(cached)}", flush=True)
     if counts:
         print("[compare] iterations per run: " + ", ".join(
             f"{m} {c['amortised']}" + (f" (charged {c['charged']})" if "charged" in c else "")

@@ -307,3 +307,28 @@ def test_exact_cache_comparison_builds_one_cache_per_seed(tmp_path: Path) -> Non
     with pytest.raises(UserError, match="iteration budget"):
         compare(str(tiny_config(tmp_path)), ["baseline", "kd"], "5s", 1, str(teacher), tmp_path / "t",
                 ["distill.cache_mode=exact"])
+
+
+def test_exact_cache_with_flops_matching(tmp_path: Path) -> None:
+    """--match flops with an exact cache: each reading method pays its share of the teacher's forward on the
+    stored crops (f_online − f_T + f_T / R, R = 2 methods), the per-seed cache is built after the counts and
+    holds the longest run's crops, and every run reads it without building."""
+    from train.budget import forward_flops
+    from train.checkpoint import model_from_checkpoint
+
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    out = tmp_path / "exact-flops"
+    assert main(["--config", str(tiny_config(tmp_path)), "--methods", "baseline,kd,lfd", "--budget", "3", "--match",
+                 "flops", "--teacher", str(teacher), "--out", str(out), "distill.cache_mode=exact"]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    f_t = forward_flops(model_from_checkpoint(teacher, "cpu")[0], (2, 3, 64, 128))
+    for m in ("kd", "lfd"):
+        rec = report["flops"][m]
+        assert rec["teacher_forward_flops"] == f_t
+        assert rec["step_flops"] == pytest.approx(rec["online_step_flops"] - f_t / 2)
+    counts = {m: c["amortised"] for m, c in report["resolved"].items()}
+    assert counts["baseline"] == 3 and all("charged" not in c for c in report["resolved"].values())
+    for m in ("kd", "lfd"):
+        rec = json.loads((out / f"tiny-{m}-s0" / "results.json").read_text())["teacher_cache"]
+        assert rec["mode"] == "exact" and not rec["built_by_this_run"]
+        assert rec["samples"] >= 2 * max(counts["kd"], counts["lfd"])
