@@ -105,11 +105,13 @@ def markdown_report(rows: list[dict[str, Any]], teacher_miou: float | None, budg
            else "run live as a wall-clock budget" if parse_budget(budget).is_time else "in iterations")
     flops = (" FLOPs: the counted FLOPs each run spent (training steps plus its share of the cache build), "
              "relative to the baseline's: what --match flops matches." if match == "flops" else "")
+    cost = ("" if match == "flops" else "Cost: each method's step time relative to the baseline's, measured in "
+            "interleaved rounds in one process (95 % interval). ")
     head = (f"# Budget-matched comparison\n\nBudget {parse_budget(budget)} per run ({how}), {seeds} seed(s), "
             f"teacher mIoU {teacher} %. mIoU: final weights, mean ± std over seeds; gap closed = "
             f"(mIoU − baseline) / (teacher − baseline), with the teacher cache's build time amortised over the "
-            f"runs that read it, and charged in full to each run. Cost: each method's step time relative to "
-            f"the baseline's, measured in interleaved rounds in one process (95 % interval). Spent: the "
+            f"runs that read it, and charged in full to each run. "
+            f"{cost}Spent: the "
             f"training seconds each run actually spent (budget clock, plus its share of the cache build) "
             f"relative to the baseline's.{flops}\n\n")
     warnings = "".join(f"> **warning**: {w}\n" for w in spent_warnings(rows))
