@@ -10,7 +10,7 @@ CONFIG  ?= configs/demo.yaml
 RUNS    ?= runs
 DEMO    := $(RUNS)/demo
 TEACHER ?= $(DEMO)/teacher/best.pt
-STUDENT_BUDGET ?= 75s
+STUDENT_STEPS ?= 200
 STUDENT ?= $(DEMO)/distill/demo-lfd-s0/best.pt
 EXPORT  := $(DEMO)/export
 SIZE    ?=
@@ -51,9 +51,9 @@ teacher: setup  ## train (or reuse) the synthetic demo teacher
 	if [ -f $(TEACHER) ]; then echo "reusing teacher $(TEACHER)"; else \
 	  $(PY) -m train.teacher --config configs/demo-teacher.yaml name=demo/teacher; fi
 
-distill: teacher  ## student alone, KD and LFD from the teacher cache at equal compute (probe-resolved); mIoU table
+distill: teacher  ## student alone, KD and LFD from the teacher cache at equal counted FLOPs (STUDENT_STEPS baseline steps); mIoU table
 	$(PY) -m train.compare --config $(CONFIG) --teacher $(TEACHER) --methods baseline,kd,lfd \
-	  --budget $(STUDENT_BUDGET) --seeds 1 --out $(DEMO)/distill
+	  --budget $(STUDENT_STEPS) --match flops --charge amortised --seeds 1 --out $(DEMO)/distill
 
 compare: teacher  ## 7 methods x 2 seeds at an equal 2-minute budget from one teacher cache (synthetic data, ~32 min on 2 cores)
 	$(PY) -m train.compare --config configs/compare.yaml --teacher $(TEACHER) \
