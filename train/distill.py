@@ -164,6 +164,12 @@ def _distill(cfg: Config, env: D.DistEnv, method: str, budget: Budget, teacher_c
     if env.is_main and needs_teacher(method) and (classes := checkpoint_class_report(run.teacher_meta)):
         print(classes, flush=True)  # as the teacher's training recorded it: no evaluation here
     probe = resolve_budget(cfg, trainer, env, run_dir)
+    if run.cache is not None and run.cache.get("mode") == "exact":
+        # the crops an exact cache holds bound the run: its count must be final before training starts
+        from train.teacher_cache import require_exact_samples
+
+        trainer.recheck = None
+        require_exact_samples(run.cache["path"], cfg, env.world)
     results = trainer.fit()
     results["probe"] = probe
     results["teacher_cache"] = run.cache

@@ -869,6 +869,18 @@ def too_few_samples(path: str | Path, manifest: dict[str, Any], reads: str, need
             f"or use distill.teacher_cache=auto")
 
 
+def require_exact_samples(path: str | Path, cfg: Config, world: int = 1) -> None:
+    """Refuse, in one sentence, a run whose iteration count (resolved by now: `train.iterations` or an
+    iteration budget) reads more samples than the exact cache at `path` holds."""
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise UserError(f"{path} is not a teacher target cache (no {MANIFEST})")
+    needed = run_samples(cfg, len(manifest["image_ids"]), world)
+    if needed is not None and needed > int(manifest["samples"]):
+        raise UserError(too_few_samples(path, manifest, f"{needed} ({cfg.train.iterations or cfg.train.budget} "
+                                                        f"iterations of batch {cfg.data.batch_size})", needed))
+
+
 def open_reader(path: str | Path, manifest: dict[str, Any], outputs: Sequence[str]) -> TeacherTargets:
     """The reader of a complete cache's mode."""
     name = mode_of(manifest)["name"]

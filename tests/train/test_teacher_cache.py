@@ -523,3 +523,16 @@ def test_cache_cli_compares_every_mode(tmp_path: Path, capsys: pytest.CaptureFix
     assert rows["exact"]["agree_as_trained"] == 100.0 and rows["exact"]["kl_as_trained"] < 1e-4
     assert rows["multiscale"]["size_mb"] > rows["single"]["size_mb"]
     assert rows["multiscale"]["views"] == 6 * 2 * 2 and rows["exact"]["views"] == 1
+
+
+def test_a_probed_run_longer_than_its_exact_cache_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    """A wall-clock budget resolved by the probe after the exact cache was opened: a count that reads more
+    crops than stored is one sentence with the command that extends the cache, before any training."""
+    teacher = save_teacher(tmp_path / "teacher.pt")
+    rc = distill_main(["--config", str(tiny_config(tmp_path)), "method=kd", f"teacher={teacher}", "budget=60s",
+                       "train.budget_mode=probe", "train.probe_warmup=1", "train.probe_steps=1", "name=short",
+                       "distill.teacher_cache=auto", "distill.cache_mode=exact", "distill.cache_samples=8"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds the first 8 samples" in err and "--mode exact --samples" in err
+    assert not (tmp_path / "runs" / "short" / "results.json").exists()
