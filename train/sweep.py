@@ -181,6 +181,9 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: Path, unit: str, title: str
     if teacher is not None:
         ax.axhline(100 * teacher, color="black", ls="--", lw=1, label="teacher")
     ax.set_xscale("log", base=2)
+    ticks = sorted({r["compute"] for r in rows})
+    ax.set_xticks(ticks, [f"{c:.3g}" for c in ticks])
+    ax.minorticks_off()
     ax.set_xlabel(f"compute per run ({unit})")
     ax.set_ylabel("validation mIoU (%)")
     ax.set_title(title)
