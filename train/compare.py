@@ -473,7 +473,8 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
                      probes={m: p["s_per_iter"] for m, p in probes.items()},
                      cache_seconds={m: cache_s for m in cached}, costs=probes,
                      runs_sharing=runs_sharing, step_flops={m: f["step_flops"] for m, f in flops.items()},
-                     cache_flops={m: cache_flops for m in cached} if flops else None)
+                     cache_flops={m: cache_flops for m in cached} if flops else None,
+                     check=b.is_time or flops_budget)
     match_text = "flops" if flops_budget else "probe" if probe_budget else "wallclock" if b.is_time else "iterations"
     report = {
         "config": config,

@@ -38,7 +38,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], teacher_miou: float | None,
               probes: dict[str, float] | None = None, cache_seconds: dict[str, float] | None = None,
               costs: dict[str, dict[str, Any]] | None = None, runs_sharing: int = 1,
               spent_tolerance: float = SPENT_TOLERANCE, step_flops: dict[str, int] | None = None,
-              cache_flops: dict[str, float] | None = None) -> list[dict[str, Any]]:
+              cache_flops: dict[str, float] | None = None, check: bool = True) -> list[dict[str, Any]]:
     """One row per method from its runs' results.json dicts (engine fields final_miou, best_miou,
     iterations, s_per_iter, peak_mem_mb, peak_mem_kind); mIoU as fractions. `charged`: the runs of the
     same methods with the cache build charged in full; `probes`: probed s/iter; `cache_seconds`: the
@@ -48,7 +48,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]], teacher_miou: float | None,
     build, and `spent_ratio` to the baseline's (`spent_ok`: within ±`spent_tolerance`). With `step_flops`
     (--match flops: counted FLOPs per step, and `cache_flops`, the build's FLOPs per method reading it) each
     row gets `flops_spent` = iterations · step FLOPs + cache FLOPs / runs_sharing and `flops_ratio` to the
-    baseline's, and the ±`spent_tolerance` check is made on FLOPs, what the comparison matched."""
+    baseline's, and the ±`spent_tolerance` check is made on FLOPs, what the comparison matched. `check`
+    False (an iteration budget, which matches no compute): no check, `spent_ok` None."""
     rows = []
     for method, results in runs.items():
         mious = [r["final_miou"] for r in results if r.get("final_miou") is not None]
@@ -87,7 +88,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]], teacher_miou: float | None,
         r["spent_ratio"] = r["spent_s"] / ref if ref else None
         r["flops_ratio"] = r["flops_spent"] / ref_flops if ref_flops and r["flops_spent"] is not None else None
         matched = r["flops_ratio"] if step_flops else r["spent_ratio"]
-        r["spent_ok"] = matched is not None and abs(matched - 1) <= spent_tolerance
+        r["spent_ok"] = (matched is not None and abs(matched - 1) <= spent_tolerance) if check else None
         r["gap_closed"] = gap_closed(r["miou_mean"], base, teacher_miou)
         # a method that reads no cache pays nothing for it: charged = amortised
         r["gap_closed_charged"] = (gap_closed(r["charged_miou_mean"], base, teacher_miou)
@@ -123,14 +124,14 @@ def spent_warnings(rows: list[dict[str, Any]]) -> list[str]:
     flops) lies outside ±SPENT_TOLERANCE of the baseline's."""
     flops = [f"{r['method']} spent {100 * (r['flops_ratio'] - 1):+.1f} % of the baseline's counted FLOPs, outside "
              f"±{100 * SPENT_TOLERANCE:g} %: the budget buys too few of its steps to match (raise --budget)"
-             for r in rows if r.get("flops_ratio") is not None and not r.get("spent_ok")]
+             for r in rows if r.get("flops_ratio") is not None and r.get("spent_ok") is False]
     if any(r.get("flops_ratio") is not None for r in rows):
         return flops
     return [f"{r['method']} spent {100 * (r['spent_ratio'] - 1):+.1f} % of the baseline's training seconds "
             f"({r['spent_s']:.1f} s), outside ±{100 * SPENT_TOLERANCE:g} %: its compute was not matched (the "
             f"machine's load changed between the probe and the runs, or the probe interval was wide); rerun on "
             f"an idle machine or with --match flops"
-            for r in rows if r.get("spent_ratio") is not None and not r.get("spent_ok")]
+            for r in rows if r.get("spent_ratio") is not None and r.get("spent_ok") is False]
 
 
 def _pct(mean: float | None, std: float | None = None) -> str:
@@ -151,10 +152,10 @@ def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
                 f"{r['ratio']:.3f} ({r['ratio_low']:.3f}-{r['ratio_high']:.3f})",
         "spent": "-" if r.get("spent_ratio") is None else
                  f"{r['spent_s']:.1f} ({100 * (r['spent_ratio'] - 1):+.1f} %)"
-                 + ("" if r.get("spent_ok") or r.get("flops_ratio") is not None else " !"),
+                 + (" !" if r.get("spent_ok") is False and r.get("flops_ratio") is None else ""),
         "s/it": f"{r['s_per_iter']:.3f}",
         "flops": "-" if r.get("flops_ratio") is None else
-                 f"{r['flops_spent'] / 1e12:.3g} ({100 * (r['flops_ratio'] - 1):+.1f} %)" + ("" if r.get("spent_ok") else " !"),
+                 f"{r['flops_spent'] / 1e12:.3g} ({100 * (r['flops_ratio'] - 1):+.1f} %)" + (" !" if r.get("spent_ok") is False else ""),
         "cache": "-" if not r.get("cache_s") else f"{r['cache_s']:.1f}",
         "mem": f"{r['peak_mem_mb']:.0f}",
     } for r in rows]

@@ -18,7 +18,7 @@ from test_fkd_layers import save_teacher
 from runtime.errors import UserError
 from runtime.io import pid_alive
 from train.compare import compare, default_val_every, distill_command, main, resolve_counts
-from train.compare_report import gap_closed, markdown_report, read_val_curve, summarize, table
+from train.compare_report import gap_closed, markdown_report, read_val_curve, spent_warnings, summarize, table
 
 
 def result(miou: float, best: float, it: int, spi: float, mem: float) -> dict:
@@ -332,3 +332,14 @@ def test_exact_cache_with_flops_matching(tmp_path: Path) -> None:
         rec = json.loads((out / f"tiny-{m}-s0" / "results.json").read_text())["teacher_cache"]
         assert rec["mode"] == "exact" and not rec["built_by_this_run"]
         assert rec["samples"] >= 2 * max(counts["kd"], counts["lfd"])
+
+
+def test_an_iteration_budget_is_not_checked_for_seconds() -> None:
+    """Equal iterations match no compute: KD's 20 % slower steps are reported, not flagged."""
+    runs = {"baseline": [result(0.40, 0.41, 100, 0.5, 900)], "kd": [result(0.42, 0.42, 100, 0.6, 900)]}
+    checked = {r["method"]: r for r in summarize(runs, 0.6)}
+    assert checked["kd"]["spent_ok"] is False and spent_warnings(list(checked.values()))
+    rows = summarize(runs, 0.6, check=False)
+    assert [r["spent_ok"] for r in rows] == [None, None] and spent_warnings(rows) == []
+    md = markdown_report(rows, 0.6, "100", 1, "iterations")
+    assert "warning" not in md and "60.0 (+20.0 %) |" in md
