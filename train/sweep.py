@@ -96,19 +96,16 @@ def sweep_rows(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def crossings(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
-    """Per method, the compute values where Δ to the baseline changes sign (linear interpolation)."""
-    out: dict[str, list[float]] = {}
+def crossings(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per method, where Δ to the baseline changes sign (compute by linear interpolation), and whether the
+    method rises above the baseline there (`up`) or falls below it."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r["compute"], r["delta"]) for r in rows if r["method"] == m and r["delta"] is not None)
         found = []
         for (c1, d1), (c2, d2) in zip(pts, pts[1:]):
-            if d1 == 0:
-                found.append(c1)
-            elif d1 * d2 < 0:
-                found.append(c1 + (c2 - c1) * d1 / (d1 - d2))
-        if pts and pts[-1][1] == 0:
-            found.append(pts[-1][0])
+            if d1 * d2 < 0:
+                found.append({"compute": c1 + (c2 - c1) * d1 / (d1 - d2), "up": d2 > 0})
         if m != BASELINE and pts:
             out[m] = found
     return out
@@ -148,7 +145,8 @@ def sweep_markdown(rows: Sequence[dict[str, Any]], unit: str, seeds: int) -> str
              f"(baseline) at the same budget, ✓ where Δ > 2 · pooled seed std. Compute: {unit}. Teacher "
              f"{_pct(teacher)} %.\n", sweep_table(rows, markdown=True), ""]
     for m, found in cross.items():
-        lines.append(f"- {m}: " + (", ".join(f"crosses the baseline at {c:.4g} ({unit})" for c in found)
+        lines.append(f"- {m}: " + (", then ".join(f"{'rises above' if c['up'] else 'falls below'} the baseline at "
+                                                  f"{c['compute']:.4g} ({unit})" for c in found)
                                    if found else "never crosses the baseline in this range"))
     return "\n".join(lines) + "\n"
 
@@ -175,8 +173,8 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: Path, unit: str, title: str
         hi = [100 * max(r["miou_per_seed"]) for r in mine]
         ax.fill_between(x, lo, hi, color=colours(i % 10), alpha=0.15)
         for c in cross.get(m, []):
-            ax.plot([c], [100 * _interp(base, c)], marker="X", ms=10, color=colours(i % 10),
-                    markeredgecolor="black")
+            ax.plot([c["compute"]], [100 * _interp(base, c["compute"])], marker="^" if c["up"] else "v", ms=10,
+                    color=colours(i % 10), markeredgecolor="black")
     teacher = next((r["teacher_miou"] for r in rows if r.get("teacher_miou") is not None), None)
     if teacher is not None:
         ax.axhline(100 * teacher, color="black", ls="--", lw=1, label="teacher")

@@ -43,9 +43,12 @@ def test_verdict_and_crossing_by_hand() -> None:
     assert kd[60.0]["delta"] == pytest.approx(-0.02) and kd[120.0]["delta"] == pytest.approx(0.02)
     assert kd[60.0]["pooled_std"] == pytest.approx(pooled_std(math.sqrt(2e-4), math.sqrt(2e-4)))
     assert [kd[c]["beats"] for c in (60.0, 120.0, 240.0)] == [False, False, True]
-    assert crossings(rows) == {"kd": [pytest.approx(90.0)]}
+    assert crossings(rows) == {"kd": [{"compute": pytest.approx(90.0), "up": True}]}
     md = sweep_markdown(rows, "seconds", 2)
-    assert "kd: crosses the baseline at 90 (seconds)" in md and "+6.00 ✓" in md and "-2.00)" in md
+    assert "kd: rises above the baseline at 90 (seconds)" in md and "+6.00 ✓" in md and "-2.00)" in md
+    # and back: +2 at 120 s, -2 at 240 s falls below at 180 s
+    reps["4m"] = report("240s", {"baseline": [0.28, 0.30], "kd": [0.26, 0.28]})
+    assert crossings(sweep_rows(reps))["kd"][1] == {"compute": pytest.approx(180.0), "up": False}
     one = sweep_rows({"1m": report("60s", {"baseline": [0.2], "kd": [0.3]})})
     assert [r["beats"] for r in one] == [None, None]  # one seed: no noise estimate, no verdict
 
