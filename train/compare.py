@@ -331,6 +331,8 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
         if ALIASES.get(key, key) in RESERVED:
             raise UserError(f"override '{item}' is set by the comparison; use --methods, --budget, --seeds, "
                             f"--teacher or --out instead")
+    if teacher_cache == "off":  # the online teacher in every run and cost measurement, whatever the config says
+        overrides = [*overrides, "distill.teacher_cache=off"]
     cfg = load_config(config, overrides)
     teacher = teacher or cfg.distill.teacher
     if teacher is None and any(m != "baseline" for m in methods):

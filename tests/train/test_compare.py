@@ -260,7 +260,9 @@ def test_flops_matched_comparison(tmp_path: Path) -> None:
 
     teacher = save_teacher(tmp_path / "teacher.pt")
     t_model, _, _ = model_from_checkpoint(teacher, "cpu")
-    base = ["--config", str(tiny_config(tmp_path)), "--methods", "baseline,kd", "--budget", "4", "--match", "flops",
+    config = tiny_config(tmp_path)  # a recipe that reads a cache: --teacher-cache off must still mean online
+    config.write_text(config.read_text().replace("distill:", "distill:\n  teacher_cache: auto"))
+    base = ["--config", str(config), "--methods", "baseline,kd", "--budget", "4", "--match", "flops",
             "--teacher", str(teacher), "--charge", "amortised"]
     with pytest.raises(UserError, match="baseline iterations"):
         compare(str(tiny_config(tmp_path)), ["baseline"], "10s", 1, None, tmp_path / "x", [], match="flops")
@@ -271,6 +273,7 @@ def test_flops_matched_comparison(tmp_path: Path) -> None:
     f = {m: r["step_flops"] for m, r in report["flops"].items()}
     assert report["match"] == "flops" and report["cache_flops"] == 0
     assert f["kd"] - f["baseline"] == forward_flops(t_model, (2, 3, 64, 128))  # batch 2 of 64 x 128 crops
+    assert json.loads((online / "tiny-kd-s0" / "results.json").read_text())["teacher_cache"] is None
     assert report["resolved"] == {"baseline": {"amortised": 4}, "kd": {"amortised": max(1, 4 * f["baseline"] // f["kd"])}}
     for m in ("baseline", "kd"):
         run = json.loads((online / f"tiny-{m}-s0" / "results.json").read_text())
