@@ -44,6 +44,13 @@ from typing import Any
 from runtime.errors import UserError, cli_main, sigterm_as_interrupt
 from runtime.io import atomic_write_json, atomic_write_text
 from train.child_process import run_child, wait_for_folder
+from train.compare_costs import (
+    cache_build_flops,
+    count_step_flops,
+    exact_step_flops,
+    probe_costs,
+    resolve_counts,
+)
 from train.compare_report import (
     markdown_report,
     plot_curves,
@@ -96,21 +103,11 @@ def distill_command(config: str | None, method: str, seed: int, budget: str, tea
                                cache, name)
 
 
-def resolve_counts(probes: dict[str, float], seconds: float, cache_seconds: float, cached: Sequence[str],
-                   runs_sharing: int) -> dict[str, dict[str, int]]:
-    """Iterations per method from probed s/iter: `amortised` charges each run that reads the cache
-    `cache_seconds / runs_sharing`, `charged` the whole build (methods in `cached` only)."""
-    from train.budget import charge_cache, resolve_iterations
-
-    out = {}
-    for m, s_per_iter in probes.items():
-        uses = m in cached
-        rec = {"amortised": resolve_iterations(charge_cache(seconds, cache_seconds if uses else 0.0, runs_sharing),
-                                               s_per_iter)}
-        if uses:
-            rec["charged"] = resolve_iterations(charge_cache(seconds, cache_seconds, 1), s_per_iter)
-        out[m] = rec
-    return out
+def method_configs(config: str | None, methods: list[str], seed: int, budget: str, teacher: str | None, out: Path,
+                   overrides: list[str], cache: str | None) -> dict[str, Config]:
+    """Each method's run config for seed `seed` (what its cost is measured on)."""
+    return {m: load_config(config, run_overrides(config, m, seed, budget, teacher, out, "0", overrides, cache=cache))
+            for m in methods}
 
 
 def stem_of(config: str | None) -> str:
@@ -185,132 +182,6 @@ def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str]
     return str(path), float(manifest.get("build_seconds") or 0.0), built
 
 
-def build_trainers(config: str | None, methods: list[str], seed: int, budget: str, teacher: str | None, out: Path,
-                   overrides: list[str], cache: str | None, folder: str) -> dict[str, Any]:
-    """One Trainer per method (built as its run would be, in this process, writing under `<out>/<folder>/`),
-    for measuring step costs; nothing is trained."""
-    from train import distributed as D
-    from train.distill import build_run, read_teacher
-
-    env = D.DistEnv(device=D.resolve_device(load_config(config, overrides).train.device))
-    trainers = {}
-    for m in methods:
-        cfg = load_config(config, run_overrides(config, m, seed, budget, teacher, out, "0", overrides, cache=cache))
-        trainers[m] = build_run(cfg, env, read_teacher(cfg.distill.teacher, m), out / folder / m).trainer
-    return trainers
-
-
-def _reuse(path: Path, methods: list[str]) -> dict[str, dict[str, Any]] | None:
-    if path.is_file():
-        prior = json.loads(path.read_text())
-        if set(methods) <= set(prior):
-            return {m: prior[m] for m in methods}
-    return None
-
-
-def probe_costs(config: str | None, methods: list[str], seed: int, budget: str, teacher: str | None, out: Path,
-                overrides: list[str], cache: str | None, tolerance: float = 0.03, max_seconds: float = 120.0
-                ) -> dict[str, dict[str, Any]]:
-    """Every method's seconds per iteration, measured in this process in interleaved rounds on the same
-    batches (train/budget.py `interleaved_costs`; reused from `<out>/probes.json` when it holds them all).
-    The reference is `baseline` when compared, else the first method."""
-    path = out / "probes.json"
-    prior = _reuse(path, methods)
-    if prior is not None:
-        return prior
-    from train.budget import interleaved_costs
-    from train.env import environment
-
-    reference = "baseline" if "baseline" in methods else methods[0]
-    trainers = build_trainers(config, methods, seed, budget, teacher, out, overrides, cache, "probes")
-    warmup, steps = trainers[reference].cfg.train.probe_warmup, trainers[reference].cfg.train.probe_steps
-    print(f"[compare] timing {', '.join(methods)} against {reference} in interleaved rounds (±{100 * tolerance:g} % "
-          f"wanted, at most {max_seconds:g}s)", flush=True)
-    # a loader prefetches workers x prefetch_factor (2) batches while the other methods run: drain them
-    data = trainers[reference].cfg.data
-    costs = interleaved_costs(lambda m: trainers[m].timed_step(), methods, reference, warmup=max(1, warmup),
-                              per_round=max(1, min(steps, 2)), tolerance=tolerance, max_seconds=max_seconds,
-                              drain=2 * data.workers)
-    env_record = environment(trainers[reference].device)
-    for rec in costs.values():
-        rec["env"] = env_record
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, costs)
-    return costs
-
-
-def count_step_flops(config: str | None, methods: list[str], seed: int, budget: str, teacher: str | None,
-                     out: Path, overrides: list[str], cache: str | None) -> dict[str, dict[str, Any]]:
-    """Every method's counted FLOPs per training step (train/budget.py `counted_flops`: one warm-up step,
-    then two counted steps, which must agree), and the ratio to the reference (`baseline` when compared);
-    reused from `<out>/flops.json` when it holds them all."""
-    path = out / "flops.json"
-    prior = _reuse(path, methods)
-    if prior is not None:
-        return prior
-    from train.budget import counted_flops
-
-    reference = "baseline" if "baseline" in methods else methods[0]
-    trainers = build_trainers(config, methods, seed, budget, teacher, out, overrides, cache, "flops")
-    per: dict[str, int] = {}
-    for m, trainer in trainers.items():
-        trainer.timed_step()  # lazy initialisation outside the count
-        counts = [counted_flops(trainer.timed_step) for _ in range(2)]
-        if abs(counts[0] - counts[1]) > 1e-6 * max(counts):
-            raise UserError(f"method {m} counted {counts[0]} and then {counts[1]} FLOPs in two training steps: its "
-                            f"step cost depends on the batch, so --match flops cannot resolve it; use --match probe")
-        per[m] = counts[0]
-        if per[m] <= 0:
-            raise UserError(f"no FLOPs were counted in a training step of {m}; use --match probe")
-    rec = {m: {"method": m, "step_flops": f, "ratio": f / per[reference], "reference": reference}
-           for m, f in per.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, rec)
-    return rec
-
-
-def exact_step_flops(cfg: Config, config: str | None, methods: list[str], cached: list[str], seed: int,
-                     budget: str, teacher: str, out: Path, overrides: list[str]) -> dict[str, dict[str, Any]]:
-    """Step FLOPs with an exact cache (--match flops): each method counted with the online teacher, whose
-    forward on the batch, f_T, is then replaced by its share of the exact cache's forward on the same
-    crops, stored once per seed for the R = len(cached) methods that read it:
-
-        f_m = f_m,online − f_T + f_T / R."""
-    from train.budget import forward_flops
-    from train.checkpoint import model_from_checkpoint
-
-    flops = count_step_flops(config, methods, seed, budget, teacher, out, [*overrides, "distill.teacher_cache=off"],
-                             None)
-    model, _, _ = model_from_checkpoint(teacher, "cpu")
-    f_t = forward_flops(model, (cfg.data.batch_size, 3, *cfg.data.crop_size))
-    reference = next(iter(flops.values()))["reference"]
-    for m in cached:
-        rec = flops[m]
-        rec["online_step_flops"] = rec["step_flops"]
-        rec["step_flops"] = rec["step_flops"] - f_t + f_t / len(cached)
-        rec["teacher_forward_flops"] = f_t
-    for rec in flops.values():
-        rec["ratio"] = rec["step_flops"] / flops[reference]["step_flops"]
-    return flops
-
-
-def cache_build_flops(path: str, teacher: str) -> int:
-    """Counted FLOPs of building the teacher cache at `path`: the manifest's `build_flops` when recorded,
-    else one teacher forward per training image at its stored view size."""
-    from collections import Counter
-
-    from train.budget import forward_flops
-    from train.checkpoint import model_from_checkpoint
-    from train.teacher_cache import image_sizes, read_manifest
-
-    manifest = read_manifest(path) or {}
-    if manifest.get("build_flops"):
-        return int(manifest["build_flops"])
-    model, _, _ = model_from_checkpoint(teacher, "cpu")
-    sizes = Counter(image_sizes(manifest))
-    return sum(n * forward_flops(model, (1, 3, *size)) for size, n in sizes.items())
-
-
 def compare(config: str | None, methods: list[str], budget: str, seeds: int, teacher: str | None, out: Path,
             overrides: list[str], val_every: str | None = None, match: str = "probe",
             resolved: str | Path | None = None, teacher_cache: str = "auto", charge: str = "both",
@@ -375,8 +246,8 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
             raise UserError(f"{resolved} resolves no iteration count for {', '.join(missing)}; rerun the "
                             f"comparison without --resolved, or drop those methods")
     elif probe_budget:
-        probes = probe_costs(config, methods, seed_values[0], budget, teacher, out, overrides, cache,
-                             probe_tolerance, probe_seconds)
+        probes = probe_costs(method_configs(config, methods, seed_values[0], budget, teacher, out, overrides, cache),
+                             out, probe_tolerance, probe_seconds)
         for m, p in probes.items():
             print(f"[compare] {m}: {p['s_per_iter']:.3f} s/iter, {p['ratio']:.3f}x {p['reference']} "
                   f"(95 % interval {p['ratio_low']:.3f}-{p['ratio_high']:.3f}, {p['rounds']} rounds)", flush=True)
@@ -387,9 +258,12 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
 
         if deferred:
             assert teacher is not None
-            flops = exact_step_flops(cfg, config, methods, cached, seed_values[0], budget, teacher, out, overrides)
+            online = method_configs(config, methods, seed_values[0], budget, teacher, out,
+                                    [*overrides, "distill.teacher_cache=off"], None)
+            flops = exact_step_flops(online, cached, teacher, out)
         else:
-            flops = count_step_flops(config, methods, seed_values[0], budget, teacher, out, overrides, cache)
+            flops = count_step_flops(method_configs(config, methods, seed_values[0], budget, teacher, out,
+                                                    overrides, cache), out)
         cache_flops = cache_build_flops(cache, teacher) if cache and teacher else 0
         reference = next(iter(flops.values()))["reference"]
         total = float(b.iterations or 0) * flops[reference]["step_flops"]
