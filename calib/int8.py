@@ -17,7 +17,6 @@ calibration-range cache so that re-quantizing with other excluded nodes skips ca
 from __future__ import annotations
 
 import logging
-import platform
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from onnxruntime.quantization import (
 from calib.dataset import ArrayDataReader
 from runtime.errors import UserError
 from runtime.lazy import has_module, lazy_import
+from runtime.machine import cpu_has_vnni, is_x86
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
@@ -45,15 +45,6 @@ def prepare(src: str | Path, dst: str | Path) -> Path:
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
     return Path(dst)
-
-
-def cpu_has_vnni() -> bool:
-    """True on x86 CPUs with AVX-512 VNNI or AVX-VNNI (or on non-x86 CPUs, where reduce_range is moot)."""
-    from runtime.report import cpu_flags
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
-        return True
-    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def _calibrate(model: Path, out: Path, images: np.ndarray, method: str, exclude: Sequence[str],
@@ -79,8 +70,9 @@ def _input_name(model: Path) -> str:
 def quantize_cpu(model: str | Path, out: str | Path, images: np.ndarray, method: str = "minmax",
                  exclude: Sequence[str] = (), cache: str | Path | None = None,
                  reduce_range: bool | None = None) -> Path:
-    """QDQ u8s8 per-channel for ONNX Runtime CPUs; `reduce_range=None` picks it when the CPU lacks VNNI."""
-    rr = (not cpu_has_vnni()) if reduce_range is None else reduce_range
+    """QDQ u8s8 per-channel for ONNX Runtime CPUs; `reduce_range=None` picks it on x86 CPUs without VNNI
+    (elsewhere 7-bit weights are moot)."""
+    rr = (is_x86() and not cpu_has_vnni()) if reduce_range is None else reduce_range
     return _calibrate(Path(model), Path(out), images, method, exclude, Path(cache) if cache else None,
                       QuantType.QUInt8, rr, {})
 

@@ -13,37 +13,25 @@ GPUs (name, compute capability, memory, driver) from nvidia-smi or the CUDA bind
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from runtime.errors import cli_main
 from runtime.lazy import INSTALL_HINTS, has_module
-from runtime.report import ARM_FLAGS, X86_FLAGS, cpu_flags
-
-
-def physical_cores() -> int | None:
-    """Distinct (package, core) pairs among the CPUs this process may run on (Linux)."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-    seen = set()
-    for c in cpus:
-        base = Path(f"/sys/devices/system/cpu/cpu{c}/topology")
-        try:
-            seen.add((base.joinpath("physical_package_id").read_text().strip(),
-                      base.joinpath("core_id").read_text().strip()))
-        except OSError:
-            return None
-    return len(seen) or None
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+from runtime.machine import (
+    cpu_feature_table,
+    cpu_flags,
+    cpu_has_vnni,
+    cpu_model,
+    dist_version,
+    gpus,
+    is_x86,
+    jetson,
+    logical_cores,
+    physical_cores,
+    usable_cores,
+)
 
 
 def _row(area: str, item: str, value: Any, status: str = "info", note: str = "") -> dict[str, Any]:
@@ -51,60 +39,19 @@ def _row(area: str, item: str, value: Any, status: str = "info", note: str = "")
             "note": note}
 
 
-def gpus() -> list[dict[str, str]]:
-    """GPUs from nvidia-smi (name, compute capability, memory, driver), else from cuda-python or pycuda."""
-    from runtime.report import nvidia_smi_gpus
-
-    out = [{**g, "via": "nvidia-smi"} for g in nvidia_smi_gpus()]
-    if out:
-        return out
-    try:  # pycuda, when installed (Jetson images often have it and no nvidia-smi)
-        import pycuda.driver as cuda  # type: ignore[import-not-found]
-
-        cuda.init()
-        for i in range(cuda.Device.count()):
-            d = cuda.Device(i)
-            major, minor = d.compute_capability()
-            out.append({"name": d.name(), "compute_capability": f"{major}.{minor}",
-                        "memory": f"{d.total_memory() // 2**20} MiB", "driver": str(cuda.get_driver_version()),
-                        "via": "pycuda"})
-    except Exception:  # noqa: BLE001 - no driver, no device, or no pycuda: nothing to report
-        pass
-    return out
-
-
-def jetson() -> dict[str, str] | None:
-    """L4T release (/etc/nv_tegra_release) and the module name, on a Jetson."""
-    rel = Path("/etc/nv_tegra_release")
-    model = Path("/proc/device-tree/model")
-    if not rel.is_file() and not (model.is_file() and "jetson" in model.read_text(errors="replace").lower()):
-        return None
-    info = {"model": model.read_text(errors="replace").strip("\x00\n ") if model.is_file() else ""}
-    if rel.is_file():
-        first = rel.read_text(errors="replace").splitlines()[0] if rel.read_text(errors="replace") else ""
-        info["l4t"] = first.strip("# ").strip()
-    jp = _version("nvidia-jetpack")
-    if jp:
-        info["jetpack"] = jp
-    return info
-
-
 def report() -> list[dict[str, Any]]:
     """The rows of the runtime check (see the module docstring)."""
     rows = [_row("system", "OS", platform.platform()), _row("system", "Python", sys.version.split()[0])]
-    from runtime.report import cpu_model
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     rows += [_row("cpu", "model", cpu_model()),
-             _row("cpu", "cores", f"{cores} usable, {physical_cores() or '?'} physical, {os.cpu_count()} logical")]
+             _row("cpu", "cores", f"{usable_cores()} usable, {physical_cores() or '?'} physical, "
+                                  f"{logical_cores() or '?'} logical")]
     flags = cpu_flags()
-    table = X86_FLAGS if platform.machine().lower() in ("x86_64", "amd64", "i686") else ARM_FLAGS
-    for flag, what in table.items():
+    for flag, what in cpu_feature_table().items():
         rows.append(_row("cpu", flag, "yes" if flag in flags else "no", "info", what))
-    if "avx512_vnni" not in flags and "avx_vnni" not in flags and table is X86_FLAGS:
+    if is_x86() and not cpu_has_vnni(flags):
         rows.append(_row("cpu", "INT8 on this CPU", "slow", "info",
                          "no VNNI: ONNX Runtime's INT8 convolutions do not beat FP32 here"))
-    ort_v = _version("onnxruntime") or _version("onnxruntime-gpu")
+    ort_v = dist_version("onnxruntime") or dist_version("onnxruntime-gpu")
     if ort_v and has_module("onnxruntime"):
         import onnxruntime as ort
 
@@ -124,7 +71,7 @@ def report() -> list[dict[str, Any]]:
             rows.append(_row("openvino", "version", None, "missing", f"openvino does not load: {e}"))
     else:
         rows.append(_row("openvino", "version", None, "missing", "optional: pip install openvino"))
-    trt_v = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt_lean")
+    trt_v = dist_version("tensorrt") or dist_version("tensorrt-cu12") or dist_version("tensorrt_lean")
     if has_module("tensorrt"):
         try:
             import tensorrt as trt  # type: ignore[import-not-found]
@@ -136,21 +83,22 @@ def report() -> list[dict[str, Any]]:
         rows.append(_row("tensorrt", "version", None, "missing", INSTALL_HINTS["tensorrt"]))
     for mod, dist in (("pycuda", "pycuda"), ("cuda", "cuda-python")):
         present = has_module(mod)
-        rows.append(_row("tensorrt", f"CUDA binding {dist}", _version(dist) if present else None,
+        rows.append(_row("tensorrt", f"CUDA binding {dist}", dist_version(dist) if present else None,
                          "ok" if present else "missing", "" if present else INSTALL_HINTS.get(mod, f"pip install {dist}")))
     j = jetson()
     if j is not None:
-        rows.append(_row("jetson", "module", j.get("model")))
-        rows.append(_row("jetson", "L4T", j.get("l4t")))
-        if j.get("jetpack"):
-            rows.append(_row("jetson", "JetPack", j["jetpack"]))
-    found = gpus()
+        rows.append(_row("jetson", "module", j.model))
+        rows.append(_row("jetson", "L4T", j.l4t))
+        if j.jetpack:
+            rows.append(_row("jetson", "JetPack", j.jetpack))
+    found = gpus(probe_cuda=True)
     if not found:
         rows.append(_row("gpu", "GPU", None, "missing", "no NVIDIA GPU visible (no nvidia-smi, no CUDA binding "
                                                          "reports a device)"))
     for i, g in enumerate(found):
-        rows.append(_row("gpu", f"GPU {i}", f"{g['name']}, compute {g['compute_capability']}, {g['memory']}, "
-                                            f"driver {g['driver']} ({g['via']})", "ok"))
+        parts = [g["name"], g["compute_capability"] and f"compute {g['compute_capability']}", g["memory"],
+                 g["driver"] and f"driver {g['driver']}"]  # a Jetson seen through its device tree has only a name
+        rows.append(_row("gpu", f"GPU {i}", f"{', '.join(p for p in parts if p)} ({g['via']})", "ok"))
     return rows
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from runtime.backends import Backend, load_backend
 from runtime.cli import add_backend_options, backend_options, parse_size
 from runtime.errors import Terminated, UserError, cli_main, sigterm_as_interrupt
+from runtime.machine import usable_cores
 from runtime.postprocess import FILTERS, Painter, colorize, overlay, resize_labels
 from runtime.preprocess import Preprocessor, dummy_batch
 from runtime.sources import Frame, Source, open_source
@@ -276,7 +277,7 @@ def cpu_budget(summary: dict[str, Any], process_cpu_ms: float) -> dict[str, Any]
     per_frame = process_cpu_ms / frames
     stages = dict(summary["stage_cpu_ms"])
     stages["other"] = max(0.0, per_frame - sum(stages.values()))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return {"cpu_ms_per_frame": per_frame, "cpu_ms_by_stage": stages, "cores": cores,
             "cpu_ceiling_fps": cores * 1000.0 / per_frame if per_frame > 0 else None}
 

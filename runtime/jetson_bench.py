@@ -13,8 +13,6 @@ JetPack 5, AGX Xavier). It is the whole module's energy, idle share included: fi
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 from runtime.backends import load_backend, model_format, registry
 from runtime.errors import UserError, cli_main
+from runtime.machine import device_tree_model, jetpack_version, l4t_release, tensorrt_version, tool_output
 from runtime.measure import time_backend
 from runtime.preprocess import dummy_batch
 from runtime.report import format_table, latency_summary
@@ -31,37 +30,12 @@ COLUMNS = ["model", "format", "status", "p50_ms", "p99_ms", "fps", "power_w", "e
 HEADERS = ["model", "format", "status", "p50 ms", "p99 ms", "FPS", "power W", "mJ/frame", "max temp C"]
 
 
-def _run(cmd: list[str]) -> str | None:
-    """stdout of `cmd` stripped, or None when the tool is missing or fails."""
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = (res.stdout or res.stderr).strip()
-    return text if text else None
-
-
 def jetson_info() -> dict[str, Any]:
-    """Board model, L4T release, JetPack and TensorRT versions, nvpmodel mode, jetson_clocks state."""
-    info: dict[str, Any] = {}
-    model = Path("/proc/device-tree/model")
-    info["board"] = model.read_text(errors="replace").strip("\x00\n ") if model.is_file() else None
-    rel = Path("/etc/nv_tegra_release")
-    info["l4t"] = rel.read_text(errors="replace").splitlines()[0].strip() if rel.is_file() else None
-    info["jetpack"] = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
-    trt = None
-    try:
-        from importlib import metadata
-
-        trt = metadata.version("tensorrt")
-    except metadata.PackageNotFoundError:
-        trt = _run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer-bin"]) or _run(
-            ["dpkg-query", "-W", "-f=${Version}", "tensorrt"])
-    info["tensorrt"] = trt
-    info["nvpmodel"] = _run(["nvpmodel", "-q"])
-    clocks = _run(["jetson_clocks", "--show"])
+    """Board model, L4T release, JetPack and TensorRT versions (runtime.machine; None where unknown), and
+    the settings a run depends on: nvpmodel mode and jetson_clocks state."""
+    info: dict[str, Any] = {"board": device_tree_model(), "l4t": l4t_release(), "jetpack": jetpack_version(),
+                            "tensorrt": tensorrt_version(), "nvpmodel": tool_output(["nvpmodel", "-q"])}
+    clocks = tool_output(["jetson_clocks", "--show"])
     info["jetson_clocks"] = clocks if clocks else "unknown (jetson_clocks --show needs root: run with sudo)"
     return info
 

@@ -1,14 +1,8 @@
-"""What every measuring command shares: the environment it ran in (without importing torch), latency
-percentiles, console/Markdown tables, atomic JSON reports and the latency-accuracy scatter plot."""
+"""What every measuring command shares: latency percentiles, console/Markdown tables, atomic JSON reports
+(with the environment block of runtime.machine) and the latency-accuracy scatter plot."""
 
 from __future__ import annotations
 
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from runtime.io import atomic_write_json
+from runtime.machine import environment
 
 
 # --- latency ---------------------------------------------------------------------------------
@@ -29,108 +24,6 @@ def latency_summary(ms: Sequence[float], batch: int = 1) -> dict[str, float | in
     mean = float(a.mean())
     return {"n": int(a.size), "p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": mean,
             "min": float(a.min()), "max": float(a.max()), "fps": batch * 1000.0 / mean if mean > 0 else float("inf")}
-
-
-# --- environment -----------------------------------------------------------------------------
-# /proc/cpuinfo flag -> what it is for
-X86_FLAGS = {
-    "avx2": "AVX2 (ONNX Runtime and PyTorch fast paths)",
-    "avx512f": "AVX-512",
-    "avx512_vnni": "AVX-512 VNNI (fast INT8)",
-    "avx_vnni": "AVX-VNNI (fast INT8)",
-    "avx512_bf16": "AVX-512 BF16 (native bf16)",
-    "amx_tile": "AMX tiles",
-    "amx_bf16": "AMX bf16",
-    "amx_int8": "AMX int8",
-}
-ARM_FLAGS = {"asimd": "NEON", "asimddp": "dot product (fast INT8)", "bf16": "bf16", "i8mm": "int8 matmul"}
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (x86 `flags`, Arm `Features`); empty where unreadable."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("flags", "features")):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def nvidia_smi_gpus() -> list[dict[str, str]]:
-    """GPUs as nvidia-smi lists them (name, compute capability, memory, driver); [] without nvidia-smi."""
-    out: list[dict[str, str]] = []
-    if shutil.which("nvidia-smi"):
-        try:
-            res = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total,driver_version",
-                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=15)
-            for line in res.stdout.strip().splitlines():
-                p = [x.strip() for x in line.split(",")]
-                if len(p) == 4:
-                    out.append({"name": p[0], "compute_capability": p[1], "memory": p[2], "driver": p[3]})
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return out
-
-
-def gpu_info() -> list[dict[str, str]]:
-    """GPUs for reports: nvidia-smi's list when present; [] otherwise. Jetsons have no nvidia-smi
-    before JetPack 6 and report the module through /proc/device-tree/model instead."""
-    out = nvidia_smi_gpus()
-    model = Path("/proc/device-tree/model")
-    if not out and model.is_file():
-        name = model.read_text(errors="replace").strip("\x00\n ")
-        if "jetson" in name.lower() or "nvidia" in name.lower():
-            out.append({"name": name, "driver": "", "memory": ""})
-    return out
-
-
-def environment(threads: int | None = None) -> dict[str, Any]:
-    """Machine and library versions for reports; never imports torch (its version is read from metadata)."""
-    import cv2
-
-    env: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": platform.node(),
-        "os": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": cpu_model(),
-        "cpu_features": sorted(cpu_flags() & {*X86_FLAGS, *ARM_FLAGS}),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "threads": threads,
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "gpus": gpu_info(),
-    }
-    try:
-        import onnxruntime as ort
-
-        env["onnxruntime"] = ort.__version__
-        env["onnxruntime_providers"] = ort.get_available_providers()
-    except ImportError:
-        env["onnxruntime"] = None
-    from importlib import metadata
-
-    for dist in ("torch", "tensorrt", "openvino", "nncf"):
-        try:
-            env[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            env[dist] = None
-    return env
 
 
 # --- tables ----------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ def report(device_pref: str = "auto") -> list[dict[str, Any]]:
     """torch, torchvision, timm; CUDA, cuDNN, NCCL; the device and its AMP dtypes."""
     import torch
 
+    from runtime.machine import cpu_has_bf16
     from train.distributed import resolve_device
-    from train.schedule import cpu_has_bf16
 
     rows = [_row("torch", "version", torch.__version__, "ok")]
     for dist in ("torchvision", "timm"):

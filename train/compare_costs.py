@@ -71,7 +71,7 @@ def probe_costs(configs: dict[str, Config], out: Path, tolerance: float = 0.03, 
     """Every method's seconds per iteration, measured in this process in interleaved rounds on the same
     batches (train/budget.py `interleaved_costs`), as ratios to the reference; `<out>/probes.json`."""
     from train.budget import interleaved_costs
-    from train.env import environment
+    from train.torch_env import torch_environment
 
     def measure(trainers: dict[str, Any], reference: str) -> dict[str, dict[str, Any]]:
         t = trainers[reference].cfg.train
@@ -82,7 +82,7 @@ def probe_costs(configs: dict[str, Config], out: Path, tolerance: float = 0.03, 
                                   warmup=max(1, t.probe_warmup), per_round=max(1, min(t.probe_steps, 2)),
                                   tolerance=tolerance, max_seconds=max_seconds,
                                   drain=2 * trainers[reference].cfg.data.workers)
-        env_record = environment(trainers[reference].device)
+        env_record = torch_environment(trainers[reference].device)
         return {m: {**rec, "env": env_record} for m, rec in costs.items()}
 
     return _measured(out / "probes.json", configs, measure)

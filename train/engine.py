@@ -58,13 +58,13 @@ from train.checkpoint import (
 from train.config import Budget, Config, parse_budget, save_config
 from train.console import log
 from train.data import gather_skipped
-from train.env import environment, git_commit
 from train.losses.base import resize
 from train.models.output import SegOutput
 from train.objective import Objective, StepInfo, require_teacher
 from train.resume import Resumable
 from train.schedule import Every, choose_amp_dtype, poly_lr
 from train.teacher_cache import cached_output
+from train.torch_env import git_commit, torch_environment
 
 if TYPE_CHECKING:
     from train.budget import Recheck
@@ -373,7 +373,7 @@ class Trainer(Resumable):
             restore_rng(rng)
             self.loader.load_state_dict(loader_state)
             self._data = None
-        return {**probe_record(times, warmup, self.method, environment(self.device)), "drain_steps": drain}
+        return {**probe_record(times, warmup, self.method, torch_environment(self.device)), "drain_steps": drain}
 
     def timed_step(self, i: int = 0, timer: Callable[[], float] = time.perf_counter) -> float:
         """Seconds of one real training step: the next batch (data loading, teacher or cache), forward,
@@ -610,7 +610,7 @@ class Trainer(Resumable):
             "val_history": self.val_history,
             "best_checkpoint": str(self.run_dir / "best.pt") if self.best_iteration is not None else None,
             "final_checkpoint": str(self.run_dir / "final.pt"),
-            "env": environment(self.device),
+            "env": torch_environment(self.device),
             "skipped_samples": gather_skipped({"train": self.loader, "val": self.val_loader}, self.env,
                                               self.device),
         }

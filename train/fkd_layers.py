@@ -33,10 +33,10 @@ from runtime.report import format_table
 from train.checkpoint import describe_arch, model_from_checkpoint, training_data
 from train.config import ModelConfig
 from train.distributed import resolve_device
-from train.env import environment
 from train.knowledge_quality import knowledge_quality
 from train.models import build_model, feature_info
 from train.models.output import FeatureInfo
+from train.torch_env import torch_environment
 
 
 class PixelReservoir:
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "layers": rows,
         "pairs": pairs,
         "pairing_notes": notes,
-        "env": environment(device),
+        "env": torch_environment(device),
     }
     atomic_write_json(out.with_suffix(".json"), report)
     atomic_write_text(out, fkd_snippet(pairs, str(args.teacher), args.student_recipe, rows))

@@ -8,14 +8,9 @@ import math
 import torch
 
 from runtime.errors import UserError
+from runtime.machine import cpu_has_bf16
 from train.config import parse_budget
 from train.console import log
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX); without them bf16 is emulated and slow."""
-    return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported",
-                                                                     "_is_amx_tile_supported"))
 
 
 def choose_amp_dtype(amp: bool, amp_dtype: str, device: torch.device) -> torch.dtype | None:

@@ -1,5 +1,6 @@
-"""Environment facts for training reports and checkpoints: runtime.report's machine block plus the torch
-view (threads, the training device and its compute capability) and the git commit of the code."""
+"""The torch view of the environment for training reports and checkpoints: runtime.machine's block (what
+the machine is) plus torch's version and threads, the training device and its compute capability, and
+the git commit of the code."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from runtime.report import environment as machine_environment
+from runtime.machine import environment
 
 
 @functools.lru_cache(maxsize=8)
@@ -24,9 +25,11 @@ def git_commit(repo: str | Path | None = None) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def environment(device: torch.device | str | None = None) -> dict[str, Any]:
-    """A plain dict for the `env` block of every training report JSON."""
-    info = machine_environment(torch.get_num_threads())
+def torch_environment(device: torch.device | str | None = None) -> dict[str, Any]:
+    """`runtime.machine.environment()` with torch's threads, plus torch's version, the git commit and the
+    training device (`device`: "cpu", or a CUDA device's name, compute capability, CUDA version and memory):
+    the `env` block of every training report JSON."""
+    info = environment(torch.get_num_threads())
     info.update(torch=torch.__version__, git_commit=git_commit(), device="cpu")
     dev = torch.device(device) if device is not None else None
     if dev is not None and dev.type == "cuda":
