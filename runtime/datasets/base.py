@@ -131,23 +131,12 @@ def _hxw(shape: tuple[int, ...]) -> str:
 
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as uint8 H x W x 3 RGB, or raise BadSample naming the file."""
-    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
-    if data is None:
-        raise BadSample(f"image {path} does not exist; check the dataset root and split")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise BadSample(f"image {path} is corrupt or not an image; replace it")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_decode(path, "image", cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def read_label(path: Path) -> np.ndarray:
     """Read a single-channel index PNG as uint8 H x W (palette PNGs give their indices)."""
-    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
-    if data is None:
-        raise BadSample(f"label {path} does not exist; check the dataset root and split")
-    lbl = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if lbl is None:
-        raise BadSample(f"label {path} is corrupt or not an image; replace it")
+    lbl = _decode(path, "label", cv2.IMREAD_UNCHANGED)
     if lbl.ndim == 3:
         # OpenCV expands palette PNGs to colour; read the indices through PIL when it is there.
         lbl = _read_palette_png(path, lbl)
@@ -158,20 +147,36 @@ def read_label(path: Path) -> np.ndarray:
     return lbl
 
 
+def _decode(path: Path, what: str, flags: int) -> np.ndarray:
+    """The file decoded by OpenCV with `flags`, or a BadSample naming the missing or corrupt `what` (image, label)."""
+    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
+    if data is None:
+        raise BadSample(f"{what} {path} does not exist; check the dataset root and split")
+    decoded = cv2.imdecode(data, flags) if data.size else None
+    if decoded is None:
+        raise BadSample(f"{what} {path} is corrupt or not an image; replace it")
+    return decoded
+
+
 def _read_palette_png(path: Path, decoded: np.ndarray) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
-        if np.all(decoded[..., 0] == decoded[..., 1]) and np.all(decoded[..., 1] == decoded[..., 2]):
+        if _is_gray(decoded):
             return decoded[..., 0]
         raise BadSample(f"label {path} is a colour image; labels must be single-channel index PNGs "
                         "(or install pillow to read palette PNGs)") from None
     with Image.open(path) as im:
         if im.mode in ("P", "L", "I", "I;16"):
             return np.asarray(im)
-    if np.all(decoded[..., 0] == decoded[..., 1]) and np.all(decoded[..., 1] == decoded[..., 2]):
+    if _is_gray(decoded):
         return decoded[..., 0]
     raise BadSample(f"label {path} is an RGB colour image; labels must be single-channel index PNGs")
+
+
+def _is_gray(decoded: np.ndarray) -> bool:
+    """Whether the three channels of an H x W x 3 image are equal (a grey label that OpenCV decoded as colour)."""
+    return bool(np.all(decoded[..., 0] == decoded[..., 1]) and np.all(decoded[..., 1] == decoded[..., 2]))
 
 
 def check_label_range(label: np.ndarray, num_classes: int, ignore_index: int, path: Path | str) -> np.ndarray:
