@@ -33,7 +33,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from runtime.datasets import SegmentationDataset
 from runtime.errors import UserError
-from runtime.io import atomic_write, atomic_write_json
+from runtime.io import atomic_write_json, atomic_write_npy
 from runtime.metadata import DataInfo
 from runtime.preprocess import preprocess_for, resize_label
 
@@ -132,14 +132,9 @@ def build_calibration_set(ds: SegmentationDataset, spec: str, info: DataInfo, si
                 "size": list(size), "count": len(samples), "seed": seed, "data_sha256": dh,
                 "classes_covered": [info.classes[c] for c in sorted(covered)],
                 "classes_missing": [info.classes[c] for c in range(info.num_classes) if c not in covered]}
-    atomic_write(npy, lambda tmp: _save_npy(tmp, images))
+    atomic_write_npy(npy, images)
     atomic_write_json(manifest_path, manifest)
     return CalibrationSet(images, [s[2] for s in samples], manifest, npy)
-
-
-def _save_npy(tmp: str, array: np.ndarray) -> None:
-    with open(tmp, "wb") as f:
-        np.save(f, array)
 
 
 def load_calibration_cache(npy: str | Path) -> CalibrationSet:

@@ -136,6 +136,17 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, what: str = "file"
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", what)
 
 
+def atomic_write_npy(path: str | os.PathLike[str], array: Any, what: str = "file") -> Path:
+    """`np.save` of `array` to exactly `path` (no `.npy` appended), atomically; no pickled objects."""
+    import numpy as np
+
+    def w(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+    return atomic_write(path, w, what)
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()

@@ -86,7 +86,7 @@ import torch
 from tqdm import tqdm
 
 from runtime.errors import UserError
-from runtime.io import atomic_write, atomic_write_json, sha256_file
+from runtime.io import atomic_write_json, atomic_write_npy, sha256_file
 from runtime.metadata import IGNORE_INDEX
 from runtime.preprocess import normalize, resize_image
 from train.config import Config
@@ -529,14 +529,6 @@ def run_teacher(model: torch.nn.Module, xs: Sequence[torch.Tensor], names: Seque
     return out
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-
-    atomic_write(path, write)
-
-
 def _save_output(out: Path, manifest: dict[str, Any], output: str, stem: str, z: torch.Tensor,
                  stale: set[str]) -> None:
     """Write the files of `output` for `stem` that are in `stale` (float16, or top-k values and ids)."""
@@ -546,7 +538,7 @@ def _save_output(out: Path, manifest: dict[str, Any], output: str, stem: str, z:
     for suffix, array in arrays.items():
         path = out / output / f"{stem}{suffix}"
         if str(path) in stale:
-            _save_npy(path, array)
+            atomic_write_npy(path, array)
 
 
 def _bytes_per_view(outputs: dict[str, dict[str, int]], size: Sequence[int]) -> int:
@@ -668,7 +660,7 @@ def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outp
     todo = sorted({u for _, _, u in bad if u >= 0})
     units = len(stems(manifest, cfg)) if mode["name"] == "exact" else len(ids)
     if mode["name"] == "exact" and str(out / SAMPLES) in stale:
-        _save_npy(out / SAMPLES, sample_table(len(ids), mode["seed"], n_samples))
+        atomic_write_npy(out / SAMPLES, sample_table(len(ids), mode["seed"], n_samples))
     step = 1 if mode["name"] == "exact" else batch_size
     bar = tqdm(total=units, initial=units - len(todo), unit="chunk" if mode["name"] == "exact" else "img",
                desc="teacher cache", dynamic_ncols=True, mininterval=1.0, disable=quiet)

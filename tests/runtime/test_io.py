@@ -11,7 +11,14 @@ import sys
 import pytest
 
 from runtime.errors import UserError
-from runtime.io import atomic_write, atomic_write_text, check_writable, current_umask, remove_orphans
+from runtime.io import (
+    atomic_write,
+    atomic_write_npy,
+    atomic_write_text,
+    check_writable,
+    current_umask,
+    remove_orphans,
+)
 
 
 def test_written_files_get_the_mode_the_umask_gives(tmp_path):
@@ -80,3 +87,20 @@ def test_check_writable_permission_denied(tmp_path):
             check_writable(ro / "x.json", "--json file")
     finally:
         ro.chmod(0o700)
+
+
+def test_atomic_write_npy_writes_the_array_to_exactly_that_path_with_the_umask(tmp_path):
+    import numpy as np
+
+    a = np.arange(12, dtype=np.float16).reshape(3, 4)
+    old = os.umask(0o027)
+    try:
+        p = atomic_write_npy(tmp_path / "t.values", a)  # no .npy appended, unlike np.save(name)
+    finally:
+        os.umask(old)
+    assert p == tmp_path / "t.values" and stat.S_IMODE(p.stat().st_mode) == 0o640
+    got = np.load(p, allow_pickle=False)
+    assert got.dtype == np.float16 and np.array_equal(got, a)
+    with pytest.raises(ValueError, match="allow_pickle"):  # no pickled objects; the old file is kept
+        atomic_write_npy(p, np.array([{"a": 1}], dtype=object))
+    assert np.array_equal(np.load(p), a) and [q.name for q in tmp_path.iterdir()] == ["t.values"]

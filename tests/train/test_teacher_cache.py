@@ -116,7 +116,7 @@ def test_interrupted_build_resumes_to_the_same_files(tmp_path: Path, monkeypatch
     cfg = plain(tmp_path)
     ref, _ = build(tmp_path / "ref", cfg, teacher_path, batch_size=2)
     calls = {"n": 0}
-    real = tc._save_npy
+    real = tc.atomic_write_npy
 
     def dies_on_the_fifth(path: Path, array: np.ndarray) -> None:
         calls["n"] += 1
@@ -124,7 +124,7 @@ def test_interrupted_build_resumes_to_the_same_files(tmp_path: Path, monkeypatch
             raise KeyboardInterrupt
         real(path, array)
 
-    monkeypatch.setattr(tc, "_save_npy", dies_on_the_fifth)
+    monkeypatch.setattr(tc, "atomic_write_npy", dies_on_the_fifth)
     out = tmp_path / "cache"
     with pytest.raises(KeyboardInterrupt):
         tc.build_cache(teacher_path, cfg, out, ["logits", "decoder"], batch_size=2, quiet=True)
@@ -134,9 +134,9 @@ def test_interrupted_build_resumes_to_the_same_files(tmp_path: Path, monkeypatch
                        ["logits"])
     kept = sorted(p.name for p in (out / "logits").glob("*.npy"))
     assert 0 < len(kept) < 6 and not list(out.rglob("*.tmp"))
-    monkeypatch.setattr(tc, "_save_npy", real)
+    monkeypatch.setattr(tc, "atomic_write_npy", real)
     saved = {"n": 0}
-    monkeypatch.setattr(tc, "_save_npy", lambda p, a: (saved.__setitem__("n", saved["n"] + 1), real(p, a)))
+    monkeypatch.setattr(tc, "atomic_write_npy", lambda p, a: (saved.__setitem__("n", saved["n"] + 1), real(p, a)))
     manifest = tc.build_cache(teacher_path, cfg, out, ["logits", "decoder"], batch_size=2, quiet=True)
     assert manifest["complete"] and saved["n"] == 12 - 4  # only what the interrupted build had not written
     for f in sorted((ref / "logits").glob("*.npy")) + sorted((ref / "decoder").glob("*.npy")):
