@@ -13,7 +13,7 @@ from runtime.backends.base import Backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.errors import UserError
 from runtime.io import check_readable
-from runtime.metadata import ONNX_DATA_KEY, DataInfo
+from runtime.metadata import DataInfo, onnx_data_info
 
 
 def load_onnx(path: str | Path, check: bool = True) -> onnx.ModelProto:
@@ -51,11 +51,8 @@ def cpu_backend(path: str | Path, threads: int | None = None) -> Backend:
 
 
 def data_info(model: onnx.ModelProto, path: str | Path) -> DataInfo:
-    """The model's `lfd_edge.data` block."""
-    props = {p.key: p.value for p in model.metadata_props}
-    if ONNX_DATA_KEY not in props:
-        raise UserError(f"{path} has no '{ONNX_DATA_KEY}' metadata; export it with python -m export.onnx")
-    return DataInfo.from_json(props[ONNX_DATA_KEY])
+    """The model's `lfd_edge.data` block (runtime.metadata.onnx_data_info), a UserError naming `path` without one."""
+    return onnx_data_info(model, path)
 
 
 def input_size(model: onnx.ModelProto, info: DataInfo) -> tuple[int, int]:

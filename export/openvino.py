@@ -19,7 +19,7 @@ import numpy as np
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json, check_writable
 from runtime.lazy import lazy_import
-from runtime.metadata import ONNX_DATA_KEY, ONNX_SOURCE_KEY
+from runtime.metadata import ONNX_SOURCE_KEY, onnx_metadata
 
 MIN_AGREEMENT = 0.999  # argmax agreement with ONNX Runtime below which the IR is not written
 
@@ -34,14 +34,15 @@ def convert(onnx_path: str | Path, out: str | Path | None = None, frames: int = 
     """Write the IR of `onnx_path` (default name `default_ir_path`) after checking OpenVINO against ONNX
     Runtime on `frames` random frames; returns the report (also written as `<xml>.export.json`)."""
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from runtime.backends.openvino_backend import OpenVINOBackend, core, read_data_info, write_ir
+    from runtime.backends.openvino_backend import OpenVINOBackend, core, write_ir
 
     ov = lazy_import("openvino", "OpenVINO export")
     src = Path(onnx_path)
     xml = Path(out) if out is not None else default_ir_path(src)
     check_writable(xml, "OpenVINO IR")
     with OnnxRuntimeBackend(src, providers="cpu") as ref_backend:
-        info = ref_backend.info
+        info = ref_backend.info  # the lfd_edge.data block (the backend refuses a model without one)
+        source = onnx_metadata(ref_backend.session).get(ONNX_SOURCE_KEY)
         h, w = ref_backend.input_size
         rng = np.random.default_rng(seed)
         batches = [rng.standard_normal((1, 3, h, w)).astype(np.float32) if not info.uint8_input
@@ -54,17 +55,11 @@ def convert(onnx_path: str | Path, out: str | Path | None = None, frames: int = 
                            for g, r in zip(gots, refs)]))
     max_diff = None if labels else float(max(np.abs(g - r).max() for g, r in zip(gots, refs)))
     model = core().read_model(str(src))
-    source = None
-    if model.has_rt_info(["framework", ONNX_SOURCE_KEY]):
-        source = str(model.get_rt_info(["framework", ONNX_SOURCE_KEY]).astype(str))
-    found = read_data_info(model)
-    if found is None:
-        raise UserError(f"{src} has no '{ONNX_DATA_KEY}' metadata; export it with python -m export.onnx")
     report: dict[str, object] = {"onnx": str(src), "ir": str(xml), "frames": frames, "argmax_agreement": agree,
                                  "max_abs_diff": max_diff, "min_agreement": MIN_AGREEMENT,
                                  "openvino": ov.__version__, "written": agree >= MIN_AGREEMENT or force}
     if report["written"]:
-        write_ir(model, xml, found, {ONNX_SOURCE_KEY: source} if source else None)
+        write_ir(model, xml, info, {ONNX_SOURCE_KEY: source} if source else None)
     atomic_write_json(f"{xml}.export.json", report)
     if not report["written"]:
         raise UserError(f"OpenVINO agrees with ONNX Runtime on only {100 * agree:.3f} % of pixels (< "

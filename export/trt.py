@@ -27,7 +27,7 @@ from export.trt_choices import (
 )
 from runtime.errors import UserError, cli_main
 from runtime.io import sha256_file
-from runtime.metadata import ONNX_DATA_KEY, SIDECAR_FORMAT, sidecar_path, write_sidecar
+from runtime.metadata import ONNX_DATA_KEY, SIDECAR_FORMAT, onnx_data_info, sidecar_path, write_sidecar
 from runtime.trt_version import jetpacks_for, parse_trt_version
 
 
@@ -130,14 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     if len(info.inputs) != 1:
         raise UserError(f"{onnx.name} has inputs {list(info.inputs)}; export.trt builds models with one image input")
     (name, dims), = info.inputs.items()
-    if _input_format(info).startswith("uint8"):  # N x H x W x 3 frames, normalised in the graph
+    block = onnx_data_info(info.metadata, onnx) if ONNX_DATA_KEY in info.metadata else None
+    if block is not None and block.uint8_input:  # N x H x W x 3 frames, normalised in the graph
         if choice.calibrator:
             raise UserError(f"{onnx.name} takes uint8 frames (--uint8-input), which TensorRT's implicit INT8 "
                             "calibration cannot feed; build FP16, or INT8 from the float-input export")
         if any(d < 0 for d in dims) and args.opt is None:
             raise UserError(f"{onnx.name} takes dynamic uint8 N x H x W x 3 frames; give --min, --opt and --max "
                             "as NxHxWx3, e.g. --opt 1x512x1024x3")
-    default_hw = _data_input_size(info)
+    default_hw = block.input_size if block is not None else None
     profile = resolve_profile(name, dims, args.min, args.opt, args.max, default_hw)
 
     calibration = None
@@ -182,19 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:<10} {v}")
     print(f"run it: python -m runtime.infer --model {out} --source 0")
     return 0
-
-
-def _data_input_size(info: OnnxInfo) -> tuple[int, int] | None:
-    data = info.metadata.get(ONNX_DATA_KEY)
-    if not data:
-        return None
-    size = _maybe_json(data).get("input_size") if isinstance(_maybe_json(data), dict) else None
-    return (int(size[0]), int(size[1])) if size and len(size) == 2 else None
-
-
-def _input_format(info: OnnxInfo) -> str:
-    data = _maybe_json(info.metadata.get(ONNX_DATA_KEY) or "{}")
-    return str(data.get("input_format", "float")) if isinstance(data, dict) else "float"
 
 
 def _fmt(dims: tuple[int, ...]) -> str:

@@ -1,11 +1,13 @@
 """The `data` block that travels with every artefact (checkpoint, ONNX metadata, engine sidecar):
 everything the runtime needs to pre-process a frame and to name and colour the output; the label and
-normalisation constants it defaults to; and the TensorRT engine sidecar (`M.engine.json`) that carries
-it beside an engine, with its schema, reading, writing and format-version check."""
+normalisation constants it defaults to; the one reader of an ONNX model's metadata block (`onnx_metadata`,
+`onnx_data_info`); and the TensorRT engine sidecar (`M.engine.json`) that carries it beside an engine,
+with its schema, reading, writing and format-version check."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -86,6 +88,32 @@ class DataInfo:
             return cls.from_dict(json.loads(s))
         except json.JSONDecodeError as e:
             raise UserError(f"the model's data block is not valid JSON ({e}); re-export the model") from e
+
+
+def onnx_metadata(model: Any) -> dict[str, str]:
+    """The metadata block of an ONNX model, key -> value, from whichever handle the caller has: an
+    onnx.ModelProto (its `metadata_props`), an ONNX Runtime InferenceSession (its modelmeta's
+    `custom_metadata_map`) or a mapping already read from one of them."""
+    if hasattr(model, "metadata_props"):
+        return {p.key: p.value for p in model.metadata_props}
+    if hasattr(model, "get_modelmeta"):
+        return dict(model.get_modelmeta().custom_metadata_map)
+    if isinstance(model, Mapping):
+        return dict(model)
+    raise TypeError(f"no ONNX metadata in a {type(model).__name__} (expected an onnx.ModelProto, an ONNX Runtime "
+                    "session or a mapping)")
+
+
+def onnx_data_info(model: Any, path: str | Path, default: DataInfo | None = None) -> DataInfo:
+    """The `lfd_edge.data` block of an ONNX model (any handle `onnx_metadata` takes), else `default`;
+    a UserError naming `path` when it has none and no default is given."""
+    meta = onnx_metadata(model)
+    if ONNX_DATA_KEY in meta:
+        return DataInfo.from_json(meta[ONNX_DATA_KEY])
+    if default is not None:
+        return default
+    raise UserError(f"{path} has no '{ONNX_DATA_KEY}' metadata (class names, palette, mean/std); export it with "
+                    "python -m export.onnx --checkpoint <student.pt>")
 
 
 def default_palette(n: int) -> list[tuple[int, int, int]]:

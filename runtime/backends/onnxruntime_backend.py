@@ -21,7 +21,7 @@ import numpy as np
 from runtime.backends.base import Backend
 from runtime.errors import UserError
 from runtime.lazy import lazy_import
-from runtime.metadata import ONNX_DATA_KEY, DataInfo
+from runtime.metadata import DataInfo, onnx_data_info
 
 # short names users type -> ORT provider names
 PROVIDER_NAMES: dict[str, str] = {
@@ -89,14 +89,7 @@ class OnnxRuntimeBackend(Backend):
                             f"{str(e).splitlines()[0][:200]}; re-export it with python -m export.onnx") from e
         self.providers = self.session.get_providers()
 
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if ONNX_DATA_KEY in meta:
-            self.info = DataInfo.from_json(meta[ONNX_DATA_KEY])
-        elif info is not None:
-            self.info = info
-        else:
-            raise UserError(f"{self.path} has no '{ONNX_DATA_KEY}' metadata (class names, palette, mean/std); "
-                            "export it with python -m export.onnx --checkpoint <student.pt>")
+        self.info = onnx_data_info(self.session, self.path, default=info)
 
         inp = self.session.get_inputs()[0]
         out = self.session.get_outputs()[0]
