@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from runtime.backends.base import Backend
+from runtime.backends import Backend, backend_name_for, load_backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.errors import UserError
 from runtime.io import check_readable
@@ -41,13 +41,14 @@ def cpu_session(path: str | Path, threads: int | None = None) -> OnnxRuntimeBack
 
 
 def cpu_backend(path: str | Path, threads: int | None = None) -> Backend:
-    """The runtime backend that runs `path` on this CPU: ONNX Runtime's CPU provider for an `.onnx`,
-    OpenVINO's CPU device (f32 precision hint) for an OpenVINO IR `.xml`."""
-    if Path(path).suffix.lower() == ".xml":
-        from runtime.backends.openvino_backend import OpenVINOBackend
-
-        return OpenVINOBackend(path, device="CPU", threads=threads, precision_hint="f32")
-    return cpu_session(path, threads)
+    """The runtime backend that runs `path` on this CPU, chosen from its suffix as runtime.backends chooses
+    it: ONNX Runtime's CPU provider for an `.onnx`, OpenVINO's CPU device (f32 precision hint) for an
+    OpenVINO IR `.xml` (load_backend passes each backend the options it takes)."""
+    name = backend_name_for(path)
+    if name not in ("onnxruntime", "openvino"):
+        raise UserError(f"calibration runs ONNX (.onnx) and OpenVINO IR (.xml) models on the CPU, not {path} "
+                        f"({name})")
+    return load_backend(path, name, threads=threads, providers="cpu", device="CPU", precision_hint="f32")
 
 
 def data_info(model: onnx.ModelProto, path: str | Path) -> DataInfo:
