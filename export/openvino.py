@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import int_at_least
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json, check_writable
 from runtime.lazy import lazy_import
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", required=True, help="ONNX model written by python -m export.onnx (or calib.quantize)")
     p.add_argument("--out", help="output .xml (default: S.openvino.xml beside the ONNX model; the .bin goes beside it)")
-    p.add_argument("--frames", type=int, default=4, help="random frames for the check against ONNX Runtime (default 4)")
+    p.add_argument("--frames", type=int_at_least(1), default=4, help="random frames for the check against ONNX Runtime (default 4)")
     p.add_argument("--force", action="store_true", help=f"write the IR even below {100 * MIN_AGREEMENT:.1f} %% agreement")
     return p
 
@@ -81,8 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.frames < 1:
-        raise UserError(f"--frames {args.frames} must be at least 1")
     rep = convert(args.onnx, args.out, args.frames, force=args.force)
     diff = rep["max_abs_diff"]
     print(f"wrote {rep['ir']} (+ .bin): argmax agreement with ONNX Runtime {100 * float(rep['argmax_agreement']):.3f} %"

@@ -25,6 +25,7 @@ from export.trt_choices import (
     inspect_onnx,
     resolve_profile,
 )
+from runtime.cli import int_at_least
 from runtime.errors import UserError, cli_main
 from runtime.io import sha256_file
 from runtime.metadata import ONNX_DATA_KEY, SIDECAR_FORMAT, onnx_data_info, sidecar_path, write_sidecar
@@ -87,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opt", default=None, help="input shape TensorRT tunes for, e.g. 1x3x256x512")
     p.add_argument("--max", default=None, help="largest input shape; give --min, --opt, --max together or none "
                    "(none: the model's static shape, or batch 1 at its data block's input size)")
-    p.add_argument("--workspace", type=int, default=None, metavar="MiB",
+    p.add_argument("--workspace", type=int_at_least(1), default=None, metavar="MiB",
                    help="builder workspace memory limit in MiB (default: TensorRT's, the GPU's memory)")
-    p.add_argument("--dla", type=int, default=None, metavar="N",
+    p.add_argument("--dla", type=int_at_least(0), default=None, metavar="N",
                    help="run on Jetson DLA core N with GPU fallback (needs fp16 or int8)")
     p.add_argument("--timing-cache", type=Path, default=None, metavar="FILE",
                    help="timing cache: loaded if present, saved after the build (makes rebuilds much faster)")

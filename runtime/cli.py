@@ -1,23 +1,30 @@
-"""Command-line pieces every LFD-Edge command shares: parsing sizes and shapes, and the options of
-commands that run a model file (`--backend`, `--threads`, `--providers`, `--device`).
+"""Command-line pieces every LFD-Edge command shares: parsing sizes, shapes and numeric ranges, and the
+options of commands that run a model file (`--backend`, `--threads`, `--providers`, `--device`).
 
     parse_size("512x1024") -> (512, 1024)        # H x W; "512,1024" too; None stays None
     parse_shape("1x3x256x512") -> (1, 3, 256, 512)
     parse_ms("30ms") -> 30.0                     # also "30", "0.03s"
+    p.add_argument("--iters", type=int_at_least(1))      # argparse types for numeric ranges:
+    p.add_argument("--tie", type=float_at_least(0))      # "argument --tie: 'nan' is not a number >= 0"
 
-Bad text is a UserError naming the option and an example, so that every command words it alike.
+Bad text is a UserError naming the option and an example, so that every command words it alike; a
+number out of range is argparse's usage error naming the option and the value.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from runtime.errors import UserError
 
-__all__ = ["add_backend_options", "backend_options", "parse_ms", "parse_shape", "parse_size"]
+__all__ = ["add_backend_options", "backend_options", "float_at_least", "int_at_least", "parse_ms", "parse_shape",
+           "parse_size"]
 
 Shape = tuple[int, ...]
+N = TypeVar("N", int, float)
 
 
 def parse_shape(text: str, what: str = "shape") -> Shape:
@@ -49,6 +56,31 @@ def parse_ms(text: str, what: str = "--latency-budget") -> float:
     if value <= 0:
         raise UserError(f"{what} '{text}' is not a positive duration such as 30ms or 0.03s")
     return value
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer >= `low` (`int_at_least(1)` for counts, `(0)` for an index)."""
+    return _number_at_least(int, low, "an integer")
+
+
+def float_at_least(low: float) -> Callable[[str], float]:
+    """An argparse `type`: a number >= `low`; NaN (which every comparison lets through) is refused."""
+    return _number_at_least(float, low, "a number")
+
+
+def _number_at_least(kind: Callable[[str], N], low: N, noun: str) -> Callable[[str], N]:
+    def parse(text: str) -> N:
+        # argparse words it "argument --OPTION: '0' is not an integer >= 1", naming the option and value
+        wrong = argparse.ArgumentTypeError(f"{text!r} is not {noun} >= {low}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise wrong from None
+        if not value >= low:  # `not >=`, so that NaN fails too
+            raise wrong
+        return value
+
+    return parse
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:

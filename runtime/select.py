@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.cli import float_at_least, int_at_least
 from runtime.errors import UserError, cli_main
 
 COLUMNS = ["model", "backend", "precision", "input", "status", "p50_ms", "p90_ms", "miou", "drop", "front", "fits"]
@@ -297,9 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset to score mIoU on (name:root, or synthetic); without it nothing is chosen")
     p.add_argument("--split", default="val", help="dataset split for --data (default val)")
     p.add_argument("--max-images", type=int, help="score mIoU on the first N images only (default: the whole split)")
-    p.add_argument("--max-drop", type=float, default=None,
+    p.add_argument("--max-drop", type=float_at_least(0), default=None,
                    help="also refuse candidates more than D mIoU points below the FP32 run of the same model")
-    p.add_argument("--tie", type=float, default=TIE_POINTS,
+    p.add_argument("--tie", type=float_at_least(0), default=TIE_POINTS,
                    help=f"mIoU points within which candidates count as equally accurate; the faster wins "
                         f"(default {TIE_POINTS})")
     p.add_argument("--device", nargs="+", choices=sorted(DEVICE_OPTIONS), default=["cpu"],
@@ -308,9 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", nargs="+", default=[], help="input sizes H x W to try for models with a dynamic input "
                                                           "(default: each model's own input size)")
     p.add_argument("--threads", type=int, help="CPU threads for inference (ONNX Runtime, OpenVINO, torch)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
-    p.add_argument("--iters", type=int, default=30, help="timed calls per candidate and round (default 30)")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--warmup", type=int_at_least(0), default=5, help="untimed calls before timing (default 5)")
+    p.add_argument("--iters", type=int_at_least(1), default=30,
+                   help="timed calls per candidate and round (default 30)")
+    p.add_argument("--rounds", type=int_at_least(1), default=3,
                    help="interleaved timing passes over all candidates; p50 is of all calls pooled (default 3)")
     p.add_argument("--out", default="runs/select", help="folder for select.json, select.md, select.png")
     return p
@@ -326,13 +328,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     budget = parse_ms(args.latency_budget)
-    for name, v, low in (("--iters", args.iters, 1), ("--warmup", args.warmup, 0), ("--rounds", args.rounds, 1)):
-        if v < low:
-            raise UserError(f"{name} {v} must be at least {low}")
-    if args.tie < 0:
-        raise UserError(f"--tie {args.tie} must be 0 or more (mIoU points)")
-    if args.max_drop is not None and args.max_drop < 0:
-        raise UserError(f"--max-drop {args.max_drop} must be 0 or more (mIoU points)")
     sizes = [s for s in (parse_size(t, "--sizes") for t in args.sizes) if s is not None]
     out = Path(args.out)
     check_writable(out, "--out folder", folder=True)

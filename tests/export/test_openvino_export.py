@@ -58,3 +58,9 @@ def test_a_model_without_metadata_is_refused(tmp_path, capsys):
     bad.write_bytes(b"not onnx")
     assert main(["--onnx", str(bad)]) == 2
     assert "x.onnx" in capsys.readouterr().err
+
+
+def test_fewer_than_one_frame_is_a_usage_error_naming_the_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--onnx", "x.onnx", "--frames", "0"])
+    assert e.value.code == 2 and "argument --frames: '0' is not an integer >= 1" in capsys.readouterr().err

@@ -120,3 +120,10 @@ def test_a_sidecar_of_a_newer_format_is_refused(tmp_path):
     sidecar_path(engine).write_text(json.dumps({**side, "format_version": 2}))
     with pytest.raises(UserError, match=r"format version 2, newer than this LFD-Edge reads \(1\); upgrade"):
         read_sidecar(engine)
+
+
+@pytest.mark.parametrize("option, value", [("--workspace", "0"), ("--workspace", "-5"), ("--dla", "-1")])
+def test_out_of_range_numbers_are_usage_errors_naming_the_option(capsys, option, value):
+    with pytest.raises(SystemExit) as e:
+        main(["--onnx", "x.onnx", option, value])
+    assert e.value.code == 2 and f"argument {option}: '{value}' is not an integer >= " in capsys.readouterr().err

@@ -129,3 +129,12 @@ def test_with_data_given_no_note_asks_for_data(tmp_path, capsys):
     assert "no candidate could be measured here (see the status column)" in printed
     assert "no plot: nothing was both timed and scored (see the status column)" in printed
     assert "pass --data" not in printed
+
+
+@pytest.mark.parametrize("option, value", [("--max-drop", "nan"), ("--max-drop", "-1"), ("--tie", "nan"),
+                                           ("--iters", "0"), ("--rounds", "0"), ("--warmup", "-1")])
+def test_out_of_range_numbers_are_usage_errors_naming_the_option(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as e:
+        sel.main(["--models", "m.onnx", "--latency-budget", "30ms", "--out", str(tmp_path / "o"), option, value])
+    assert e.value.code == 2 and f"argument {option}: '{value}' is not" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
