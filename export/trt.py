@@ -1,7 +1,7 @@
 """`python -m export.trt --onnx S.onnx [--precision fp16]`: an ONNX model -> TensorRT engine + sidecar.
 
 Writes `M.engine` atomically and `M.engine.json` beside it (TensorRT version, GPU, precision, profile,
-source ONNX sha256, the model's lfd_edge.* metadata), which runtime.backends.tensorrt reads to refuse
+source ONNX sha256, the model's lfd_edge.* metadata), which runtime.backends.tensorrt_backend reads to refuse
 engines from another TensorRT or GPU. How the precision is obtained depends on the TensorRT version
 (export/trt_choices.py); a request this TensorRT cannot honour is an error, never a silent change.
 """

@@ -133,7 +133,7 @@ def default_palette(n: int) -> list[tuple[int, int, int]]:
 
 # --- the TensorRT engine sidecar ---------------------------------------------------------------------
 # `python -m export.trt` writes M.engine.json beside each engine (TensorRT version, GPU, precision,
-# optimisation profile, the ONNX model's lfd_edge.* metadata); runtime.backends.tensorrt reads it before
+# optimisation profile, the ONNX model's lfd_edge.* metadata); runtime.backends.tensorrt_backend reads it before
 # it deserializes anything. Bump SIDECAR_FORMAT when a key changes meaning; readers refuse newer formats.
 
 SIDECAR_FORMAT = 1

@@ -1,6 +1,6 @@
 """TensorRT version parsing, the JetPack <-> TensorRT table, and importing tensorrt with a hint.
 
-Used by export.trt (build planning, the sidecar) and runtime.backends.tensorrt (engine compatibility),
+Used by export.trt (build planning, the sidecar) and runtime.backends.tensorrt_backend (engine compatibility),
 so that version rules live in one place and are testable without TensorRT installed.
 """
 

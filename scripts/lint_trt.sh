@@ -8,4 +8,4 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python 
 "$PY" scripts/make_trt_stubs.py
 exec "$PY" -m mypy --config-file mypy.ini \
   export/trt.py export/trt_choices.py export/trt_build.py export/trt_calibrator.py \
-  runtime/backends/tensorrt.py runtime/backends/tensorrt_cuda.py runtime/trt_version.py
+  runtime/backends/tensorrt_backend.py runtime/backends/tensorrt_cuda.py runtime/trt_version.py

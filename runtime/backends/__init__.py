@@ -31,7 +31,7 @@ __all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "SUFFIXES", "Backend", "backend_clas
 # name -> "module:Class" of the backends in runtime/ (a plain dictionary: grep here to find them)
 BACKENDS: dict[str, str] = {
     "onnxruntime": "runtime.backends.onnxruntime_backend:OnnxRuntimeBackend",
-    "tensorrt": "runtime.backends.tensorrt:TensorRTBackend",
+    "tensorrt": "runtime.backends.tensorrt_backend:TensorRTBackend",
     "openvino": "runtime.backends.openvino_backend:OpenVINOBackend",
 }
 # entry-point group through which installed packages add backends (name = "module:Class")

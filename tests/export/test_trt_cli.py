@@ -11,7 +11,7 @@ from trt_onnx_models import write_model
 
 from export.trt import default_engine_path, main, make_sidecar
 from export.trt_choices import capabilities_for_version, choose_build, inspect_onnx, resolve_profile
-from runtime.backends.tensorrt import check_engine_compat
+from runtime.backends.tensorrt_backend import check_engine_compat
 from runtime.errors import UserError
 from runtime.metadata import info_from_sidecar, profile_bounds, read_sidecar, sidecar_path, write_sidecar
 from runtime.trt_version import parse_trt_version

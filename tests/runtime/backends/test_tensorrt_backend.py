@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from runtime.backends.tensorrt import (
+from runtime.backends.tensorrt_backend import (
     TensorRTBackend,
     check_in_profile,
     dims_tuple,
@@ -69,7 +69,7 @@ def test_without_tensorrt_says_what_to_install(tmp_path):
 
 
 def test_import_pulls_in_neither_tensorrt_nor_torch():
-    code = ("import sys; import runtime.backends.tensorrt, runtime.backends.tensorrt_cuda, runtime.trt_version; "
+    code = ("import sys; import runtime.backends.tensorrt_backend, runtime.backends.tensorrt_cuda, runtime.trt_version; "
             "print(sorted(m for m in ('tensorrt', 'torch', 'pycuda', 'cuda', 'onnx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
