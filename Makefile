@@ -43,9 +43,12 @@ pytest: setup
 
 test: lint pytest  ## lint + the whole test suite (CPU, a few minutes)
 
-check: setup  ## environment report (runtime + training); FULL=1 adds the self-test and speed test (~5 min)
+check: setup  ## environment report (runtime + training); FULL=1 adds the self-test, speed test and export check (~5 min)
 	$(PY) -m runtime.check
-	$(PY) -m train.check $(if $(FULL),--speed)
+	rc=0  # with FULL=1 the export check runs even when a training row failed; the target fails if either did
+	$(PY) -m train.check $(if $(FULL),--speed) || rc=$$?
+	$(if $(FULL),$(PY) -m export.check || rc=$$?)
+	exit $$rc
 
 teacher: setup  ## train (or reuse) the synthetic demo teacher
 	if [ -f $(TEACHER) ]; then echo "reusing teacher $(TEACHER)"; else \

@@ -8,10 +8,9 @@ The self-test (`--speed`) trains, on synthetic scenes at `--size`, for `--steps`
 a tiny teacher; then a tiny and a real student recipe alone, with KD and with LFD from the online teacher,
 and KD and LFD from the teacher target cache, with AMP and channels_last as training uses them on the
 device. Each row: losses finite, loss falling (mean of the last third below the first third), seconds per
-iteration and peak memory. Then: the tiny student exported to ONNX and compared with PyTorch on ONNX
-Runtime's best provider here (CUDA when present); a one-process NCCL (CUDA) or gloo (CPU) process group
-with an all-reduce; a TensorRT FP16 build and run of the export where TensorRT and a GPU exist. Every
-skipped part says why. `make check FULL=1` runs it after `python -m runtime.check`.
+iteration and peak memory. Then a one-process NCCL (CUDA) or gloo (CPU) process group with an all-reduce.
+Every skipped part says why. `make check FULL=1` runs it after `python -m runtime.check`, and then the
+deployment side's check, which trains the same tiny student with `train_tiny_student` below.
 """
 
 from __future__ import annotations
@@ -27,15 +26,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runtime.check import COLUMNS, add_json_option, row
 from runtime.errors import UserError, cli_main
 
 TINY_TEACHER = "tiny_deeplabv3_resnet10t"
 STUDENTS = ("tiny_lraspp_mobilenetv3", "lraspp_mobilenetv3_large")
-
-
-def _row(area: str, item: str, value: Any, status: str = "info", note: str = "", **extra: Any) -> dict[str, Any]:
-    return {"area": area, "item": item, "value": "" if value is None else value, "status": status, "note": note,
-            **extra}
 
 
 def report(device_pref: str = "auto") -> list[dict[str, Any]]:
@@ -45,31 +40,31 @@ def report(device_pref: str = "auto") -> list[dict[str, Any]]:
     from runtime.machine import cpu_has_bf16
     from train.distributed import resolve_device
 
-    rows = [_row("torch", "version", torch.__version__, "ok")]
+    rows = [row("torch", "version", torch.__version__, "ok")]
     for dist in ("torchvision", "timm"):
         try:
-            rows.append(_row("torch", dist, metadata.version(dist), "ok"))
+            rows.append(row("torch", dist, metadata.version(dist), "ok"))
         except metadata.PackageNotFoundError:
-            rows.append(_row("torch", dist, None, "missing", f"pip install {dist}"))
-    rows.append(_row("torch", "CPU threads", torch.get_num_threads()))
-    rows.append(_row("torch", "CPU bf16 autocast", "native" if cpu_has_bf16() else "emulated (training runs fp32)"))
+            rows.append(row("torch", dist, None, "missing", f"pip install {dist}"))
+    rows.append(row("torch", "CPU threads", torch.get_num_threads()))
+    rows.append(row("torch", "CPU bf16 autocast", "native" if cpu_has_bf16() else "emulated (training runs fp32)"))
     if torch.cuda.is_available():
-        rows.append(_row("cuda", "CUDA", torch.version.cuda, "ok"))
-        rows.append(_row("cuda", "cuDNN", torch.backends.cudnn.version(), "ok"))
+        rows.append(row("cuda", "CUDA", torch.version.cuda, "ok"))
+        rows.append(row("cuda", "cuDNN", torch.backends.cudnn.version(), "ok"))
         nccl = torch.cuda.nccl.version() if hasattr(torch.cuda, "nccl") else None
-        rows.append(_row("cuda", "NCCL", ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,
-                         "ok" if nccl else "missing"))
+        rows.append(row("cuda", "NCCL", ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,
+                        "ok" if nccl else "missing"))
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            rows.append(_row("cuda", f"GPU {i}", f"{p.name}, compute {p.major}.{p.minor}, "
-                                                 f"{p.total_memory // 2**20} MiB", "ok"))
-        rows.append(_row("cuda", "bf16", "yes" if torch.cuda.is_bf16_supported() else "no (AMP uses fp16)"))
+            rows.append(row("cuda", f"GPU {i}", f"{p.name}, compute {p.major}.{p.minor}, "
+                                                f"{p.total_memory // 2**20} MiB", "ok"))
+        rows.append(row("cuda", "bf16", "yes" if torch.cuda.is_bf16_supported() else "no (AMP uses fp16)"))
     else:
-        rows.append(_row("cuda", "CUDA", None, "missing", "no CUDA GPU visible to PyTorch (CPU training only)"))
+        rows.append(row("cuda", "CUDA", None, "missing", "no CUDA GPU visible to PyTorch (CPU training only)"))
     try:
-        rows.append(_row("torch", "training device", str(resolve_device(device_pref)), "ok"))
+        rows.append(row("torch", "training device", str(resolve_device(device_pref)), "ok"))
     except UserError as e:
-        rows.append(_row("torch", "training device", device_pref, "fail", str(e)))
+        rows.append(row("torch", "training device", device_pref, "fail", str(e)))
     return rows
 
 
@@ -92,8 +87,8 @@ def _train_row(name: str, results: dict[str, Any], run: Path, reads_cache: bool 
     status = "ok" if finite and falling else "fail" if not finite else "warn"
     note = ("" if falling else "loss did not fall over so few steps" if finite else "loss not finite") + \
         (" (from the teacher cache)" if reads_cache else "")
-    return _row("self-test", name, f"{losses[0]:.3f} -> {losses[-1]:.3f}" if losses else None, status, note.strip(),
-                s_per_iter=results["s_per_iter"], peak_mb=results["peak_mem_mb"], precision=results["precision"])
+    return row("self-test", name, f"{losses[0]:.3f} -> {losses[-1]:.3f}" if losses else None, status, note.strip(),
+               s_per_iter=results["s_per_iter"], peak_mb=results["peak_mem_mb"], precision=results["precision"])
 
 
 def _overrides(root: Path, size: tuple[int, int], steps: int, device: str, batch: int) -> list[str]:
@@ -110,7 +105,6 @@ def self_test(size: tuple[int, int], steps: int, device: str, batch: int, work: 
     import torch
 
     from train.config import load_config
-    from train.distill import distill
     from train.teacher import train_teacher
 
     rows: list[dict[str, Any]] = []
@@ -123,45 +117,31 @@ def self_test(size: tuple[int, int], steps: int, device: str, batch: int, work: 
     print(f"[check] teacher trained in {time.perf_counter() - t0:.1f}s", flush=True)
     for recipe in STUDENTS:
         for method, cache in (("baseline", "off"), ("kd", "off"), ("lfd", "off"), ("kd", "auto"), ("lfd", "auto")):
-            name = f"{recipe}-{method}" + ("-cache" if cache == "auto" else "")
-            cfg = load_config(None, [*base, f"recipe={recipe}", f"method={method}", f"teacher={teacher}",
-                                     f"name={name}", f"distill.teacher_cache={cache}"])
-            res = distill(cfg)
+            name, res = _student_run(base, recipe, method, cache, teacher)
             rows.append(_train_row(f"{recipe} {method}", res, work / "runs" / name, reads_cache=cache == "auto"))
             print(f"[check] {name}: {res['s_per_iter']:.3f} s/iter", flush=True)
-    rows.append(_export_row(work, work / "runs" / f"{STUDENTS[0]}-baseline" / "final.pt", size))
     rows.append(_ddp_row(device))
-    rows.append(_trt_row(work))
     del torch
     return rows
 
 
-def _export_row(work: Path, checkpoint: Path, size: tuple[int, int]) -> dict[str, Any]:
-    """Export the tiny student and compare ONNX Runtime (its best provider here) with PyTorch."""
-    import numpy as np
-    import torch
+def _student_run(base: list[str], recipe: str, method: str, cache: str = "off", teacher: str | Path | None = None
+                 ) -> tuple[str, dict[str, Any]]:
+    """Train one student run of the self-test (`teacher`: the online teacher, or None for the student
+    alone); returns its run name and results."""
+    from train.config import load_config
+    from train.distill import distill
 
-    from export.onnx import export_checkpoint
-    from runtime.backends import load_backend
-    from runtime.preprocess import dummy_batch
-    from train.checkpoint import model_from_checkpoint
+    name = f"{recipe}-{method}" + ("-cache" if cache == "auto" else "")
+    keys = [*base, f"recipe={recipe}", f"method={method}", f"name={name}", f"distill.teacher_cache={cache}"]
+    return name, distill(load_config(None, keys + ([f"teacher={teacher}"] if teacher is not None else [])))
 
-    out = work / "student.onnx"
-    try:
-        export_checkpoint(checkpoint, out, size=size, parity_images=2)
-    except UserError as e:
-        return _row("export", "ONNX export + parity", None, "fail", str(e))
-    model, info, _ = model_from_checkpoint(checkpoint, "cpu")
-    x = dummy_batch(info, size)
-    with torch.no_grad():
-        ref = model.segment(torch.from_numpy(x)).numpy()
-    with load_backend(out) as b:
-        got = b.infer(x)
-        provider = getattr(b, "providers", ["?"])[0]
-    diff = float(np.abs(ref - got).max())
-    agree = float((ref.argmax(1) == got.argmax(1)).mean())
-    return _row("export", "ONNX export + parity", f"max |diff| {diff:.2e}, argmax agreement {100 * agree:.3f} %",
-                "ok" if agree >= 0.999 else "fail", f"ONNX Runtime {provider}")
+
+def train_tiny_student(work: Path, size: tuple[int, int], steps: int, device: str, batch: int) -> Path:
+    """The first self-test student trained alone, as the self-test trains it, under `work`; returns its final
+    checkpoint (for checks that need a real student checkpoint)."""
+    name, _ = _student_run(_overrides(work, size, steps, device, batch), STUDENTS[0], "baseline")
+    return work / "runs" / name / "final.pt"
 
 
 def _free_port() -> int:
@@ -180,7 +160,7 @@ def _ddp_row(device: str) -> dict[str, Any]:
     dev = resolve_device(device)
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if dist.is_initialized():
-        return _row("ddp", f"{backend} process group", None, "skipped", "a process group is already running")
+        return row("ddp", f"{backend} process group", None, "skipped", "a process group is already running")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ["MASTER_PORT"] = str(_free_port())
     try:
@@ -188,80 +168,62 @@ def _ddp_row(device: str) -> dict[str, Any]:
         t = torch.ones(4, device=dev)
         dist.all_reduce(t)
         ok = bool(torch.equal(t.cpu(), torch.ones(4)))
-        return _row("ddp", f"{backend} process group", "all-reduce of one process", "ok" if ok else "fail",
-                    "" if dev.type == "cuda" else "NCCL needs CUDA: gloo checked instead")
+        return row("ddp", f"{backend} process group", "all-reduce of one process", "ok" if ok else "fail",
+                   "" if dev.type == "cuda" else "NCCL needs CUDA: gloo checked instead")
     except Exception as e:  # noqa: BLE001 - the point is to report it
-        return _row("ddp", f"{backend} process group", None, "fail", f"{type(e).__name__}: {e}")
+        return row("ddp", f"{backend} process group", None, "fail", f"{type(e).__name__}: {e}")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _trt_row(work: Path) -> dict[str, Any]:
-    """A TensorRT FP16 build and one run of the exported student, where TensorRT and a GPU exist."""
+def add_run_options(p: argparse.ArgumentParser, size_note: str = "") -> None:
+    """--size, --steps, --batch and --device of the tiny training runs (see `run_settings`)."""
+    p.add_argument("--size", default=None, help="image size H x W of the tiny runs (default 128x256 on a GPU, "
+                                                f"64x128 on a CPU){size_note}")
+    p.add_argument("--steps", type=int, default=None, help="iterations per run (default 30 on a GPU, 12 on a CPU)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 8 on a GPU, 2 on a CPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+
+
+def run_settings(args: argparse.Namespace) -> tuple[tuple[int, int], int, int]:
+    """(size, steps, batch) of the tiny runs: what `add_run_options` was given, else the device's defaults."""
     import torch
 
-    from runtime.lazy import has_module
+    from runtime.cli import parse_size
 
-    if not has_module("tensorrt"):
-        return _row("tensorrt", "FP16 build + run", None, "skipped", "TensorRT is not installed here")
-    if not torch.cuda.is_available():
-        return _row("tensorrt", "FP16 build + run", None, "skipped", "no CUDA GPU visible")
-    from export.trt import main as trt_main
-    from runtime.backends import load_backend
-    from runtime.preprocess import dummy_batch
-
-    engine = work / "student.fp16.engine"
-    rc = trt_main(["--onnx", str(work / "student.onnx"), "--precision", "fp16", "--out", str(engine)])
-    if rc != 0:
-        return _row("tensorrt", "FP16 build + run", None, "fail", f"export.trt exited {rc} (see above)")
-    with load_backend(engine) as b:
-        out = b.infer(dummy_batch(b.info, b.input_size))
-    return _row("tensorrt", "FP16 build + run", f"output {tuple(out.shape)}", "ok")
+    gpu = args.device != "cpu" and torch.cuda.is_available()
+    size = parse_size(args.size) or ((128, 256) if gpu else (64, 128))
+    steps = args.steps or (30 if gpu else 12)
+    batch = args.batch or (8 if gpu else 2)
+    if steps < 3 or batch < 1:
+        raise UserError("--steps must be at least 3 and --batch at least 1")
+    return size, steps, batch
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--speed", action="store_true", help="add the self-test and speed test (minutes)")
-    p.add_argument("--size", default=None, help="self-test image size H x W (default 128x256 on a GPU, 64x128 on "
-                                                "a CPU)")
-    p.add_argument("--steps", type=int, default=None, help="iterations per run (default 30 on a GPU, 12 on a CPU)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 8 on a GPU, 2 on a CPU)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--json", default="runs/check/train.json", help="where to write the report "
-                                                                   "(default runs/check/train.json)")
+    add_run_options(p)
+    add_json_option(p, "train")
     return p
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from runtime.cli import parse_size
+    from runtime.check import finish_report
     from runtime.io import check_writable
-    from runtime.report import format_table, write_report
 
     check_writable(args.json, "--json file")
     rows = report(args.device)
     if args.speed:
-        import torch
-
-        gpu = args.device != "cpu" and torch.cuda.is_available()
-        size = parse_size(args.size) or ((128, 256) if gpu else (64, 128))
-        steps = args.steps or (30 if gpu else 12)
-        batch = args.batch or (8 if gpu else 2)
-        if steps < 3 or batch < 1:
-            raise UserError("--steps must be at least 3 and --batch at least 1")
+        size, steps, batch = run_settings(args)
         with tempfile.TemporaryDirectory(prefix="lfd-check-") as d:
             rows += self_test(size, steps, args.device, batch, Path(d))
-    cols = ["area", "item", "value", "status", "note"] + (["s_per_iter", "peak_mb", "precision"] if args.speed else [])
-    print(format_table(rows, cols, digits=3))
-    skipped = [r for r in rows if r["status"] == "skipped"]
-    for r in skipped:
-        print(f"skipped: {r['item']}: {r['note']}")
-    write_report(args.json, {"rows": rows, "speed": args.speed})
-    print(f"wrote {args.json}")
-    return 1 if any(r["status"] == "fail" for r in rows) else 0
+    cols = [*COLUMNS, *(["s_per_iter", "peak_mb", "precision"] if args.speed else [])]
+    return finish_report(rows, args.json, cols, digits=3, speed=args.speed)
 
 
 if __name__ == "__main__":

@@ -27,32 +27,59 @@ def test_runtime_imports_without_torch_or_onnx():
     assert int(res.stdout.strip()) >= 20  # backends, sources, datasets, CLIs
 
 
-def _train_references(source: str) -> list[str]:
-    """Imports of train/ and module strings naming it ("train", "train.x") in one module's source."""
+def _references(source: str, package: str, any_string: bool = True) -> list[str]:
+    """Imports of `package` in one module's source, and the module strings naming it: with `any_string`
+    every string constant shaped like "package.x", else only the first argument of import_module(...) and
+    __import__(...) (where strings such as the config key "export.size" are data, not modules)."""
     import ast
+
+    def module(value: object, bare: bool) -> str | None:
+        v = value.strip() if isinstance(value, str) else ""
+        named = v.startswith(f"{package}.") or (bare and v == package)
+        return v if named and v.replace(".", "").replace("_", "").isalnum() else None
 
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found += [a.name for a in node.names if a.name.split(".")[0] == "train"]
+            found += [a.name for a in node.names if a.name.split(".")[0] == package]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found += [node.module] if node.module.split(".")[0] == "train" else []
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            value = node.value.strip()
-            # (a bare "train" is the split name: data, not a module)
-            if value.startswith("train.") and value.replace(".", "").replace("_", "").isalnum():
-                found.append(value)
+            found += [node.module] if node.module.split(".")[0] == package else []
+        elif any_string and isinstance(node, ast.Constant) and (m := module(node.value, bare=False)):
+            found.append(m)  # (a bare "train" is the split name: data, not a module)
+        elif (not any_string and isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+              and (m := module(node.args[0].value, bare=True))):
+            found.append(m)
     return found
+
+
+def _offenders(folder: str, package: str, any_string: bool = True) -> dict[str, list[str]]:
+    """{module path: its references to `package`} for every module under `folder` that has any."""
+    return {str(p.relative_to(ROOT)): refs for p in sorted((ROOT / folder).rglob("*.py"))
+            if (refs := _references(p.read_text(encoding="utf-8"), package, any_string))}
 
 
 def test_no_runtime_module_names_train():
     """runtime/ is deployable without train/: no import of it and no module string (importlib) naming it;
     backends that need train/ register through the entry point instead."""
-    offenders = {str(p.relative_to(ROOT)): refs for p in sorted((ROOT / "runtime").rglob("*.py"))
-                 if (refs := _train_references(p.read_text(encoding="utf-8")))}
-    assert offenders == {}
-    assert _train_references("import importlib\nimportlib.import_module('train.checkpoint')") == ["train.checkpoint"]
-    assert _train_references("from train.checkpoint import load_checkpoint") == ["train.checkpoint"]
+    assert _offenders("runtime", "train") == {}
+    assert _references("import importlib\nimportlib.import_module('train.checkpoint')", "train") == \
+        ["train.checkpoint"]
+    assert _references("from train.checkpoint import load_checkpoint", "train") == ["train.checkpoint"]
+
+
+def test_no_train_module_imports_export():
+    """One direction between the two: export/ imports train/ (export.onnx rebuilds the student with
+    train.checkpoint), so train/ imports nothing of export/, not even inside a function or through
+    importlib (the ONNX and TensorRT rows of the self-test live in export.check for that reason)."""
+    assert _offenders("train", "export", any_string=False) == {}
+    for source, found in (("from export.onnx import export_checkpoint", ["export.onnx"]),
+                          ("def f():\n    import export.trt as t", ["export.trt"]),
+                          ("import export", ["export"]),
+                          ("import importlib\nimportlib.import_module('export.trt')", ["export.trt"]),
+                          ("from importlib import import_module\nimport_module('export')", ["export"]),
+                          ("KEY = 'export.size'\nload_config(None, ['export.size=64x128'])", [])):
+        assert _references(source, "export", any_string=False) == found, source
 
 
 def test_the_pytorch_backend_is_found_through_the_entry_point(monkeypatch, tmp_path):

@@ -1,5 +1,6 @@
-"""train.check --speed at tiny sizes on this CPU: every training row finite, the export matches, the GPU
-parts are skipped with a reason."""
+"""train.check --speed at tiny sizes on this CPU: every training row finite, the gloo process group works,
+CUDA reported missing where there is no GPU; no ONNX or TensorRT row (those are export.check's:
+tests/export/test_check.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_speed_check_runs_its_cpu_path(tmp_path, capsys):
+def test_speed_check_runs_its_cpu_path(tmp_path):
     pytest.importorskip("train.data")
     import torch
 
@@ -25,10 +26,7 @@ def test_speed_check_runs_its_cpu_path(tmp_path, capsys):
     assert len(train) == 11  # the teacher, then 2 recipes x (alone, KD, LFD, KD and LFD from the cache)
     assert all(r["status"] in ("ok", "warn") and r["s_per_iter"] > 0 and r["peak_mb"] > 0 for r in train)
     assert sum("teacher cache" in r["note"] for r in train) == 4
-    assert by[("export", "ONNX export + parity")]["status"] == "ok"
     assert by[("ddp", "gloo process group")]["status"] == "ok"
+    assert not {"export", "tensorrt"} & {r["area"] for r in rows}
     if not torch.cuda.is_available():
-        trt = by[("tensorrt", "FP16 build + run")]
-        assert trt["status"] == "skipped" and trt["note"]
         assert ("cuda", "CUDA") in by and by[("cuda", "CUDA")]["status"] == "missing"
-    assert "skipped: FP16 build + run" in capsys.readouterr().out or torch.cuda.is_available()
