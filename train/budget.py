@@ -1,6 +1,8 @@
-"""Wall-clock budgets resolved to iteration counts before training, so that results do not depend on load.
+"""Training budgets: what a user states, and the iteration count it resolves to before training, so that
+results do not depend on load.
 
-A user states a budget in seconds (`budget=3m`). A probe (`Trainer.probe`) times a few real training
+A budget is a number of iterations (`budget=2000`) or of wall-clock seconds (`budget=3m`, `parse_budget`).
+For seconds, a probe (a callable; in training `Trainer.probe`) times a few real training
 steps of the method after a warm-up; their median is the method's seconds per iteration, and
 
     iterations = max(1, floor(seconds / s_per_iter))
@@ -20,9 +22,9 @@ within ±`tolerance` of ρ̄_m for every method (or the round or time cap is rea
 reported either way). Each method's seconds per iteration is then ρ̄_m times the reference's median step.
 
 A budget can also be matched in counted FLOPs (`train.compare --match flops`), which no machine or load
-changes: `counted_flops` runs one real training step under torch's FlopCounterMode, which counts 2 FLOPs
-per multiply-add of every matrix product and convolution, forward and backward (the online teacher's
-forward included; element-wise ops, data loading and cache reads are not counted). A budget of N
+changes: one real training step of each method runs under torch's FlopCounterMode (train/models/flops.py:
+2 FLOPs per multiply-add of every matrix product and convolution, forward and backward, the online
+teacher's forward included; element-wise ops, data loading and cache reads are not counted). A budget of N
 reference iterations is F = N · f_ref FLOPs, and a method with step cost f_m and a cache build of C FLOPs
 shared by R runs trains for
 
@@ -33,16 +35,50 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+from runtime.errors import UserError
+
+if TYPE_CHECKING:  # budget is below config: config validates its budgets with parse_budget
     from train.config import Config
     from train.distributed import DistEnv
-    from train.engine import Trainer
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Either a number of iterations or a number of wall-clock seconds."""
+
+    iterations: int | None = None
+    seconds: float | None = None
+
+    @property
+    def is_time(self) -> bool:
+        return self.seconds is not None
+
+    def __str__(self) -> str:
+        return f"{self.seconds:g}s" if self.is_time else f"{self.iterations} iterations"
+
+
+_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|it|iter|iters)?\s*$", re.IGNORECASE)
+
+
+def parse_budget(text: str | int | float) -> Budget:
+    """`"40000"` -> 40000 iterations; `"90s"`, `"30m"`, `"2h"` -> seconds."""
+    m = _BUDGET_RE.match(str(text))
+    if not m:
+        raise UserError(f"budget '{text}' does not parse; use iterations (40000) or wall-clock (90s, 30m, 2h)")
+    value, unit = float(m.group(1)), (m.group(2) or "").lower()
+    if unit in ("", "it", "iter", "iters"):
+        if value != int(value):
+            raise UserError(f"budget '{text}': an iteration count must be a whole number (40000)")
+        return Budget(iterations=int(value))
+    return Budget(seconds=value * {"s": 1, "m": 60, "h": 3600}[unit])
 
 
 def resolve_iterations(seconds: float, s_per_iter: float) -> int:
@@ -58,31 +94,19 @@ def charge_cache(seconds: float, cache_seconds: float, runs_sharing: int) -> flo
     return seconds - cache_seconds / max(1, runs_sharing)
 
 
-def counted_flops(fn: Callable[[], Any]) -> int:
-    """The FLOPs torch's FlopCounterMode counts while `fn()` runs (see the module docstring)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def forward_flops(model: Any, shape: Sequence[int]) -> int:
-    """Counted FLOPs of one inference forward of `model` on a zero input of `shape` (N x 3 x H x W)."""
-    import torch
-
-    p = next(model.parameters())
-    x = torch.zeros(tuple(shape), dtype=p.dtype, device=p.device)
-    with torch.no_grad():
-        return counted_flops(lambda: model(x))
-
-
-def format_flops(flops: float) -> str:
-    """1.23e12 -> '1.23 TFLOP' (G, T, P prefixes)."""
-    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
-        if abs(flops) >= scale:
-            return f"{flops / scale:.3g} {unit}"
-    return f"{flops:.3g} FLOP"
+def resolve_counts(probes: dict[str, float], seconds: float, cache_seconds: float, cached: Sequence[str],
+                   runs_sharing: int) -> dict[str, dict[str, int]]:
+    """Iterations per method from probed s/iter: `amortised` charges each run that reads the cache
+    `cache_seconds / runs_sharing`, `charged` the whole build (methods in `cached` only)."""
+    out = {}
+    for m, s_per_iter in probes.items():
+        uses = m in cached
+        rec = {"amortised": resolve_iterations(charge_cache(seconds, cache_seconds if uses else 0.0, runs_sharing),
+                                               s_per_iter)}
+        if uses:
+            rec["charged"] = resolve_iterations(charge_cache(seconds, cache_seconds, 1), s_per_iter)
+        out[m] = rec
+    return out
 
 
 def probe_record(times: Sequence[float], warmup: int, method: str, env: dict[str, Any]) -> dict[str, Any]:
@@ -226,15 +250,17 @@ class Recheck:
                 f"{p['probe_iterations']})")
 
 
-def resolve_budget(cfg: Config, trainer: Trainer, env: DistEnv, run_dir: Path) -> dict[str, Any] | None:
-    """With `train.budget_mode=probe` and a wall-clock budget: the probe record, after setting
-    `cfg.train.iterations` (and the trainer's budget) to the count it resolves to; with
-    `train.probe_recheck` > 0 the trainer re-resolves it once from its own speed (`Recheck`). A resumed run
-    reuses the record in `<run>/probe.json` (and its recheck), so that it finishes the same count."""
+def resolve_budget(cfg: Config, probe: Callable[[int, int], dict[str, Any]], env: DistEnv, run_dir: Path
+                   ) -> dict[str, Any] | None:
+    """With `train.budget_mode=probe` and a wall-clock budget: the probe record (`probe(warmup, steps)`,
+    a `probe_record`) with the count it resolves to in `probe_iterations` and `iterations`, after setting
+    `cfg.train.iterations` to it; else None. The caller trains for that count and, with
+    `train.probe_recheck` > 0, re-resolves it once from its own speed (`Recheck`; `Trainer.follow_probe`).
+    A resumed run reuses the record in `<run>/probe.json` (and its recheck), so that it finishes the same
+    count."""
     import torch
 
     from runtime.io import atomic_write_json
-    from train.config import Budget, parse_budget
     from train.distributed import broadcast_
 
     budget = parse_budget(cfg.train.budget)
@@ -244,7 +270,7 @@ def resolve_budget(cfg: Config, trainer: Trainer, env: DistEnv, run_dir: Path) -
     if cfg.train.resume and path.is_file() and (run_dir / "last.pt").is_file():
         record = json.loads(path.read_text())
     else:
-        record = trainer.probe(cfg.train.probe_warmup, cfg.train.probe_steps)
+        record = probe(cfg.train.probe_warmup, cfg.train.probe_steps)
     n = torch.tensor([resolve_iterations(float(budget.seconds or 0), record["s_per_iter"])], dtype=torch.float64)
     n = broadcast_(n.to(env.device), 0)  # rank 0's probe decides for every rank
     record["probe_iterations"] = int(n.item())
@@ -253,14 +279,12 @@ def resolve_budget(cfg: Config, trainer: Trainer, env: DistEnv, run_dir: Path) -
     record["budget_seconds"] = float(budget.seconds or 0)
     # the run starts on the probed count; a recheck (live or replayed) changes it during training
     cfg.train.iterations = record["probe_iterations"]
-    trainer.budget = Budget(iterations=record["probe_iterations"])
-    trainer.recheck = Recheck(record, cfg.train.probe_recheck)
     if env.is_main:
         atomic_write_json(path, record)
     drained = f", {record['drain_steps']} prefetched batches drained first" if record.get("drain_steps") else ""
     then = (f", {record['iterations']} after the recheck at iteration {record['recheck']['iteration']}"
             if "recheck" in record else
             f", checked again after {cfg.train.probe_recheck} training iterations" if cfg.train.probe_recheck else "")
-    print(f"[probe] {trainer.method}: {record['s_per_iter']:.3f} s/iter (median of {record['timed_steps']} steps"
+    print(f"[probe] {record['method']}: {record['s_per_iter']:.3f} s/iter (median of {record['timed_steps']} steps"
           f"{drained}) -> {record['probe_iterations']} iterations for {budget}{then}", flush=True)
     return record

@@ -43,13 +43,13 @@ from typing import Any
 
 from runtime.errors import UserError, cli_main, sigterm_as_interrupt
 from runtime.io import atomic_write_json, atomic_write_text
+from train.budget import parse_budget, resolve_counts
 from train.child_process import run_child, wait_for_folder
 from train.compare_costs import (
     cache_build_flops,
     count_step_flops,
     exact_step_flops,
     probe_costs,
-    resolve_counts,
 )
 from train.compare_report import (
     markdown_report,
@@ -59,7 +59,7 @@ from train.compare_report import (
     summarize,
     table,
 )
-from train.config import ALIASES, Config, load_config, parse_budget
+from train.config import ALIASES, Config, load_config
 from train.losses import needs_teacher, parse_method
 
 RESERVED = ("distill.method", "train.budget", "train.seed", "train.name", "distill.teacher", "train.runs_dir",
@@ -254,7 +254,7 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
         counts = resolve_counts({m: p["s_per_iter"] for m, p in probes.items()}, float(b.seconds or 0),
                                 cache_s, cached, runs_sharing)
     elif flops_budget:
-        from train.budget import format_flops
+        from train.models.flops import format_flops
 
         if deferred:
             assert teacher is not None

@@ -1,7 +1,7 @@
 """What each method of a comparison costs per training step, measured before its runs (train.compare):
 seconds in interleaved rounds (`probe_costs`, train/budget.py `interleaved_costs`) or counted FLOPs
 (`count_step_flops`, `exact_step_flops`), a cache build's FLOPs (`cache_build_flops`), and the iteration
-count each run's budget buys (`resolve_counts`). Each method is measured on a Trainer built as its run
+count each run's budget buys (train/budget.py `resolve_counts`). Each method is measured on a Trainer built as its run
 would be, from the `Config` the comparison gives it; a measurement is kept in `<out>/probes.json` or
 `<out>/flops.json` and reused when it covers the methods."""
 
@@ -15,23 +15,6 @@ from typing import Any
 from runtime.errors import UserError
 from runtime.io import atomic_write_json
 from train.config import Config
-
-
-def resolve_counts(probes: dict[str, float], seconds: float, cache_seconds: float, cached: Sequence[str],
-                   runs_sharing: int) -> dict[str, dict[str, int]]:
-    """Iterations per method from probed s/iter: `amortised` charges each run that reads the cache
-    `cache_seconds / runs_sharing`, `charged` the whole build (methods in `cached` only)."""
-    from train.budget import charge_cache, resolve_iterations
-
-    out = {}
-    for m, s_per_iter in probes.items():
-        uses = m in cached
-        rec = {"amortised": resolve_iterations(charge_cache(seconds, cache_seconds if uses else 0.0, runs_sharing),
-                                               s_per_iter)}
-        if uses:
-            rec["charged"] = resolve_iterations(charge_cache(seconds, cache_seconds, 1), s_per_iter)
-        out[m] = rec
-    return out
 
 
 def reference_of(methods: Sequence[str]) -> str:
@@ -89,9 +72,9 @@ def probe_costs(configs: dict[str, Config], out: Path, tolerance: float = 0.03, 
 
 
 def count_step_flops(configs: dict[str, Config], out: Path) -> dict[str, dict[str, Any]]:
-    """Every method's counted FLOPs per training step (train/budget.py `counted_flops`: one warm-up step,
+    """Every method's counted FLOPs per training step (train/models/flops.py `counted_flops`: one warm-up step,
     then two counted steps, which must agree), and the ratio to the reference; `<out>/flops.json`."""
-    from train.budget import counted_flops
+    from train.models.flops import counted_flops
 
     def measure(trainers: dict[str, Any], reference: str) -> dict[str, dict[str, Any]]:
         per: dict[str, int] = {}
@@ -118,8 +101,8 @@ def exact_step_flops(online: dict[str, Config], cached: list[str], teacher: str,
     forward on the same crops, stored once per seed for the R = len(cached) methods that read it:
 
         f_m = f_m,online − f_T + f_T / R."""
-    from train.budget import forward_flops
     from train.checkpoint import model_from_checkpoint
+    from train.models.flops import forward_flops
 
     flops = count_step_flops(online, out)
     data = next(iter(online.values())).data
@@ -141,8 +124,8 @@ def cache_build_flops(path: str, teacher: str) -> int:
     else one teacher forward per training image at its stored view size."""
     from collections import Counter
 
-    from train.budget import forward_flops
     from train.checkpoint import model_from_checkpoint
+    from train.models.flops import forward_flops
     from train.teacher_cache import image_sizes, read_manifest
 
     manifest = read_manifest(path) or {}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.report import format_table
-from train.config import parse_budget
+from train.budget import parse_budget
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:

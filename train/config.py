@@ -21,6 +21,7 @@ import yaml
 
 from runtime.errors import UserError
 from runtime.metadata import IMAGENET_MEAN, IMAGENET_STD
+from train.budget import parse_budget
 
 # ----------------------------------------------------------------------------------------------
 # Sections
@@ -211,41 +212,6 @@ ALIASES = {
     "batch": "data.batch_size",
     "dataset": "data.dataset",
 }
-
-# ----------------------------------------------------------------------------------------------
-# Budgets
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Either a number of iterations or a number of wall-clock seconds."""
-
-    iterations: int | None = None
-    seconds: float | None = None
-
-    @property
-    def is_time(self) -> bool:
-        return self.seconds is not None
-
-    def __str__(self) -> str:
-        return f"{self.seconds:g}s" if self.is_time else f"{self.iterations} iterations"
-
-
-_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|it|iter|iters)?\s*$", re.IGNORECASE)
-
-
-def parse_budget(text: str | int | float) -> Budget:
-    """`"40000"` -> 40000 iterations; `"90s"`, `"30m"`, `"2h"` -> seconds."""
-    m = _BUDGET_RE.match(str(text))
-    if not m:
-        raise UserError(f"budget '{text}' does not parse; use iterations (40000) or wall-clock (90s, 30m, 2h)")
-    value, unit = float(m.group(1)), (m.group(2) or "").lower()
-    if unit in ("", "it", "iter", "iters"):
-        if value != int(value):
-            raise UserError(f"budget '{text}': an iteration count must be a whole number (40000)")
-        return Budget(iterations=int(value))
-    return Budget(seconds=value * {"s": 1, "m": 60, "h": 3600}[unit])
-
 
 # ----------------------------------------------------------------------------------------------
 # Loading

@@ -25,14 +25,14 @@ from runtime.io import atomic_write_json
 from runtime.metadata import DataInfo
 from runtime.report import format_table
 from train import distributed as D
-from train.budget import resolve_budget
+from train.budget import Budget, parse_budget, resolve_budget
 from train.checkpoint import (
     check_same_classes,
     load_checkpoint,
     model_from_checkpoint,
 )
 from train.class_scores import checkpoint_class_report
-from train.config import Budget, Config, load_config, parse_budget
+from train.config import Config, load_config
 from train.engine import Trainer, default_run_dir, seed_everything
 from train.losses import METHODS, build_objective, needs_teacher, parse_method, teacher_reads
 from train.models import build_model, feature_info, model_summary
@@ -163,7 +163,8 @@ def _distill(cfg: Config, env: D.DistEnv, method: str, budget: Budget, teacher_c
         return record
     if env.is_main and needs_teacher(method) and (classes := checkpoint_class_report(run.teacher_meta)):
         print(classes, flush=True)  # as the teacher's training recorded it: no evaluation here
-    probe = resolve_budget(cfg, trainer, env, run_dir)
+    probe = resolve_budget(cfg, trainer.probe, env, run_dir)
+    trainer.follow_probe(probe, cfg.train.probe_recheck)
     if run.cache is not None and run.cache.get("mode") == "exact":
         # the crops an exact cache holds bound the run: its count must be final before training starts
         from train.teacher_cache import require_exact_samples

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,13 +49,14 @@ from runtime.io import atomic_write_json
 from runtime.metadata import DataInfo
 from runtime.metrics import ConfusionMatrix
 from train import distributed as D
+from train.budget import Budget, Recheck, parse_budget, probe_record
 from train.checkpoint import (
     capture_rng,
     restore_rng,
     save_checkpoint,
     unwrap,
 )
-from train.config import Budget, Config, parse_budget, save_config
+from train.config import Config, save_config
 from train.console import log
 from train.data import gather_skipped
 from train.losses.base import resize
@@ -65,9 +66,6 @@ from train.resume import Resumable
 from train.schedule import Every, choose_amp_dtype, poly_lr
 from train.teacher_cache import cached_output
 from train.torch_env import git_commit, torch_environment
-
-if TYPE_CHECKING:
-    from train.budget import Recheck
 
 
 def seed_everything(seed: int) -> None:
@@ -165,7 +163,7 @@ class Trainer(Resumable):
         self._stop_signal: int | None = None
         self._last_saved: int | None = None  # iteration of the last finite state written to last.pt
         self._data: Iterator[Any] | None = None
-        self.recheck: Recheck | None = None  # set by train.budget.resolve_budget for a probed budget
+        self.recheck: Recheck | None = None  # set by follow_probe for a probed budget
 
     # ------------------------------------------------------------------------------------------
     # set-up
@@ -318,6 +316,14 @@ class Trainer(Resumable):
                 bar.update((min(now, bar.total) - bar.n) if self.budget.is_time else 1)
         self._pause()
 
+    def follow_probe(self, record: dict[str, Any] | None, recheck_after: int = 0) -> None:
+        """Train for the count a probe resolved (train/budget.py `resolve_budget`; None: the budget as
+        stated) and, with `recheck_after` > 0, re-resolve it once after that many iterations (`Recheck`)."""
+        if record is None:
+            return
+        self.budget = Budget(iterations=int(record["probe_iterations"]))
+        self.recheck = Recheck(record, recheck_after)
+
     def _recount(self, count: int, bar: tqdm | None) -> None:
         """Train for `count` iterations from now on (a probed count re-resolved by `self.recheck`); rank 0
         records it in probe.json and config.yaml."""
@@ -347,8 +353,6 @@ class Trainer(Resumable):
         steps empty the batches the data workers got ready meanwhile, so that the timed ones wait for data
         as training does. Returns the probe record (train/budget.py): per-step seconds, their median,
         device, threads, versions, and `drain_steps`."""
-        from train.budget import probe_record
-
         drain = self.prefetched_batches() if drain is None else drain
         timer = timer or self._timer
 

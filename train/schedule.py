@@ -9,7 +9,7 @@ import torch
 
 from runtime.errors import UserError
 from runtime.machine import cpu_has_bf16
-from train.config import parse_budget
+from train.budget import parse_budget
 from train.console import log
 
 

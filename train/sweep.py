@@ -31,7 +31,7 @@ from typing import Any
 from runtime.errors import UserError
 from runtime.io import atomic_write_json, atomic_write_text
 from runtime.report import format_table
-from train.config import parse_budget
+from train.budget import parse_budget
 
 BASELINE = "baseline"
 

@@ -60,7 +60,8 @@ def _train(cfg: Config, env: D.DistEnv, model_cfg: ModelConfig, run_dir: Path) -
     model = build_model(model_cfg, data_info.num_classes)
     trainer = Trainer(cfg, model, TaskLoss(), train_loader, val_loader, data_info, run_dir=run_dir,
                       dist_env=env, method="teacher")
-    probe = resolve_budget(cfg, trainer, env, run_dir)
+    probe = resolve_budget(cfg, trainer.probe, env, run_dir)
+    trainer.follow_probe(probe, cfg.train.probe_recheck)
     results = trainer.fit()
     results["probe"] = probe
     if env.is_main:

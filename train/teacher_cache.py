@@ -285,7 +285,7 @@ def samples_for(iterations: int, batch_size: int, world: int, num_images: int) -
 def run_samples(cfg: Config, num_images: int, world: int = 1) -> int | None:
     """The samples a run of `cfg` reads (`samples_for`), or None when its iteration count is not known
     before training (a wall-clock budget not yet resolved to train.iterations)."""
-    from train.config import parse_budget
+    from train.budget import parse_budget
 
     iterations = cfg.train.iterations or parse_budget(cfg.train.budget).iterations
     return samples_for(iterations, cfg.data.batch_size, world, num_images) if iterations else None
@@ -564,7 +564,7 @@ def _view_flops(model: torch.nn.Module, sizes: list[tuple[int, int]]) -> int | N
     from collections import Counter
 
     try:
-        from train.budget import forward_flops
+        from train.models.flops import forward_flops
 
         counts = Counter(sizes)
         if len(counts) <= 32:

@@ -14,14 +14,7 @@ from engine_standins import TinyLoader, TinySeg, data_info, make_data
 from test_distill import tiny_config
 from test_fkd_layers import save_teacher
 
-from train.budget import (
-    charge_cache,
-    counted_flops,
-    format_flops,
-    forward_flops,
-    probe_record,
-    resolve_iterations,
-)
+from train.budget import charge_cache, probe_record, resolve_iterations
 from train.checkpoint import load_checkpoint
 from train.config import Config
 from train.distill import main as distill_main
@@ -182,17 +175,3 @@ def test_interleaved_costs_rotate_and_stop_when_the_ratio_is_known() -> None:
     drained = interleaved_costs(step, list(true), "baseline", warmup=0, min_rounds=1, max_rounds=1, per_round=2,
                                 drain=3, clock=lambda: clock["t"])
     assert order == ["baseline"] * 5 + ["kd"] * 5 + ["lfd"] * 5 and len(drained["kd"]["step_seconds"]) == 2
-
-
-def test_counted_flops_by_hand() -> None:
-    """2 FLOPs per multiply-add: a 2 x 4 @ 4 x 3 linear is 48 forward, and its backward two more products
-    of the same size (input and weight gradients); a 3x3 convolution 3 -> 8 channels on 8 x 8 is
-    2 · 8 · 8 · 8 · 3 · 9."""
-    lin = torch.nn.Linear(4, 3)
-    x = torch.randn(2, 4, requires_grad=True)
-    assert counted_flops(lambda: lin(x)) == 48
-    assert counted_flops(lambda: lin(x).sum().backward()) == 3 * 48
-    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
-    assert forward_flops(conv, (1, 3, 8, 8)) == 2 * 8 * 8 * 8 * 3 * 9
-    assert forward_flops(conv, (2, 3, 8, 8)) == 2 * forward_flops(conv, (1, 3, 8, 8))
-    assert format_flops(1.234e12) == "1.23 TFLOP" and format_flops(5e9) == "5 GFLOP"

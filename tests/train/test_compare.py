@@ -17,7 +17,8 @@ from test_fkd_layers import save_teacher
 
 from runtime.errors import UserError
 from runtime.io import pid_alive
-from train.compare import compare, default_val_every, distill_command, main, resolve_counts
+from train.budget import resolve_counts
+from train.compare import compare, default_val_every, distill_command, main
 from train.compare_report import gap_closed, markdown_report, read_val_curve, spent_warnings, summarize, table
 
 
@@ -255,8 +256,8 @@ def test_flops_matched_comparison(tmp_path: Path) -> None:
     """--match flops: every step's FLOPs counted, an online teacher's forward included (KD's step is the
     baseline's plus exactly one teacher forward on the batch), a cache's build counted once and shared;
     each run trains floor((N · f_baseline − cache share) / f_method) iterations, and the report checks FLOPs."""
-    from train.budget import forward_flops
     from train.checkpoint import model_from_checkpoint
+    from train.models.flops import forward_flops
 
     teacher = save_teacher(tmp_path / "teacher.pt")
     t_model, _, _ = model_from_checkpoint(teacher, "cpu")
@@ -316,8 +317,8 @@ def test_exact_cache_with_flops_matching(tmp_path: Path) -> None:
     """--match flops with an exact cache: each reading method pays its share of the teacher's forward on the
     stored crops (f_online − f_T + f_T / R, R = 2 methods), the per-seed cache is built after the counts and
     holds the longest run's crops, and every run reads it without building."""
-    from train.budget import forward_flops
     from train.checkpoint import model_from_checkpoint
+    from train.models.flops import forward_flops
 
     teacher = save_teacher(tmp_path / "teacher.pt")
     out = tmp_path / "exact-flops"

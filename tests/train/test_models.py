@@ -14,6 +14,7 @@ from runtime.errors import UserError
 from train.config import ModelConfig
 from train.models import RECIPES, Segmentor, build_model, count_params, gflops
 from train.models.encoder import Encoder
+from train.models.flops import counted_flops, format_flops, forward_flops
 from train.models.heads.psp import adaptive_avg_pool
 
 K = 5
@@ -279,3 +280,17 @@ def test_gflops_is_twice_the_macs() -> None:
     hw = 32 * 64
     head = 2 * hw * (512 * 256 * (1 + 3 * 9) + 1280 * 256 + 256 * 256 * 9 + 256 * 19) + 2 * 512 * 256
     assert total * 1e9 == pytest.approx(c.get_total_flops() + head, rel=1e-6)
+
+
+def test_counted_flops_by_hand() -> None:
+    """2 FLOPs per multiply-add: a 2 x 4 @ 4 x 3 linear is 48 forward, and its backward two more products
+    of the same size (input and weight gradients); a 3x3 convolution 3 -> 8 channels on 8 x 8 is
+    2 · 8 · 8 · 8 · 3 · 9."""
+    lin = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4, requires_grad=True)
+    assert counted_flops(lambda: lin(x)) == 48
+    assert counted_flops(lambda: lin(x).sum().backward()) == 3 * 48
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert forward_flops(conv, (1, 3, 8, 8)) == 2 * 8 * 8 * 8 * 3 * 9
+    assert forward_flops(conv, (2, 3, 8, 8)) == 2 * forward_flops(conv, (1, 3, 8, 8))
+    assert format_flops(1.234e12) == "1.23 TFLOP" and format_flops(5e9) == "5 GFLOP"

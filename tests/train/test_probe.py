@@ -98,7 +98,8 @@ def probed_trainer(tmp_path: Path, clock: Clock, crash_at: int | None = None, **
 
 
 def run(trainer: Trainer) -> tuple[dict | None, dict]:
-    probe = resolve_budget(trainer.cfg, trainer, trainer.env, trainer.run_dir)
+    probe = resolve_budget(trainer.cfg, trainer.probe, trainer.env, trainer.run_dir)
+    trainer.follow_probe(probe, trainer.cfg.train.probe_recheck)
     return probe, trainer.fit()
 
 

@@ -15,6 +15,8 @@ from torch import nn
 
 from runtime.errors import UserError
 from train.config import ModelConfig
+from train.models.arch import describe_arch, model_arch, unwrap
+from train.models.flops import counted_flops
 from train.models.heads import HEADS
 from train.models.output import FeatureInfo, SegOutput
 from train.models.recipes import RECIPES
@@ -71,36 +73,27 @@ def count_params(model: nn.Module, deploy: bool = True) -> int:
 
 
 def gflops(model: Segmentor, size: tuple[int, int], batch: int = 1) -> float:
-    """GFLOPs of `model.segment` on a `batch` x 3 x H x W input, counted by torch's FlopCounterMode.
-
-    FlopCounterMode counts 2 FLOPs per multiply-accumulate for convolutions and matrix products
-    (GFLOPs = 2 x GMACs, as papers and timm's model cards count); elementwise ops, pooling and resizing are not counted."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """GFLOPs of `model.segment` on a `batch` x 3 x H x W input in eval mode, counted as
+    train/models/flops.py says (2 per multiply-accumulate; element-wise ops, pooling, resizing not)."""
     param = next(model.parameters())
     x = torch.zeros(batch, 3, *size, dtype=param.dtype, device=param.device)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model.segment(x)
+        with torch.no_grad():
+            return counted_flops(lambda: model.segment(x)) / 1e9
     finally:
         model.train(was_training)
-    return counter.get_total_flops() / 1e9
 
 
 def feature_info(model: nn.Module) -> list[FeatureInfo]:
     """A Segmentor's feature contract, through DDP / torch.compile wrappers (models rebuilt from a
     checkpoint are typed as plain modules)."""
-    from train.checkpoint import unwrap  # checkpoint imports this package
-
     return list(unwrap(model).feature_info)  # type: ignore[arg-type]
 
 
 def model_summary(model: nn.Module, size: tuple[int, int]) -> dict[str, Any]:
     """Parameters of the deployable graph and GFLOPs of one `size` image (on the model's device)."""
-    from train.checkpoint import describe_arch, model_arch, unwrap
-
     m = unwrap(model)
     return {"params": count_params(m), "gflops": gflops(m, size), "gflops_size": list(size),  # type: ignore[arg-type]
             "arch": describe_arch(model_arch(m))}
