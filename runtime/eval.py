@@ -11,7 +11,8 @@ upsampling then argmax; label outputs: nearest neighbour) and accumulated in one
 For `--data synthetic`, the generator's parameters come from the model's data block when training
 recorded them (`DataInfo.extra["synthetic"]`, e.g. {"size": [256, 512], "seed": 0, "difficulty": 1.0,
 "num_val": 60}), so that the model is scored on the scenes it was validated on; else the defaults.
-Without `--data`, `DataInfo.extra["dataset"]` is used when present, else `synthetic`.
+Without `--data`, a checkpoint (.pt) is scored on the dataset it was trained on (its resolved config's
+data block), other models on `DataInfo.extra["dataset"]` when present, else `synthetic`.
 """
 
 from __future__ import annotations
@@ -64,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.model:
         with load_backend(model, args.backend, **backend_options(args)) as backend:
-            dataset = DataSpec.for_model(backend.info, args.data).open(args.split, skip_bad=args.skip_bad,
-                                                                       skip_option="--skip-bad")
-            print(f"{backend.name}: {model} on {args.data or 'synthetic'}/{args.split} "
+            spec = (backend.data_spec.with_override(args.data) if backend.data_spec is not None
+                    else DataSpec.for_model(backend.info, args.data))
+            dataset = spec.open(args.split, skip_bad=args.skip_bad, skip_option="--skip-bad")
+            print(f"{backend.name}: {model} on {args.data or spec.text}/{args.split} "
                   f"({len(dataset)} images)", file=sys.stderr)
             result = evaluate(backend, dataset, parse_size(args.size), args.max_images, progress=True,
                               force_classes=args.force_classes)
         print(format_result(result))
-        report = {"model": str(model), "backend": backend.name, "data": args.data, "split": args.split,
+        report = {"model": str(model), "backend": backend.name, **backend.training, "data": args.data,
+                  "split": args.split,
                   "size": list(parse_size(args.size) or backend.input_size), **result}
         dest = args.json or (Path(args.out) / f"{Path(model).name}.json" if args.out else None)
         if dest:

@@ -36,7 +36,8 @@ class TorchBackend(Backend):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"device '{device}' was asked for but torch sees no CUDA GPU; pass --device cpu")
         self.device = torch.device(device)
-        from train.checkpoint import model_from_checkpoint  # after torch: the hint above comes first
+        # after torch: the hint above comes first
+        from train.checkpoint import model_from_checkpoint, training_data
 
         model, info, ckpt = model_from_checkpoint(self.path)
         self.ckpt_meta: dict[str, Any] = {k: v for k, v in ckpt.items() if k not in ("model",)}
@@ -46,6 +47,9 @@ class TorchBackend(Backend):
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.info = info
+        train = ckpt.get("train") or {}
+        self.training = {"method": train.get("method"), "iterations": train.get("iterations")}
+        self.data_spec = training_data(ckpt, info)
         self.output_kind = "logits"
         self.input_shape = None  # eager models take any H x W
 

@@ -14,11 +14,15 @@ import abc
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runtime.errors import UserError
 from runtime.metadata import DataInfo
+
+if TYPE_CHECKING:
+    from runtime.datasets.spec import DataSpec
 
 
 class Backend(abc.ABC):
@@ -32,6 +36,10 @@ class Backend(abc.ABC):
         self.output_kind: str = "logits"  # "logits" or "labels"
         self.input_shape: tuple[int, ...] | None = None  # static N,3,H,W or None where dynamic
         self.last_ms: float = 0.0
+        # what the artefact knows beyond its DataInfo, for reports and defaults: its training (method,
+        # iterations) and the dataset it was trained on (a checkpoint's resolved config names its root)
+        self.training: dict[str, Any] = {}
+        self.data_spec: DataSpec | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Backend:
