@@ -139,7 +139,7 @@ class Sink:
         if self._writer is None:
             self.save.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = self.save.with_name(f".{self.save.stem}.partial{self.save.suffix}")
-            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.save.suffix.lower()])
+            fourcc = cv2.VideoWriter.fourcc(*VIDEO_FOURCC[self.save.suffix.lower()])
             self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, (bgr.shape[1], bgr.shape[0]))
             if not self._writer.isOpened():
                 raise UserError(f"cannot write video {self.save}; this OpenCV build lacks the encoder, try .avi")

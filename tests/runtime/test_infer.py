@@ -113,7 +113,7 @@ def test_sigterm_finalises_the_video_and_exits_143(onnx_model, tmp_path, colour_
     from pathlib import Path
 
     clip = tmp_path / "long.mp4"  # 300 frames at 20 FPS: 15 s when paced
-    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 20.0, (128, 64))
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 20.0, (128, 64))
     for f in colour_frames(10) * 30:
         vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     vw.release()

@@ -87,7 +87,7 @@ class SlowBackend:
 def test_realtime_drops_only_when_inference_is_slower_than_the_file(onnx_model, tmp_path, colour_frames,
                                                                     fps, ms, drops):
     clip = tmp_path / "c.mp4"
-    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), fps, (128, 64))
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), fps, (128, 64))
     for f in colour_frames(10) * 2:
         vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     vw.release()
@@ -101,7 +101,7 @@ def test_realtime_drops_only_when_inference_is_slower_than_the_file(onnx_model, 
 
 def test_a_file_is_read_no_faster_than_it_is_processed(onnx_model, tmp_path, colour_frames):
     clip = tmp_path / "c.mp4"
-    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (128, 64))
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (128, 64))
     for f in colour_frames(10) * 3:
         vw.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     vw.release()

@@ -189,7 +189,7 @@ def write_video(path: str | Path, frames: int = 60, size: tuple[int, int] = (512
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (size[1], size[0]))
     if not writer.isOpened():
         raise UserError(f"OpenCV cannot write video {path}; check the folder is writable and the suffix is .mp4")
     try:
