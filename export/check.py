@@ -40,7 +40,7 @@ def _export_row(work: Path, checkpoint: Path, size: tuple[int, int] | None) -> d
     from export.onnx import export_checkpoint
     from runtime.backends import load_backend
     from runtime.preprocess import dummy_batch
-    from train.checkpoint import model_from_checkpoint
+    from train.engine.checkpoint import model_from_checkpoint
 
     out = work / "student.onnx"
     try:

@@ -35,7 +35,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
     Raises UserError when the agreement is below `MIN_AGREEMENT` and `force` is false."""
     from export.onnx_graph import export_graph
     from export.onnx_parity import compare, parity_frames
-    from train.checkpoint import model_from_checkpoint, training_data
+    from train.engine.checkpoint import model_from_checkpoint, training_data
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

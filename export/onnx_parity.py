@@ -1,6 +1,6 @@
 """Parity between the PyTorch model and its ONNX export on real frames.
 
-Frames come from the checkpoint's training dataset (`train.checkpoint.training_data`, its validation
+Frames come from the checkpoint's training dataset (`train.engine.checkpoint.training_data`, its validation
 split) or a `--data name:root` override, pre-processed by runtime.preprocess at the export size. Reported:
 `max_abs_diff` = max |logits_torch - logits_onnx| over all frames and pixels (None for the argmax
 variant, whose output has no logits) and `argmax_agreement` = fraction of pixels where the ONNX labels

@@ -1,4 +1,4 @@
-"""Build a teacher target cache (train/teacher_cache.py) once, for every distillation run of a teacher:
+"""Build a teacher target cache (train/teachers/targets.py) once, for every distillation run of a teacher:
 
     python -m train.cache --teacher runs/demo/teacher/best.pt --config configs/demo.yaml [key=value ...]
 
@@ -8,7 +8,7 @@ continue; a cache for another teacher, dataset, split or pre-processing is refus
 checked against the manifest first (header and length: channels, size, dtype) and rebuilt when it does
 not match; `--verify` only checks, and exits 2 when a file does not match. `--check N` then
 measures, on N augmented training crops, how the cached logits differ from the online teacher's.
-`--mode single|multiscale|exact` picks what is stored (train/teacher_cache.py; default
+`--mode single|multiscale|exact` picks what is stored (train/teachers/targets.py; default
 `distill.cache_mode`); `--mode all --check N` builds each mode for this teacher and prints one table
 (agreement without and with colour jitter, mean KL, size on disk, build seconds).
 Use it with `distill.teacher_cache=PATH` (or let `distill.teacher_cache=auto` build it on first use) and
@@ -27,19 +27,19 @@ from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json, sha256_file
 from train.config import load_config
 from train.losses import parse_method, teacher_reads
-from train.teacher_cache import (
+from train.teachers.cache_build import build_cache
+from train.teachers.cache_format import (
     LOGITS,
     MODES,
     auto_path,
-    build_cache,
     cache_key,
     check_cache,
     disk_bytes,
     file_count,
-    measure_agreement,
     read_manifest,
     verify_files,
 )
+from train.teachers.targets import measure_agreement
 
 
 def default_outputs(method: str, reads: list[str]) -> list[str]:
@@ -147,9 +147,9 @@ def cache_folder(cfg: Any, args: argparse.Namespace, sub: str | None = None) -> 
 def run_key(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The cache key of this teacher, data and mode."""
     from train.data import build_readers
-    from train.teacher_cache import _names
+    from train.teachers.cache_build import image_names
 
-    return cache_key(sha256_file(args.teacher), cfg, _names(build_readers(cfg.data)[0]))
+    return cache_key(sha256_file(args.teacher), cfg, image_names(build_readers(cfg.data)[0]))
 
 
 def build_and_check(cfg: Any, args: argparse.Namespace, out: Path, outputs: list[str]

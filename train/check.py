@@ -38,7 +38,7 @@ def report(device_pref: str = "auto") -> list[dict[str, Any]]:
     import torch
 
     from runtime.machine import cpu_has_bf16
-    from train.distributed import resolve_device
+    from train.engine.distributed import resolve_device
 
     rows = [row("torch", "version", torch.__version__, "ok")]
     for dist in ("torchvision", "timm"):
@@ -155,7 +155,7 @@ def _ddp_row(device: str) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
 
-    from train.distributed import resolve_device
+    from train.engine.distributed import resolve_device
 
     dev = resolve_device(device)
     backend = "nccl" if dev.type == "cuda" else "gloo"

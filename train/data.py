@@ -1,13 +1,13 @@
 """Training data: runtime readers -> paired augmentation -> normalised tensors -> loaders.
 
-Training samples (train/geometry.py draws the geometry as parameters, so that image, label and cached
+Training samples (train/teachers/geometry.py draws the geometry as parameters, so that image, label and cached
 teacher maps get the same one):
   1. random scale: resize to `s * base`, s ~ U(scale_range), base = `val_size` or the image's own size
      (so training sees objects at the validation scale on average; image bilinear, label nearest);
   2. random crop to `crop_size`, padding when smaller (image 0, label 255 = ignore);
   3. horizontal flip (p = 0.5); 4. colour jitter on the image only;
   5. `x = (image / 255 - mean) / std` (runtime.preprocess.normalize's math, in torch).
-With a teacher target cache (train/teacher_cache.py, any mode behind its `TeacherTargets` protocol),
+With a teacher target cache (train/teachers/targets.py, any mode behind its `TeacherTargets` protocol),
 each training item also carries the sample's teacher targets: the cached maps of its source image
 warped with the sample's geometry (single, multiscale), or the maps of that very crop, looked up by
 its augmentation seed (exact). Validation samples: optional resize to `val_size` with runtime.preprocess (image
@@ -39,10 +39,10 @@ from runtime.errors import UserError
 from runtime.metadata import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, DataInfo
 from runtime.preprocess import normalize, resize_image, resize_label
 from train.config import Config, DataConfig
-from train.geometry import apply_geometry, draw_geometry
+from train.teachers.geometry import apply_geometry, draw_geometry
 
 if TYPE_CHECKING:
-    from train.teacher_cache import TeacherTargets
+    from train.teachers.targets import TeacherTargets
 
 _MAX_BAD_IN_A_ROW = 100
 
@@ -230,8 +230,8 @@ def skipped_mask(loader: Any) -> torch.Tensor | None:
 def gather_skipped(loaders: dict[str, Any], env: Any, device: torch.device) -> dict[str, list[str]]:
     """The samples left out as corrupt (data.skip_bad), per split (`loaders`: split -> loader or None),
     OR-ed over the ranks of `env` (train.distributed.DistEnv); said once, on the main rank."""
-    from train import distributed as D
-    from train.console import log
+    from train.engine import distributed as D
+    from train.engine.console import log
 
     out: dict[str, list[str]] = {}
     for split, loader in loaders.items():

@@ -5,7 +5,7 @@
 Loads the teacher checkpoint (rebuilt from its `arch`; the engine keeps it frozen, in eval mode, under
 no_grad), checks that teacher and dataset name the same classes, builds the student from `model.*`, the
 objective from `distill.*` with both models' `feature_info`, and the loaders from `data.*`, then trains with
-the shared engine (train/engine.py) for `train.budget`. The run folder `runs/<name>/` (default
+the shared engine (train/engine/trainer.py) for `train.budget`. The run folder `runs/<name>/` (default
 `<config stem>-<method>-s<seed>`) gets best.pt and final.pt (deployable: student only), last.pt (with the
 training-only modules, for resuming), log.jsonl and results.json, to which this command adds a `teacher`
 and a `student` block (mIoU, parameters, GFLOPs).
@@ -24,21 +24,21 @@ from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json
 from runtime.metadata import DataInfo
 from runtime.report import format_table
-from train import distributed as D
-from train.budget import Budget, parse_budget, resolve_budget
-from train.checkpoint import (
+from train.config import Config, load_config
+from train.engine import distributed as D
+from train.engine.budget import Budget, parse_budget, resolve_budget
+from train.engine.checkpoint import (
     check_same_classes,
     load_checkpoint,
     model_from_checkpoint,
 )
-from train.class_scores import checkpoint_class_report
-from train.config import Config, load_config
-from train.engine import Trainer, default_run_dir, seed_everything
+from train.engine.run_lock import run_lock
+from train.engine.trainer import Trainer, default_run_dir, seed_everything
 from train.losses import METHODS, build_objective, needs_teacher, parse_method, teacher_reads
+from train.losses.objective import require_teacher
 from train.models import build_model, feature_info, model_summary
 from train.models.output import FeatureInfo
-from train.objective import require_teacher
-from train.run_lock import run_lock
+from train.teachers.class_scores import checkpoint_class_report
 
 
 def read_teacher(path: str | Path | None, method: str) -> dict[str, Any] | None:
@@ -77,7 +77,8 @@ def prepare_cache(cfg: Config, env: D.DistEnv) -> tuple[Any, list[FeatureInfo], 
     """(teacher targets, teacher feature contract, cache record) for `distill.teacher_cache` in
     `distill.cache_mode`, or None when it is off or the method reads no teacher. Rank 0 builds an `auto`
     cache; the others wait for it."""
-    from train.teacher_cache import cache_record, open_cache, open_targets, teacher_feature_info
+    from train.teachers.cache_format import teacher_feature_info
+    from train.teachers.targets import cache_record, open_cache, open_targets
 
     if cfg.distill.teacher_cache == "off" or not needs_teacher(cfg.distill.method):
         return None
@@ -93,7 +94,7 @@ def prepare_cache(cfg: Config, env: D.DistEnv) -> tuple[Any, list[FeatureInfo], 
 
 def distill(cfg: Config, probe_only: str | Path | None = None) -> dict[str, Any]:
     """Train `cfg.model` from the teacher `cfg.distill.teacher` with `cfg.distill.method`; returns results.json.
-    With `probe_only`, time a probe of the method instead (train/budget.py), write it there and return it."""
+    With `probe_only`, time a probe of the method instead (train/engine/budget.py), write it there and return it."""
     method = cfg.distill.method
     budget = parse_budget(cfg.train.budget)
     teacher_ckpt = read_teacher(cfg.distill.teacher, method)
@@ -167,7 +168,7 @@ def _distill(cfg: Config, env: D.DistEnv, method: str, budget: Budget, teacher_c
     trainer.follow_probe(probe, cfg.train.probe_recheck)
     if run.cache is not None and run.cache.get("mode") == "exact":
         # the crops an exact cache holds bound the run: its count must be final before training starts
-        from train.teacher_cache import require_exact_samples
+        from train.teachers.targets import require_exact_samples
 
         trainer.recheck = None
         require_exact_samples(run.cache["path"], cfg, env.world)

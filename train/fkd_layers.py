@@ -6,7 +6,7 @@ Runs the frozen teacher on a few hundred training images (runtime readers + runt
 teacher's input size), takes every candidate layer (each encoder stage and `decoder`) from the same
 forward pass, keeps a uniform random sample of up to `--per-class` pixels per class per layer (labels
 nearest-downsampled to the layer's size), and computes separation S, information I, efficiency E and
-Q = S + √(I·E) per layer (train/knowledge_quality.py). Prints the table, writes it as JSON, and writes a
+Q = S + √(I·E) per layer (train/teachers/knowledge_quality.py). Prints the table, writes it as JSON, and writes a
 config snippet with the top-k (student stage, teacher layer) pairs, each teacher layer paired with the
 student stage of the same stride (the deepest if several).
 """
@@ -30,12 +30,12 @@ from runtime.io import atomic_write_json, atomic_write_text
 from runtime.metadata import DataInfo
 from runtime.preprocess import preprocess_for, resize_label
 from runtime.report import format_table
-from train.checkpoint import describe_arch, model_from_checkpoint, training_data
 from train.config import ModelConfig
-from train.distributed import resolve_device
-from train.knowledge_quality import knowledge_quality
+from train.engine.checkpoint import describe_arch, model_from_checkpoint, training_data
+from train.engine.distributed import resolve_device
 from train.models import build_model, feature_info
 from train.models.output import FeatureInfo
+from train.teachers.knowledge_quality import knowledge_quality
 from train.torch_env import torch_environment
 
 

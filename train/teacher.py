@@ -2,7 +2,7 @@
 task loss alone (CE + 0.4 x auxiliary CE), typically the teacher that distillation then reads.
 
 The model is the config's `teacher_model` section when it has one (else `model`; `--which` chooses),
-trained on `data` for `train.budget` by the shared engine (train/engine.py). The run folder
+trained on `data` for `train.budget` by the shared engine (train/engine/trainer.py). The run folder
 `runs/<name>/` (default name `teacher-<recipe>-s<seed>`) receives best.pt (best validation mIoU,
 deployable), final.pt, last.pt (resumable: re-running the command continues), log.jsonl and
 results.json; the command prints the validation mIoU, parameters and GFLOPs.
@@ -20,9 +20,9 @@ import torch
 
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json
-from train import distributed as D
 from train.config import Config, ModelConfig, load_config
-from train.run_lock import run_lock
+from train.engine import distributed as D
+from train.engine.run_lock import run_lock
 
 
 def teacher_model_config(cfg: Config, which: str = "auto") -> ModelConfig:
@@ -49,9 +49,9 @@ def train_teacher(cfg: Config, which: str = "auto") -> dict[str, Any]:
 
 
 def _train(cfg: Config, env: D.DistEnv, model_cfg: ModelConfig, run_dir: Path) -> dict[str, Any]:
-    from train.budget import resolve_budget
     from train.data import build_loaders
-    from train.engine import Trainer
+    from train.engine.budget import resolve_budget
+    from train.engine.trainer import Trainer
     from train.losses.task import TaskLoss
     from train.models import build_model, model_summary
 
@@ -99,7 +99,7 @@ def describe_scores(best: float | None, final: float | None) -> str:
 def teacher_class_report(results: dict[str, Any]) -> str | None:
     """The per-class IoU table of the checkpoint the command points to (best.pt, else final.pt), with a
     warning naming the classes at 0 IoU; None without validation scores."""
-    from train.class_scores import class_iou_report
+    from train.teachers.class_scores import class_iou_report
 
     best = results.get("best_checkpoint") is not None
     per_class = results.get("best_per_class_iou" if best else "final_per_class_iou")

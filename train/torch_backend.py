@@ -1,7 +1,7 @@
 """PyTorch backend for `.pt` student checkpoints, so that runtime.infer, runtime.eval and runtime.bench
 run a checkpoint as they run an ONNX model or an engine.
 
-It lives in train/ because it rebuilds the model with `train.checkpoint.model_from_checkpoint(path) ->
+It lives in train/ because it rebuilds the model with `train.engine.checkpoint.model_from_checkpoint(path) ->
 (model.eval(), DataInfo, ckpt)`; runtime/ never imports train, and finds this class by name through the
 `lfd_edge.backends` entry point in pyproject.toml (runtime/backends/__init__.py). The model runs under
 `torch.inference_mode()` in channels-last memory format; `model.segment(x)` returns logits at the
@@ -37,7 +37,7 @@ class TorchBackend(Backend):
             raise UserError(f"device '{device}' was asked for but torch sees no CUDA GPU; pass --device cpu")
         self.device = torch.device(device)
         # after torch: the hint above comes first
-        from train.checkpoint import model_from_checkpoint, training_data
+        from train.engine.checkpoint import model_from_checkpoint, training_data
 
         model, info, ckpt = model_from_checkpoint(self.path)
         self.ckpt_meta: dict[str, Any] = {k: v for k, v in ckpt.items() if k not in ("model",)}

@@ -48,7 +48,7 @@ def test_a_given_checkpoint_is_exported_at_its_own_size(tmp_path):
 
     from export.check import main
     from runtime.metadata import DataInfo, default_palette
-    from train.checkpoint import save_checkpoint
+    from train.engine.checkpoint import save_checkpoint
     from train.models import build_model
 
     torch.manual_seed(0)

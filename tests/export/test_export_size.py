@@ -26,7 +26,7 @@ def test_export_defaults_to_the_validated_size_and_eval_matches_training(tmp_pat
     from export.onnx import main as export_main
     from runtime.datasets.synthetic import write_folder_dataset
     from runtime.eval import main as eval_main
-    from train.checkpoint import load_checkpoint
+    from train.engine.checkpoint import load_checkpoint
     from train.teacher import main as teacher_main
 
     root = write_folder_dataset(tmp_path / "own", num_train=4, num_val=3, size=(64, 128), seed=2)

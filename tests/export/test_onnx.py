@@ -19,7 +19,7 @@ from runtime.datasets import build_dataset
 from runtime.io import sha256_file
 from runtime.metadata import ONNX_DATA_KEY, ONNX_SOURCE_KEY, DataInfo, default_palette
 from runtime.preprocess import preprocess_for
-from train.checkpoint import save_checkpoint
+from train.engine.checkpoint import save_checkpoint
 from train.models import build_model
 
 SIZE = (64, 128)

@@ -14,7 +14,7 @@ from runtime.backends import load_backend
 from runtime.datasets import build_dataset
 from runtime.metadata import DataInfo, default_palette
 from runtime.preprocess import preprocess_for
-from train.checkpoint import save_checkpoint
+from train.engine.checkpoint import save_checkpoint
 from train.models import build_model
 
 pytest.importorskip("openvino")

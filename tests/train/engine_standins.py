@@ -10,8 +10,8 @@ from torch import nn
 
 from runtime.metadata import DataInfo, default_palette
 from train.config import Config
+from train.losses.objective import Objective, StepInfo
 from train.models.output import FeatureInfo, SegOutput
-from train.objective import Objective, StepInfo
 
 K = 3
 

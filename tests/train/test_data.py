@@ -195,7 +195,7 @@ def test_build_loaders_on_synthetic() -> None:
 def test_random_scale_samples_labels_at_pixel_centres() -> None:
     import cv2
 
-    from train.geometry import Geometry, apply_geometry
+    from train.teachers.geometry import Geometry, apply_geometry
 
     label = np.random.default_rng(2).integers(0, 8, (13, 17), dtype=np.uint8)
     image = torch.zeros(3, 13, 17, dtype=torch.uint8)

@@ -11,8 +11,8 @@ import torch
 import yaml
 from test_fkd_layers import save_teacher
 
-from train.checkpoint import load_checkpoint, load_training_state
 from train.distill import main
+from train.engine.checkpoint import load_checkpoint, load_training_state
 from train.models import build_model, count_params
 
 STUDENT = "tiny_lraspp_mobilenetv3"

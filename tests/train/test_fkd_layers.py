@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from runtime.datasets.synthetic import SyntheticStreets
-from train.checkpoint import save_checkpoint
 from train.config import ModelConfig, load_config
+from train.engine.checkpoint import save_checkpoint
 from train.fkd_layers import PixelReservoir, main, match_student_stage, pixels, top_pairs
 from train.models import build_model
 from train.models.output import FeatureInfo

@@ -36,10 +36,10 @@ def test_runs_checkpoint_model_in_inference_mode(tmp_path, monkeypatch):
             return self.conv(x)
 
     info = DataInfo(classes=["a", "b", "c"], palette=default_palette(3), input_size=(16, 32))
-    fake = types.ModuleType("train.checkpoint")
+    fake = types.ModuleType("train.engine.checkpoint")
     fake.model_from_checkpoint = lambda p: (Tiny().eval(), info, {"model": {}, "arch": {"k": 3}})
     fake.training_data = lambda ckpt, info: None
-    monkeypatch.setitem(sys.modules, "train.checkpoint", fake)
+    monkeypatch.setitem(sys.modules, "train.engine.checkpoint", fake)
     path = tmp_path / "s.pt"
     path.write_bytes(b"x")
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 32)).astype(np.float32)

@@ -24,9 +24,9 @@ from train.losses.fitnet import FitNet
 from train.losses.fkd import FKD
 from train.losses.kd import KD
 from train.losses.lfd import LFD
+from train.losses.objective import Objective, StepInfo, check_teacher_classes, require_teacher
 from train.losses.task import TaskLoss
 from train.models.output import FeatureInfo, SegOutput
-from train.objective import Objective, StepInfo, check_teacher_classes, require_teacher
 
 METHODS: dict[str, type[DistillMethod]] = {"kd": KD, "cwd": CWD, "fitnet": FitNet, "at": AT, "lfd": LFD, "fkd": FKD}
 BASELINE = "baseline"

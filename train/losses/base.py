@@ -13,8 +13,8 @@ from torch import nn
 
 from runtime.errors import UserError
 from train.config import DistillConfig
+from train.losses.objective import Objective, check_teacher_classes, teacher_output
 from train.models.output import FeatureInfo, SegOutput
-from train.objective import Objective, check_teacher_classes, teacher_output
 
 DEEP = "decoder"  # each model's deep feature, F in docs/methods.md (the classifier's input; LR-ASPP: its high branch)
 

@@ -29,8 +29,8 @@ from train.losses.base import (
     stage,
     teacher_logits,
 )
+from train.losses.objective import StepInfo, teacher_output
 from train.models.output import SegOutput
-from train.objective import StepInfo, teacher_output
 
 
 def cwd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:

@@ -19,8 +19,8 @@ from train.losses.base import (
     resize,
     stage,
 )
+from train.losses.objective import StepInfo, teacher_output
 from train.models.output import SegOutput
-from train.objective import StepInfo, teacher_output
 
 
 def fitnet_loss(f_s_adapted: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,8 @@ from torch import nn
 from runtime.errors import UserError
 from train.config import DistillConfig
 from train.losses.base import BuildContext, DistillMethod, conv1x1, feature, stage
+from train.losses.objective import StepInfo, teacher_output
 from train.models.output import SegOutput
-from train.objective import StepInfo, teacher_output
 
 
 def fkd_pair_loss(f_s_projected: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from train.config import DistillConfig
 from train.losses.base import BuildContext, DistillMethod, pixel_kl, teacher_logits
+from train.losses.objective import StepInfo
 from train.models.output import SegOutput
-from train.objective import StepInfo
 
 
 def kd_pixel_map(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:

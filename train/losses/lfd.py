@@ -54,8 +54,8 @@ from train.losses.base import (
     teacher_logits,
     zero,
 )
+from train.losses.objective import StepInfo, teacher_output
 from train.models.output import SegOutput
-from train.objective import StepInfo, teacher_output
 
 # d per pixel for each `mask` (LFDConfig.mask; its choices are checked once, by train.config.validate)
 MASKS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

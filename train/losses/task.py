@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from runtime.metadata import IGNORE_INDEX
 from train.losses.base import resize
+from train.losses.objective import Objective, StepInfo
 from train.models.output import SegOutput
-from train.objective import Objective, StepInfo
 
 
 def seg_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

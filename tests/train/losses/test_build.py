@@ -5,7 +5,7 @@ from loss_refs import batch, tiny_pair
 from runtime.errors import UserError
 from train.config import DistillConfig
 from train.losses import METHODS, Combined, build_objective, parse_method
-from train.objective import StepInfo
+from train.losses.objective import StepInfo
 
 STEP = StepInfo(iteration=0, progress=0.0)
 

@@ -10,8 +10,8 @@ from train.losses import build_objective
 from train.losses.at import AT, REFERENCE_AREA, at_loss, attention_map
 from train.losses.cwd import CWD, cwd_loss
 from train.losses.fitnet import FitNet, fitnet_loss
+from train.losses.objective import StepInfo
 from train.models.output import SegOutput
-from train.objective import StepInfo
 
 STEP = StepInfo(iteration=0, progress=0.0)
 

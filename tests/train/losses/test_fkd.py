@@ -3,9 +3,9 @@ import torch
 from loss_refs import batch, tiny_pair
 
 from train.losses.fkd import FKD, fkd_pair_loss
+from train.losses.objective import StepInfo
 from train.losses.task import TaskLoss
 from train.models.output import SegOutput
-from train.objective import StepInfo
 
 STEP = StepInfo(iteration=0, progress=0.0)
 

@@ -6,8 +6,8 @@ from loss_refs import kl, softmax
 
 from runtime.errors import UserError
 from train.losses.kd import KD, kd_loss
+from train.losses.objective import StepInfo
 from train.models.output import SegOutput
-from train.objective import StepInfo
 
 STEP = StepInfo(iteration=0, progress=0.0)
 

@@ -8,8 +8,8 @@ from loss_refs import kl, softmax
 from train.config import LFDConfig
 from train.losses.kd import kd_loss
 from train.losses.lfd import LFD, aux_head_loss, class_weights, logit_mask, masked_feature_loss, shared_kl
+from train.losses.objective import StepInfo
 from train.models.output import SegOutput
-from train.objective import StepInfo
 
 K = 3
 

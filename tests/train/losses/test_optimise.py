@@ -6,7 +6,7 @@ from loss_refs import batch, tiny_pair
 
 from train.config import DistillConfig
 from train.losses import build_objective
-from train.objective import StepInfo
+from train.losses.objective import StepInfo
 
 CASES = {
     "kd": {},
