@@ -18,7 +18,7 @@ from torch import nn
 from runtime.errors import UserError
 from train.config import DistillConfig
 from train.losses.at import AT
-from train.losses.base import BuildContext, DistillMethod, describe_stages
+from train.losses.base import BuildContext, DistillMethod
 from train.losses.cwd import CWD
 from train.losses.fitnet import FitNet
 from train.losses.fkd import FKD
@@ -26,7 +26,7 @@ from train.losses.kd import KD
 from train.losses.lfd import LFD
 from train.losses.objective import Objective, StepInfo, check_teacher_classes, require_teacher
 from train.losses.task import TaskLoss
-from train.models.output import FeatureInfo, SegOutput
+from train.models.output import FeatureInfo, SegOutput, describe_stages
 
 METHODS: dict[str, type[DistillMethod]] = {"kd": KD, "cwd": CWD, "fitnet": FitNet, "at": AT, "lfd": LFD, "fkd": FKD}
 BASELINE = "baseline"

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from train.config import DistillConfig
-from train.losses.base import DEEP, BuildContext, DistillMethod, feature, resize, stage
+from train.losses.base import DEEP, BuildContext, DistillMethod, feature, resize
 from train.losses.objective import StepInfo, teacher_output
-from train.models.output import SegOutput
+from train.models.output import SegOutput, stage
 
 # A_ref: the positions of CIRKD's attention maps (512x1024 crop, stride 8 -> 64 x 128), the size at
 # which its weight λ = 10000 was tuned; L_at equals CIRKD's plain mean there.

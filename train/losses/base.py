@@ -53,19 +53,6 @@ class DistillMethod(Objective):
         """The teacher outputs this method reads: `logits` and/or feature names (what a cache stores)."""
 
 
-def describe_stages(info: list[FeatureInfo]) -> str:
-    return ", ".join(f"{i.name} ({i.channels} ch, stride {i.reduction})" for i in info)
-
-
-def stage(info: list[FeatureInfo], name: str, who: str, purpose: str) -> FeatureInfo:
-    """The FeatureInfo called `name`, or a UserError listing the available stages."""
-    for i in info:
-        if i.name == name:
-            return i
-    raise UserError(f"{purpose}: the {who} has no feature stage '{name}'; available {who} stages: "
-                    f"{describe_stages(info)}")
-
-
 def feature(out: SegOutput, name: str, who: str) -> torch.Tensor:
     """`out.features[name]`, or a clear error when the model did not return it."""
     f = out.features.get(name)

@@ -26,11 +26,10 @@ from train.losses.base import (
     feature,
     pixel_kl,
     resize,
-    stage,
     teacher_logits,
 )
 from train.losses.objective import StepInfo, teacher_output
-from train.models.output import SegOutput
+from train.models.output import SegOutput, stage
 
 
 def cwd_loss(z_s: torch.Tensor, z_t: torch.Tensor, tau: float) -> torch.Tensor:

@@ -10,17 +10,9 @@ from __future__ import annotations
 import torch
 
 from train.config import DistillConfig
-from train.losses.base import (
-    DEEP,
-    BuildContext,
-    DistillMethod,
-    conv1x1,
-    feature,
-    resize,
-    stage,
-)
+from train.losses.base import DEEP, BuildContext, DistillMethod, conv1x1, feature, resize
 from train.losses.objective import StepInfo, teacher_output
-from train.models.output import SegOutput
+from train.models.output import SegOutput, stage
 
 
 def fitnet_loss(f_s_adapted: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:

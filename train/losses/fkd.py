@@ -19,9 +19,9 @@ from torch import nn
 
 from runtime.errors import UserError
 from train.config import DistillConfig
-from train.losses.base import BuildContext, DistillMethod, conv1x1, feature, stage
+from train.losses.base import BuildContext, DistillMethod, conv1x1, feature
 from train.losses.objective import StepInfo, teacher_output
-from train.models.output import SegOutput
+from train.models.output import SegOutput, stage
 
 
 def fkd_pair_loss(f_s_projected: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:

@@ -50,12 +50,11 @@ from train.losses.base import (
     head,
     pixel_kl,
     resize,
-    stage,
     teacher_logits,
     zero,
 )
 from train.losses.objective import StepInfo, teacher_output
-from train.models.output import SegOutput
+from train.models.output import SegOutput, stage
 
 # d per pixel for each `mask` (LFDConfig.mask; its choices are checked once, by train.config.validate)
 MASKS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from runtime.errors import UserError
+
 
 @dataclass
 class FeatureInfo:
@@ -14,6 +16,20 @@ class FeatureInfo:
     name: str
     channels: int
     reduction: int
+
+
+def describe_stages(info: list[FeatureInfo]) -> str:
+    """'stage3 (256 ch, stride 16), decoder (128 ch, stride 16)': a model's stages for messages."""
+    return ", ".join(f"{i.name} ({i.channels} ch, stride {i.reduction})" for i in info)
+
+
+def stage(info: list[FeatureInfo], name: str, who: str = "model", purpose: str = "feature") -> FeatureInfo:
+    """The FeatureInfo called `name`, or a UserError naming `purpose` and `who` and listing the stages."""
+    for i in info:
+        if i.name == name:
+            return i
+    raise UserError(f"{purpose}: the {who} has no feature stage '{name}'; available {who} stages: "
+                    f"{describe_stages(info)}")
 
 
 @dataclass

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.models.heads.base import DecodeHead
-from train.models.heads.blocks import ConvBNReLU, stage
-from train.models.output import FeatureInfo
+from train.models.heads.blocks import ConvBNReLU
+from train.models.output import FeatureInfo, stage
 
 RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from train.models.output import FeatureInfo
-
 
 class ConvBNReLU(nn.Sequential):
     """k x k conv (no bias, 'same' padding, optional dilation) -> BatchNorm -> ReLU."""
@@ -19,5 +17,3 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
-def stage(feature_info: list[FeatureInfo], name: str) -> FeatureInfo:
-    return next(f for f in feature_info if f.name == name)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.models.heads.base import DecodeHead
-from train.models.heads.blocks import ConvBNReLU, stage
-from train.models.output import FeatureInfo
+from train.models.heads.blocks import ConvBNReLU
+from train.models.output import FeatureInfo, stage
 
 
 class LRASPPHead(DecodeHead):
