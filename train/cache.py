@@ -8,7 +8,7 @@ continue; a cache for another teacher, dataset, split or pre-processing is refus
 checked against the manifest first (header and length: channels, size, dtype) and rebuilt when it does
 not match; `--verify` only checks, and exits 2 when a file does not match. `--check N` then
 measures, on N augmented training crops, how the cached logits differ from the online teacher's.
-`--mode single|multiscale|exact` picks what is stored (train/teachers/targets.py; default
+`--mode single|multiscale|exact` picks what is stored (train/teachers/cache_format.py; default
 `distill.cache_mode`); `--mode all --check N` builds each mode for this teacher and prints one table
 (agreement without and with colour jitter, mean KL, size on disk, build seconds).
 Use it with `distill.teacher_cache=PATH` (or let `distill.teacher_cache=auto` build it on first use) and

@@ -164,7 +164,7 @@ class DistillConfig:
     teacher: str | None = None  # teacher checkpoint (.pt)
     teacher_cache: str = "off"  # off: online teacher; auto: build on first use, reuse after; or a cache folder
     cache_dir: str = "data/cache/teacher"  # where teacher_cache=auto keeps its caches
-    # what the cache stores (train/teachers/targets.py): single: each whole image at scale 1, warped per sample;
+    # what the cache stores (train/teachers/cache_format.py): single: each whole image at scale 1, warped per sample;
     # multiscale: each image at several scales (cache_scales) and mirrored, the nearest view warped;
     # exact: the teacher on the very crops (and colour jitter) the seeded sampler draws
     cache_mode: Literal["single", "multiscale", "exact"] = "single"
