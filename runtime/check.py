@@ -6,8 +6,10 @@ One table (and JSON) of: OS and Python; the CPU, its cores and the instruction s
 (AVX2, AVX-512, VNNI, AMX, bf16; NEON and dot-product on ARM); ONNX Runtime and its providers; OpenVINO
 and its devices; TensorRT and the CUDA bindings (pycuda, cuda-python); JetPack / L4T on a Jetson; the
 GPUs (name, compute capability, memory, driver) from nvidia-smi or the CUDA bindings. Each row says
-"ok", "missing" (with what to install) or "info". `python -m train.check` adds the training side, and
-`make check` runs both (`FULL=1`: also the training side's self-test and speed test).
+"ok", "missing" (with what to install) or "info". `python -m train.check` adds the training side and
+`python -m export.check` the export side; `make check` runs runtime.check and train.check (`FULL=1`: also
+the training self-test and speed test, then export.check). The three share this module's `row` and
+`finish_report` (table, skipped rows, JSON, exit status).
 """
 
 from __future__ import annotations
