@@ -42,6 +42,8 @@ class SyntheticStreets(SegmentationDataset):
 
     Knobs:
       num_train, num_val: samples in the train and val splits (split "test" has num_val samples too).
+      num_footage: samples in split "footage", scenes of their own for unlabeled distillation frames
+        (FootageReader's `synthetic[:N]` source); not a recorded option (spec.RECORDED_SYNTHETIC).
       size: (H, W) rendered size.
       seed: sample i of split s comes from its own generator seeded by (seed, s, i): any index can be
         made alone, in any order, in any worker, and is always the same.
@@ -59,7 +61,8 @@ class SyntheticStreets(SegmentationDataset):
 
     def __init__(self, root: str | Path | None = None, split: str = "train", skip_bad: bool = False,
                  num_train: int = 400, num_val: int = 60, size: tuple[int, int] = (256, 512), seed: int = 0,
-                 difficulty: float = 1.0, cache: bool = True, cache_dir: str | Path | None = None) -> None:
+                 difficulty: float = 1.0, cache: bool = True, cache_dir: str | Path | None = None,
+                 num_footage: int = 2000) -> None:
         super().__init__(root, split, skip_bad)
         if split not in SPLIT_CODES:
             raise UserError(f"unknown synthetic split '{split}'; choose one of {', '.join(SPLIT_CODES)}")
@@ -71,7 +74,7 @@ class SyntheticStreets(SegmentationDataset):
         self.size = (h, w)
         self.seed = int(seed)
         self.difficulty = float(difficulty)
-        self.length = int(num_train if split == "train" else num_val)
+        self.length = int({"train": num_train, "footage": num_footage}.get(split, num_val))
         self.cache_dir: Path | None = None
         if cache:
             # `root`, when given, is taken as the cache folder (so `synthetic:/path` exports there).

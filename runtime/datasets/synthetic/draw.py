@@ -16,7 +16,9 @@ _CS_COLOUR = {name: col for name, _, _, col in LABELS}
 PALETTE = [_CS_COLOUR[n] for n in CLASSES]
 (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY, PERSON, RIDER, CAR, TRUCK,
  BICYCLE) = range(len(CLASSES))
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+# A split's code seeds its scenes. "footage" (unlabeled frames for distillation, runtime/datasets/footage.py)
+# is a world of scenes of its own, disjoint from train, val and test; existing codes never change.
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "footage": 3}
 
 # Per-class texture amplitudes (grey levels) for fine grain and coarse blotches.
 FINE_AMP = np.full(256, 4.0, np.float32)
