@@ -12,7 +12,8 @@ measures, on N augmented training crops, how the cached logits differ from the o
 `distill.cache_mode`); `--mode all --check N` builds each mode for this teacher and prints one table
 (agreement without and with colour jitter, mean KL, size on disk, build seconds).
 Use it with `distill.teacher_cache=PATH` (or let `distill.teacher_cache=auto` build it on first use) and
-the same `distill.cache_mode`.
+the same `distill.cache_mode`. With a transfer set (`data.unlabeled=...`), the teacher's targets for its
+frames are built too, in a cache of their own (`distill.footage_cache`, auto: under distill.cache_dir).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify:
         return verify(out, run_key(cfg, args), cfg, args)
     manifest, report = build_and_check(cfg, args, out, outputs)
+    if cfg.data.unlabeled:
+        build_footage(cfg, args, outputs)
     stored = ", ".join(f"{k} (stride {v['stride']}, {v['channels']} ch)" for k, v in manifest["outputs"].items())
     print(f"teacher cache {out} ({cfg.distill.cache_mode}): {len(manifest['image_ids'])} images, outputs {stored}, "
           f"built in {manifest['build_seconds']:.1f}s")
@@ -125,6 +128,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"use it with: python -m train.distill --config {args.config or '...'} distill.teacher_cache={out}{mode} "
           f"teacher={args.teacher}")
     return 0
+
+
+def build_footage(cfg: Any, args: argparse.Namespace, outputs: list[str]) -> Path:
+    """The transfer set's cache (data.unlabeled), where train.distill looks for it (distill.footage_cache:
+    auto, under distill.cache_dir, or a folder), built or finished; same manifest rules as the training split's."""
+    from train.distill import footage_cache_config
+    from train.teachers.cache_build import source_reader
+
+    fcfg = footage_cache_config(cfg)
+    _, ids, provenance = source_reader(fcfg, footage=True)
+    key = cache_key(sha256_file(args.teacher), fcfg, ids, provenance)
+    where = fcfg.distill.footage_cache
+    out = auto_path(fcfg.distill.cache_dir, key) if where == "auto" else Path(where)
+    build_cache(args.teacher, fcfg, out, outputs, args.max_gb, args.batch, args.device, footage=True)
+    manifest = check_cache(out, key, outputs)
+    print(f"footage teacher cache {out} ({fcfg.distill.cache_mode}): {len(manifest['image_ids'])} frames, built in "
+          f"{manifest['build_seconds']:.1f}s")
+    return out
 
 
 def outputs_of(cfg: Any, args: argparse.Namespace) -> list[str]:

@@ -58,6 +58,12 @@ class DataConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # Unlabeled transfer set (train/footage.py): image folders, globs, image or video files, or `synthetic[:N]`
+    # (the generator's frames, labels discarded). Each batch holds batch_size labeled samples plus
+    # round(unlabeled_ratio x batch_size) unlabeled frames, which feed the distillation terms only.
+    unlabeled: list[str] = field(default_factory=list)
+    unlabeled_stride: int = 1  # videos: every n-th frame
+    unlabeled_ratio: float = 1.0  # unlabeled frames per labeled sample in a batch
 
 
 @dataclass
@@ -164,6 +170,7 @@ class DistillConfig:
     teacher: str | None = None  # teacher checkpoint (.pt)
     teacher_cache: str = "off"  # off: online teacher; auto: build on first use, reuse after; or a cache folder
     cache_dir: str = "data/cache/teacher"  # where teacher_cache=auto keeps its caches
+    footage_cache: str = "auto"  # the transfer set's (data.unlabeled) cache when teacher_cache is on: auto or a folder
     # what the cache stores (train/teachers/cache_format.py): single: each whole image at scale 1, warped per sample;
     # multiscale: each image at several scales (cache_scales) and mirrored, the nearest view warped;
     # exact: the teacher on the very crops (and colour jitter) the seeded sampler draws
@@ -171,6 +178,11 @@ class DistillConfig:
     cache_scales: list[float] = field(default_factory=list)  # multiscale; []: geometric steps of 2^(1/4) over data.scale_range
     cache_topk: int = 0  # multiscale/exact: store the logits' k largest (+ int16 class ids) instead of all; 0: all
     cache_samples: int | None = None  # exact: samples to store (None: what train.budget/train.iterations need)
+    # hard pseudo-labels on unlabeled frames (data.unlabeled): CE against the teacher's arg-max where its
+    # softmax confidence is at least pseudo_threshold (train/losses/pseudo.py)
+    pseudo_labels: bool = False
+    pseudo_threshold: float = 0.9
+    pseudo_weight: float = 1.0
     kd: KDConfig = field(default_factory=KDConfig)
     cwd: CWDConfig = field(default_factory=CWDConfig)
     fitnet: FitNetConfig = field(default_factory=FitNetConfig)
@@ -438,6 +450,10 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "distill.cache_scales": (0, None, True),
     "distill.cache_topk": (0, None, False),
     "distill.cache_samples": (1, None, False),
+    "distill.pseudo_threshold": (0, 1, False),
+    "distill.pseudo_weight": (0, None, False),
+    "data.unlabeled_stride": (1, None, False),
+    "data.unlabeled_ratio": (0, None, True),
     "distill.kd.tau": (0, None, True),
     "distill.kd.weight": (0, None, False),
     "distill.cwd.tau": (0, None, True),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import random
+import types
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +147,24 @@ class SegmentationTorchDataset(Dataset):
         return x, torch.from_numpy(np.ascontiguousarray(label)).to(torch.int64)
 
 
+class MixedDataset(Dataset):
+    """A labeled training set and a transfer set (unlabeled frames) in one index space: keys below
+    `len(labeled)` are labeled samples, the rest frames (`MixedSampler` makes the keys). A frame's label is
+    all ignore (255); the trainer knows which samples of a batch are labeled by their place (the first
+    `data.batch_size`)."""
+
+    def __init__(self, labeled: SegmentationTorchDataset, footage: SegmentationTorchDataset) -> None:
+        self.labeled, self.footage = labeled, footage
+
+    def __len__(self) -> int:
+        return len(self.labeled) + len(self.footage)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        n = len(self.labeled)
+        return self.labeled[key] if index < n else self.footage[(index - n, seed)]
+
+
 # ----------------------------------------------------------------------------------------------
 # Samplers
 
@@ -183,6 +202,69 @@ class TrainSampler(Sampler[tuple[int, int]]):
             yield mine[i], mine_seeds[i]
 
 
+class MixedSampler(Sampler[tuple[int, int]]):
+    """Batches of `labeled` labeled samples followed by `unlabeled` frames of a transfer set, as one flat
+    sequence of `(key, augmentation seed)` that a DataLoader of batch size `labeled + unlabeled` cuts.
+
+    The labeled part is `TrainSampler(labeled_size, seed, rank, world)`'s order, cut into batches exactly
+    as without a transfer set (so the labeled batches of a run are the same with and without one). The
+    frames come from an endless stream: position q = (g · world + rank) · unlabeled + j of global batch
+    g = epoch · batches_per_epoch + b is frame `perm_E[q mod F]` of footage epoch E = q div F, perm_E a
+    seeded permutation of the F frames with one augmentation seed per position, so every frame is seen
+    once per footage epoch. Frame keys are offset by `labeled_size` (MixedDataset's index space).
+    Everything is a function of (seed, epoch, position): reproducible, and `skip` resumes mid-epoch."""
+
+    def __init__(self, labeled_size: int, footage_size: int, labeled: int, unlabeled: int, seed: int = 0,
+                 rank: int = 0, world: int = 1) -> None:
+        self.base = TrainSampler(labeled_size, seed, rank, world)
+        self.labeled_size, self.footage_size = int(labeled_size), int(footage_size)
+        self.labeled, self.unlabeled = int(labeled), int(unlabeled)
+        self.seed, self.rank, self.world = int(seed), rank, world
+        self.epoch = 0
+        self._skip_batches = 0
+        self._perm: tuple[int, list[int], list[int]] | None = None  # (footage epoch, order, seeds)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.base) // self.labeled
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.base.set_epoch(epoch)
+
+    def skip(self, samples: int) -> None:
+        self._skip_batches = int(samples) // (self.labeled + self.unlabeled)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch * (self.labeled + self.unlabeled)
+
+    def _footage_epoch(self, e: int) -> tuple[list[int], list[int]]:
+        if self._perm is None or self._perm[0] != e:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + e + 7_919 * 1_000_003)
+            order = torch.randperm(self.footage_size, generator=g).tolist()
+            seeds = torch.randint(0, 2**62, (self.footage_size,), generator=g).tolist()
+            self._perm = (e, order, seeds)
+        return self._perm[1], self._perm[2]
+
+    def frames(self, batch: int) -> list[tuple[int, int]]:
+        """The (MixedDataset key, seed) of the frames of global batch `batch` on this rank."""
+        out = []
+        for j in range(self.unlabeled):
+            q = (batch * self.world + self.rank) * self.unlabeled + j
+            order, seeds = self._footage_epoch(q // self.footage_size)
+            p = q % self.footage_size
+            out.append((self.labeled_size + order[p], seeds[p]))
+        return out
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        nb, n = self.batches_per_epoch, self.labeled
+        keys = list(iter(self.base))
+        start, self._skip_batches = self._skip_batches, 0
+        for b in range(start, nb):
+            yield from keys[b * n:(b + 1) * n]
+            yield from self.frames(self.epoch * nb + b)
+
+
 class ShardSampler(DistributedSampler):
     """Validation shard `rank::world` with no padding, so summed confusion matrices count each image once
     (a DistributedSampler, so the engine knows to all-reduce)."""
@@ -207,12 +289,24 @@ def sample_name(reader: SegmentationDataset, i: int) -> str:
     return str(name(i)) if callable(name) else f"sample {i}"
 
 
-def _segmentation_dataset(loader: Any) -> SegmentationTorchDataset | None:
-    """The SegmentationTorchDataset behind a DataLoader or InfiniteLoader, over Subsets or not."""
+def _segmentation_dataset(loader: Any, part: str = "labeled") -> SegmentationTorchDataset | None:
+    """The SegmentationTorchDataset behind a DataLoader or InfiniteLoader, over Subsets or not; of a mixed
+    loader, its `part` (labeled, footage). A plain loader has no footage part (None)."""
     ds = getattr(getattr(loader, "loader", loader), "dataset", None)
     while isinstance(ds, torch.utils.data.Subset):
         ds = ds.dataset
+    if isinstance(ds, MixedDataset):
+        ds = getattr(ds, part)
+    elif part != "labeled":
+        return None
     return ds if isinstance(ds, SegmentationTorchDataset) else None
+
+
+def footage_view(loader: Any) -> Any:
+    """Something `skipped_samples`/`skipped_mask` read as the transfer set of a mixed `loader` (None
+    when it has none): what `gather_skipped` reports as the `footage` split."""
+    ds = _segmentation_dataset(loader, "footage")
+    return None if ds is None else types.SimpleNamespace(dataset=ds)
 
 
 def skipped_samples(loader: Any) -> list[str]:
@@ -245,8 +339,8 @@ def gather_skipped(loaders: dict[str, Any], env: Any, device: torch.device) -> d
         out[split] = skipped_samples(loader)
         if out[split] and env.is_main:
             shown = ", ".join(out[split][:3]) + (", ..." if len(out[split]) > 3 else "")
-            log(f"skipped {len(out[split])} corrupt {split} sample(s) (data.skip_bad): {shown}; all are listed "
-                f"in results.json")
+            why = " (unreadable frames are always skipped)" if split == "footage" else " (data.skip_bad)"
+            log(f"skipped {len(out[split])} corrupt {split} sample(s){why}: {shown}; all are listed in results.json")
     return out
 
 
@@ -296,11 +390,37 @@ def build_readers(data: DataConfig) -> tuple[SegmentationDataset, SegmentationDa
     return reader(data.train_split), reader(data.val_split)
 
 
+def unlabeled_per_batch(d: DataConfig) -> int:
+    """Unlabeled frames in each batch: round(unlabeled_ratio x batch_size), at least 1; 0 without a transfer set."""
+    return max(1, round(d.unlabeled_ratio * d.batch_size)) if d.unlabeled else 0
+
+
+def build_footage_reader(d: DataConfig, train_reader: SegmentationDataset | None = None) -> Any:
+    """The transfer set `data.unlabeled` as a reader (runtime.datasets.footage.FootageReader): frames resized
+    to the labeled training images' size when they all share one (else data.val_size, else as read), the
+    labeled data's classes, the synthetic generator's options for `synthetic[:N]`; corrupt frames skipped
+    and counted. UserError when data.unlabeled is empty."""
+    from runtime.datasets.footage import FootageReader
+
+    if not d.unlabeled:
+        raise UserError("no transfer set: data.unlabeled is empty; give a folder, glob, video or synthetic:N")
+    train_reader = train_reader if train_reader is not None else build_readers(d)[0]
+    sizes = image_sizes(train_reader)
+    size = sizes.pop() if len(sizes) == 1 else (tuple(int(v) for v in d.val_size) if d.val_size else None)
+    syn = dataclasses.asdict(d.synthetic)
+    return FootageReader(d.unlabeled, stride=d.unlabeled_stride, size=size, classes=train_reader.classes,  # type: ignore[arg-type]
+                         palette=train_reader.palette, synthetic=syn, skip_bad=True)
+
+
 def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: int = 1,
-                  targets: TeacherTargets | None = None) -> tuple[DataLoader, DataLoader, DataInfo]:
+                  targets: TeacherTargets | None = None, footage_targets: TeacherTargets | None = None
+                  ) -> tuple[DataLoader, DataLoader, DataInfo]:
     """Train loader (shuffled by `cfg.train.seed`, augmented, drop_last), val loader, and the DataInfo
     (classes, palette, mean/std, input size = val_size or the first val image's size). With `targets`
-    (a train.teacher_cache.TeacherTargets), training batches are (images, labels, {output: maps})."""
+    (a train.teacher_cache.TeacherTargets), training batches are (images, labels, {output: maps}).
+    With a transfer set (`data.unlabeled`), each batch is `data.batch_size` labeled samples followed by
+    `unlabeled_per_batch` frames (labels all 255; `MixedSampler`), with `footage_targets` (the footage
+    cache) beside `targets`."""
     d = cfg.data
     train_reader, val_reader = build_readers(d)
     if not distributed:
@@ -325,9 +445,28 @@ def build_loaders(cfg: Config, distributed: bool = False, rank: int = 0, world: 
         # the parent runs (OpenCV's thread pool after a parallel resize), and the worker can deadlock in
         # its first OpenCV call.
         common["multiprocessing_context"] = "forkserver"
-    train_loader = DataLoader(train_set, batch_size=d.batch_size, drop_last=True,
-                              sampler=TrainSampler(len(train_reader), cfg.train.seed, rank, world),
-                              generator=torch.Generator().manual_seed(cfg.train.seed), **common)
+    if d.unlabeled:
+        if (targets is None) != (footage_targets is None):
+            raise UserError("a teacher cache was given for only one of the labeled data and the transfer set "
+                            "(data.unlabeled); build both (train.distill does) or neither")
+        footage = build_footage_reader(d, train_reader)
+        if rank == 0 and (note := footage.size_note()):
+            print(note, flush=True)
+        if footage_targets is not None and footage_targets.num_images != len(footage):
+            raise UserError(f"the footage teacher cache {footage_targets.path} holds {footage_targets.num_images} "
+                            f"frames but data.unlabeled has {len(footage)}; build the cache for this transfer set")
+        footage_set = SegmentationTorchDataset(footage, True, d.crop_size, d.scale_range, d.flip, d.color_jitter,
+                                               d.mean, d.std, d.val_size, targets=footage_targets)
+        u = unlabeled_per_batch(d)
+        train_loader = DataLoader(MixedDataset(train_set, footage_set), batch_size=d.batch_size + u,
+                                  drop_last=True,
+                                  sampler=MixedSampler(len(train_reader), len(footage), d.batch_size, u,
+                                                       cfg.train.seed, rank, world),
+                                  generator=torch.Generator().manual_seed(cfg.train.seed), **common)
+    else:
+        train_loader = DataLoader(train_set, batch_size=d.batch_size, drop_last=True,
+                                  sampler=TrainSampler(len(train_reader), cfg.train.seed, rank, world),
+                                  generator=torch.Generator().manual_seed(cfg.train.seed), **common)
     val_sampler = ShardSampler(val_set, rank, world) if distributed else None
     val_loader = DataLoader(val_set, batch_size=d.val_batch_size, shuffle=False, sampler=val_sampler,
                             collate_fn=pad_collate, **common)

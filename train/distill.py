@@ -14,6 +14,7 @@ and a `student` block (mIoU, parameters, GFLOPs).
 from __future__ import annotations
 
 import argparse
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,11 @@ def summary_table(teacher: dict[str, Any] | None, student: dict[str, Any]) -> st
     return format_table(rows, ["model", "arch", "mIoU", "params (M)", "GFLOPs"], digits=2)
 
 
-def prepare_cache(cfg: Config, env: D.DistEnv) -> tuple[Any, list[FeatureInfo], dict[str, Any]] | None:
-    """(teacher targets, teacher feature contract, cache record) for `distill.teacher_cache` in
-    `distill.cache_mode`, or None when it is off or the method reads no teacher. Rank 0 builds an `auto`
-    cache; the others wait for it."""
+def prepare_cache(cfg: Config, env: D.DistEnv) -> tuple[Any, list[FeatureInfo], dict[str, Any], Any] | None:
+    """(teacher targets, teacher feature contract, cache record, footage targets or None) for
+    `distill.teacher_cache` in `distill.cache_mode`, or None when it is off or the method reads no teacher.
+    With a transfer set (`data.unlabeled`) its frames get a cache of their own (`distill.footage_cache`;
+    single mode when the labeled split's is exact). Rank 0 builds `auto` caches; the others wait for them."""
     from train.teachers.cache_format import teacher_feature_info
     from train.teachers.targets import cache_record, open_cache, open_targets
 
@@ -84,12 +86,43 @@ def prepare_cache(cfg: Config, env: D.DistEnv) -> tuple[Any, list[FeatureInfo], 
         return None
     assert cfg.distill.teacher is not None
     outputs = teacher_reads(cfg.distill)
-    built = False
+    fcfg = footage_cache_config(cfg)
+    built = built_footage = False
     if env.is_main:
         _, _, built = open_cache(cfg, cfg.distill.teacher, outputs, build=True, world=env.world)
+        if fcfg is not None:
+            _, _, built_footage = open_cache(fcfg, cfg.distill.teacher, outputs, build=True, footage=True)
     D.barrier()
     targets, manifest, _ = open_targets(cfg, cfg.distill.teacher, outputs, build=False, world=env.world)
-    return targets, teacher_feature_info(manifest), cache_record(targets.path, manifest, outputs, built)
+    record = cache_record(targets.path, manifest, outputs, built)
+    footage = None
+    if fcfg is not None:
+        footage, f_manifest, _ = open_targets(fcfg, cfg.distill.teacher, outputs, build=False, footage=True)
+        record["footage"] = cache_record(footage.path, f_manifest, outputs, built_footage)
+    return targets, teacher_feature_info(manifest), record, footage
+
+
+def footage_cache_config(cfg: Config) -> Config | None:
+    """The config the transfer set's cache is made with (None without data.unlabeled): cfg itself, or with
+    an exact labeled cache, a copy in the single mode (the exact mode stores the labeled split's crops)."""
+    if not cfg.data.unlabeled:
+        return None
+    if cfg.distill.cache_mode != "exact":
+        return cfg
+    fcfg = copy.deepcopy(cfg)
+    fcfg.distill.cache_mode, fcfg.distill.cache_topk = "single", 0
+    return fcfg
+
+
+def check_transfer_set(cfg: Config) -> None:
+    """A transfer set needs a method that reads the teacher; pseudo-labels need a transfer set."""
+    if cfg.data.unlabeled and not needs_teacher(cfg.distill.method):
+        raise UserError(f"data.unlabeled was given with method={cfg.distill.method}: the student alone has no "
+                        f"teacher to learn the unlabeled frames from; use a distillation method (kd, lfd, ...) or "
+                        f"drop data.unlabeled")
+    if cfg.distill.pseudo_labels and not cfg.data.unlabeled:
+        raise UserError("distill.pseudo_labels=true labels unlabeled frames, and data.unlabeled gives none; pass "
+                        "data.unlabeled=PATH (a folder, glob, video or synthetic:N)")
 
 
 def distill(cfg: Config, probe_only: str | Path | None = None) -> dict[str, Any]:
@@ -126,9 +159,11 @@ def build_run(cfg: Config, env: D.DistEnv, teacher_ckpt: dict[str, Any] | None, 
     from train.data import build_loaders  # the data pipeline imports the readers; keep --help fast
 
     method = cfg.distill.method
+    check_transfer_set(cfg)
     cache = prepare_cache(cfg, env)
     train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world,
-                                                        targets=cache[0] if cache else None)
+                                                        targets=cache[0] if cache else None,
+                                                        footage_targets=cache[3] if cache else None)
     if teacher_ckpt is not None:
         check_same_classes(teacher_ckpt["data"], data_info.to_dict(), f"the teacher {cfg.distill.teacher}",
                            f"the student's dataset ({cfg.data.dataset})")

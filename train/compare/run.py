@@ -85,6 +85,9 @@ def run_overrides(config: str | None, method: str, seed: int, budget: str, teach
     wall-clock budget resolved to; `cache`: the teacher cache folder."""
     keys = [*overrides, f"method={method}", f"budget={budget}", f"seed={seed}", f"train.runs_dir={out}",
             f"train.val_every={val_every}", f"name={name or run_name(stem_of(config), method, seed)}"]
+    if not needs_teacher(method) and load_config(config, list(overrides)).data.unlabeled:
+        # the student alone learns from the labels only: the transfer set is for the teacher-reading methods
+        keys += ["data.unlabeled=[]", "distill.pseudo_labels=false"]
     if iterations is not None:
         keys += ["train.budget_mode=probe", f"train.iterations={iterations}"]
     if teacher:
@@ -152,7 +155,8 @@ def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str]
 
     An exact cache (distill.cache_mode=exact) holds one seed's crops: one is built per seed, for an
     iteration budget only (the samples a run reads must be known before it starts), and the runs get
-    `auto`, which finds the folder of their seed; the build seconds are summed over seeds."""
+    `auto`, which finds the folder of their seed; the build seconds are summed over seeds. With a transfer
+    set (data.unlabeled) its cache is built too (`footage_cache`) and its seconds are added."""
     from train.losses import teacher_reads
     from train.teachers.targets import open_cache
 
@@ -163,6 +167,10 @@ def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str]
     if mode == "off" or not reads:
         return None, 0.0, False
     cfg.distill.teacher_cache = mode
+    footage_s, footage_built = 0.0, False
+    if cfg.data.unlabeled:
+        _, f_manifest, footage_built = footage_cache(cfg, teacher, list(dict.fromkeys(reads)), build=True)
+        footage_s = float(f_manifest.get("build_seconds") or 0.0)
     if cfg.distill.cache_mode == "exact":
         if not iteration_budget:
             raise UserError("an exact teacher cache holds the crops of a known number of iterations: compare with "
@@ -177,9 +185,20 @@ def build_comparison_cache(cfg: Config, config: str | None, overrides: list[str]
             total += float(manifest.get("build_seconds") or 0.0)
             any_built = any_built or built
         cfg.train.seed = first
-        return "auto", total, any_built
+        return "auto", total + footage_s, any_built or footage_built
     path, manifest, built = open_cache(cfg, teacher, list(dict.fromkeys(reads)), build=True)
-    return str(path), float(manifest.get("build_seconds") or 0.0), built
+    return str(path), float(manifest.get("build_seconds") or 0.0) + footage_s, built or footage_built
+
+
+def footage_cache(cfg: Config, teacher: str, reads: list[str], build: bool = False
+                  ) -> tuple[Path, dict[str, Any], bool]:
+    """The transfer set's teacher cache as the comparison's runs open it (train.distill `prepare_cache`)."""
+    from train.distill import footage_cache_config
+    from train.teachers.targets import open_cache
+
+    fcfg = footage_cache_config(cfg)
+    assert fcfg is not None
+    return open_cache(fcfg, teacher, reads, build=build, footage=True)
 
 
 def compare(config: str | None, methods: list[str], budget: str, seeds: int, teacher: str | None, out: Path,
@@ -265,6 +284,12 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
             flops = count_step_flops(method_configs(config, methods, seed_values[0], budget, teacher, out,
                                                     overrides, cache), out)
         cache_flops = cache_build_flops(cache, teacher) if cache and teacher else 0
+        if cache and teacher and cfg.data.unlabeled:  # the transfer set's cache is charged as the labeled one
+            from train.losses import teacher_reads
+
+            reads = list(dict.fromkeys(o for m in cached for o in teacher_reads(
+                load_config(config, [*overrides, f"method={m}"]).distill)))
+            cache_flops += cache_build_flops(str(footage_cache(cfg, teacher, reads)[0]), teacher)
         reference = next(iter(flops.values()))["reference"]
         total = float(b.iterations or 0) * flops[reference]["step_flops"]
         for m, f in flops.items():

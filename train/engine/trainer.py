@@ -49,7 +49,7 @@ from runtime.io import atomic_write_json
 from runtime.metadata import DataInfo
 from runtime.metrics import ConfusionMatrix
 from train.config import Config, save_config
-from train.data import gather_skipped
+from train.data import footage_view, gather_skipped
 from train.engine import distributed as D
 from train.engine.budget import Budget, Recheck, parse_budget, probe_record
 from train.engine.checkpoint import (
@@ -164,6 +164,8 @@ class Trainer(Resumable):
         self._last_saved: int | None = None  # iteration of the last finite state written to last.pt
         self._data: Iterator[Any] | None = None
         self.recheck: Recheck | None = None  # set by follow_probe for a probed budget
+        # with a transfer set (data.unlabeled) a batch's first data.batch_size samples are the labeled ones
+        self.labeled_per_batch = cfg.data.batch_size if cfg.data.unlabeled else None
 
     # ------------------------------------------------------------------------------------------
     # set-up
@@ -300,7 +302,8 @@ class Trainer(Resumable):
                                                                   if saved else "last.pt not written"))
                 raise Terminated() if self._stop_signal == signal.SIGTERM else KeyboardInterrupt()
             lr = self._set_lr(self._progress(elapsed))
-            step = StepInfo(self.iteration, self._progress(elapsed), self.stated_budget.is_time)
+            step = StepInfo(self.iteration, self._progress(elapsed), self.stated_budget.is_time,
+                            self.labeled_per_batch)
             terms, loss = self._forward(step)
             if self._any_rank(~torch.isfinite(loss.detach())):
                 self._nonfinite(terms)
@@ -385,7 +388,7 @@ class Trainer(Resumable):
         if self._data is None:
             self._data = iter(self.loader)
         t0 = timer()
-        _, loss = self._forward(StepInfo(i, 0.0, self.stated_budget.is_time))
+        _, loss = self._forward(StepInfo(i, 0.0, self.stated_budget.is_time, self.labeled_per_batch))
         self._backward(loss)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -490,6 +493,8 @@ class Trainer(Resumable):
                   bar: tqdm | None) -> None:
         values = {k: float(v.detach()) for k, v in terms.items()}
         raw = {f"raw_{k}": float(v) for k, v in getattr(self.objective, "last_raw", {}).items()}
+        # with a transfer set: each term's value on the labeled samples and on the unlabeled frames
+        raw.update({k: float(v) for k, v in getattr(self.objective, "last_parts", {}).items()})
         if bar is not None:
             bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
         self._write_log({"kind": "train", "iteration": self.iteration, "elapsed": round(elapsed, 4), "lr": lr,
@@ -615,8 +620,8 @@ class Trainer(Resumable):
             "best_checkpoint": str(self.run_dir / "best.pt") if self.best_iteration is not None else None,
             "final_checkpoint": str(self.run_dir / "final.pt"),
             "env": torch_environment(self.device),
-            "skipped_samples": gather_skipped({"train": self.loader, "val": self.val_loader}, self.env,
-                                              self.device),
+            "skipped_samples": gather_skipped({"train": self.loader, "val": self.val_loader,
+                                               "footage": footage_view(self.loader)}, self.env, self.device),
         }
         if self.env.is_main:
             atomic_write_json(self.run_dir / "results.json", results)

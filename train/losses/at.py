@@ -60,7 +60,7 @@ class AT(DistillMethod):
     def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
         return [DEEP]
 
-    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
+    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor | None, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
         t = teacher_output(t)
         f_t = feature(t, DEEP, "teacher").detach()

@@ -65,7 +65,7 @@ class CWD(DistillMethod):
     def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
         return ["logits", DEEP] if cfg.cwd.features else ["logits"]
 
-    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
+    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor | None, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
         terms = {"cwd": self.weight * cwd_loss(s.logits, teacher_logits(s, t), self.tau)}
         if self.adapter is not None:

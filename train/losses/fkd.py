@@ -69,7 +69,7 @@ class FKD(DistillMethod):
     def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
         return list(dict.fromkeys(str(p[1]) for p in cfg.fkd.pairs if len(p) == 2))
 
-    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
+    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor | None, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
         t = teacher_output(t)
         total = torch.stack([

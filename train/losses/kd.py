@@ -42,6 +42,6 @@ class KD(DistillMethod):
     def teacher_reads(cls, cfg: DistillConfig) -> list[str]:
         return ["logits"]
 
-    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
+    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor | None, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
         return {"kd": self.weight * kd_loss(s.logits, teacher_logits(s, t), self.tau)}

@@ -1,7 +1,7 @@
 """LFD: Logit-guided Feature Distillation (docs/methods.md, "LFD").
 
 Everything runs at the student's logit size h x w (stride 8); labels are nearest-downsampled to h x w,
-P = the valid pixels (label ≠ 255), p^τ = softmax(z/τ) over classes, z_T resized to h x w if needed.
+P = the valid pixels (label ≠ 255; every pixel of an unlabeled frame, where L_H is 0), p^τ = softmax(z/τ) over classes, z_T resized to h x w if needed.
 
 1. Mask (detached): `d_i = Σ_k p_T^τ (log p_T^τ − log p_S^τ)` (`mask=kl`), the teacher entropy
    `−Σ_k p_T^τ log p_T^τ` (`mask=entropy`) or a constant (`mask=uniform`); per image
@@ -180,15 +180,16 @@ class LFD(DistillMethod):
                  f"iteration {DEFAULT_KL_START_ITERS}")
         return f"mask={c.mask}, beta={c.beta}, aux_target={c.aux_target}, kl from {start}"
 
-    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
+    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor | None, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
         c = self.cfg
         t = teacher_output(t)
         z_s = s.logits.float()
         z_t = teacher_logits(s, t)
         size = z_s.shape[-2:]
-        y = downsample_labels(labels, size)
-        valid = y != self.ignore_index
+        # unlabeled frames (labels None): every pixel is distilled, and the shared head H has no labels
+        y = downsample_labels(labels, size) if labels is not None else None
+        valid = y != self.ignore_index if y is not None else torch.ones_like(z_s[:, 0], dtype=torch.bool)
         num_valid = valid.sum()
 
         # One log-softmax per (model, τ), shared by the mask, the class weights, L_aux and L_kl.
@@ -233,7 +234,8 @@ class LFD(DistillMethod):
 
         # 4. shared auxiliary head: H learns from L_H; the student is pulled through a detached H
         h_t = resize(self.shared_head(f_t), size).float()
-        shared_h = F.cross_entropy(h_t, y, ignore_index=self.ignore_index, reduction="sum") / num_valid.clamp_min(1)
+        shared_h = (F.cross_entropy(h_t, y, ignore_index=self.ignore_index, reduction="sum") / num_valid.clamp_min(1)
+                    if y is not None else zero(z_s))
         params = {k: v.detach() for k, v in self.shared_head.named_parameters()}
         buffers = {k: v.clone() for k, v in self.shared_head.named_buffers()}  # keep H's BN stats its own
         h_s = resize(functional_call(self.shared_head, (params, buffers), (g,)), size)

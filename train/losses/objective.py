@@ -9,6 +9,10 @@ never in the deployable checkpoint. The engine does, per iteration:
     terms = objective(s, t, labels, step)                     # name -> weighted scalar
     loss = sum(terms.values())
 
+With a transfer set, a batch is `step.labeled` labeled samples followed by unlabeled frames (labels all
+255): `Combined` gives the task loss the labeled samples only and each method both parts
+(train/losses/__init__.py). A method's `forward` gets `labels=None` for a part without labels.
+
 so the task loss (CE + 0.4 aux CE) is one of the terms; methods may re-weight it (LFD self-normalise).
 """
 
@@ -29,6 +33,7 @@ class StepInfo:
     iteration: int  # 0-based iteration about to be taken
     progress: float  # fraction of the budget used, 0..1 (iterations or wall-clock)
     is_time_budget: bool = False
+    labeled: int | None = None  # the batch's first `labeled` samples have labels, the rest are unlabeled frames; None: all
 
 
 def require_teacher(method: str, has_teacher: bool) -> None:
@@ -61,6 +66,7 @@ class Objective(nn.Module, abc.ABC):
     detach_encoder: bool = False  # FKD: the decode head sees detached encoder features
 
     @abc.abstractmethod
-    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor, step: StepInfo
+    def forward(self, s: SegOutput, t: SegOutput | None, labels: torch.Tensor | None, step: StepInfo
                 ) -> dict[str, torch.Tensor]:
-        """Named, already weighted scalar loss terms; the engine sums them."""
+        """Named, already weighted scalar loss terms; the engine sums them. `labels` is None for a batch of
+        unlabeled frames (only distillation methods are called with None)."""

@@ -157,22 +157,37 @@ def _view_flops(model: torch.nn.Module, sizes: list[tuple[int, int]]) -> int | N
         return None
 
 
+def source_reader(cfg: Config, footage: bool = False) -> tuple[Any, list[str], dict[str, Any] | None]:
+    """(reader, image ids, footage provenance or None) of what a cache stores: cfg's training split, or with
+    `footage` its transfer set `data.unlabeled` (ids: each frame's file sha256 and frame index)."""
+    from train.data import build_footage_reader, build_readers
+
+    if footage:
+        reader = build_footage_reader(cfg.data)
+        return reader, list(reader.frame_ids()), reader.provenance()
+    reader = build_readers(cfg.data)[0]
+    return reader, [str(n) for n in image_names(reader)], None
+
+
 def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outputs: Sequence[str],
                 max_gb: float = 20.0, batch_size: int = 4, device: str | torch.device = "cpu",
-                quiet: bool = False, samples: int | None = None) -> dict[str, Any]:
+                quiet: bool = False, samples: int | None = None, footage: bool = False) -> dict[str, Any]:
     """Build (or finish, or extend with more outputs or, exact, more samples) the cache of `teacher_path` on
-    cfg's training split in the mode `distill.cache_mode`. Exact: at least `samples`, `distill.cache_samples`
-    and what cfg's budget reads. Prints the size it will take and refuses above `max_gb`; returns the manifest."""
-    from train.data import build_readers
+    cfg's training split (with `footage`: on its transfer set, single or multiscale) in the mode
+    `distill.cache_mode`. Exact: at least `samples`, `distill.cache_samples` and what cfg's budget reads.
+    Prints the size it will take and refuses above `max_gb`; returns the manifest."""
     from train.engine.checkpoint import check_same_classes, model_from_checkpoint
 
     if not Path(teacher_path).is_file():
         raise UserError(f"teacher checkpoint {teacher_path} does not exist; train one with python -m train.teacher")
+    if footage and cfg.distill.cache_mode == "exact":
+        raise UserError("the exact teacher cache holds the labeled split's seeded crops; a transfer set "
+                        "(data.unlabeled) is cached in the single or multiscale mode: pass "
+                        "distill.cache_mode=single or multiscale")
     out = Path(out_dir)
-    reader, _ = build_readers(cfg.data)
-    ids = [str(n) for n in image_names(reader)]
+    reader, ids, provenance = source_reader(cfg, footage)
     sha = sha256_file(teacher_path)
-    key = cache_key(sha, cfg, ids)
+    key = cache_key(sha, cfg, ids, provenance)
     mode = key["mode"]
     existing = read_manifest(out)
     if existing is not None:
@@ -202,7 +217,7 @@ def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outp
             else tuple(int(v) for v in reader[0][0].shape[:2]))
     need = estimate_bytes(specs, size, len(ids), mode, n_samples)  # type: ignore[arg-type]
     if not quiet:
-        what = {"single": f"{len(ids)} images at {size[0]}x{size[1]}",
+        what = {"single": f"{len(ids)} {'frames' if footage else 'images'} at {size[0]}x{size[1]}",
                 "multiscale": f"{len(ids)} images at {size[0]}x{size[1]} x {len(mode.get('scales', []))} scales "
                               f"x {len(mode.get('flips', []))} flips",
                 "exact": f"{n_samples} augmented crops of {dims_text(mode.get('crop', []))} (seed {mode.get('seed')})"}
@@ -225,8 +240,10 @@ def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outp
     }
     if mode["name"] == "exact":
         manifest.update(samples=n_samples, chunk=int((existing or {}).get("chunk") or CHUNK))
+    fixed = getattr(reader, "size", None) if footage else None  # frames resized to one size by the reader
     if not manifest["image_sizes"] and not cfg.data.val_size:  # the teacher sees each image as read
-        manifest["image_sizes"] = [list(reader[i][0].shape[:2]) for i in range(len(ids))]
+        manifest["image_sizes"] = ([list(fixed)] * len(ids) if fixed else
+                                   [list(reader[i][0].shape[:2]) for i in range(len(ids))])
     if mode["name"] != "single":  # compare.py counts a cache's build FLOPs from this when recorded
         per = ([tuple(mode["crop"])] * n_samples if mode["name"] == "exact"
                else [sz for _, _, _, sz in stems(manifest, cfg)])

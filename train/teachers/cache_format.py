@@ -160,17 +160,22 @@ def mode_of(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest.get("mode") or SINGLE
 
 
-def cache_key(teacher_sha256: str, cfg: Config, image_ids: Sequence[str]) -> dict[str, Any]:
-    """What a cache must match to serve a run: teacher, dataset, split, pre-processing, image ids, mode."""
+def cache_key(teacher_sha256: str, cfg: Config, image_ids: Sequence[str],
+              footage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a cache must match to serve a run: teacher, dataset, split, pre-processing, image ids, mode.
+    `footage`: the provenance of a transfer set (FootageReader.provenance()) whose frames the cache holds
+    (split `footage`; image ids are the frames' file sha256 and frame index) instead of the training split."""
     from train.data import data_provenance
 
     d = cfg.data
     dataset = {k: v for k, v in data_provenance(d).items() if k not in ("train_split", "val_split")}
+    if footage is not None:
+        dataset = {"footage": footage}
     return {
         "teacher_sha256": teacher_sha256,
         "outputs_version": OUTPUTS_VERSION,
         "dataset": dataset,
-        "split": d.train_split,
+        "split": "footage" if footage is not None else d.train_split,
         "preprocess": {"resize": list(d.val_size) if d.val_size else None, "interpolation": "bilinear",
                        "mean": [float(v) for v in d.mean], "std": [float(v) for v in d.std]},
         "image_ids": list(image_ids),

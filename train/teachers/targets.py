@@ -17,7 +17,7 @@ from runtime.io import sha256_file
 from runtime.metadata import IGNORE_INDEX
 from train.config import Config
 from train.models.output import SegOutput
-from train.teachers.cache_build import build_cache, image_names
+from train.teachers.cache_build import build_cache, source_reader
 from train.teachers.cache_format import (
     LOGITS,
     MANIFEST,
@@ -227,19 +227,18 @@ def cached_output(targets: dict[str, torch.Tensor], device: torch.device) -> Seg
 
 
 def open_cache(cfg: Config, teacher_path: str | Path, outputs: Sequence[str], build: bool = True,
-               quiet: bool = False, world: int = 1) -> tuple[Path, dict[str, Any], bool]:
+               quiet: bool = False, world: int = 1, footage: bool = False) -> tuple[Path, dict[str, Any], bool]:
     """The cache `cfg.distill.teacher_cache` names for this teacher, data and `distill.cache_mode`:
     (folder, manifest, built now).
 
     `auto`: `<distill.cache_dir>/<key digest>`, built (or completed, extended) when `build`; a path: used
     as it is, refused with one sentence when it does not match. Exact: it must hold the samples a run of
-    `world` processes reads (`run_samples`, when known before training; else `distill.cache_samples`)."""
-    from train.data import build_readers
-
-    reader, _ = build_readers(cfg.data)
-    names = image_names(reader)
-    key = cache_key(sha256_file(teacher_path), cfg, names)
-    where = cfg.distill.teacher_cache
+    `world` processes reads (`run_samples`, when known before training; else `distill.cache_samples`).
+    `footage`: the cache of the transfer set `data.unlabeled` instead, named by `distill.footage_cache`
+    (`auto`: under distill.cache_dir, built on first use; or a folder)."""
+    _, names, provenance = source_reader(cfg, footage)
+    key = cache_key(sha256_file(teacher_path), cfg, names, provenance)
+    where = cfg.distill.footage_cache if footage else cfg.distill.teacher_cache
     path = auto_path(cfg.distill.cache_dir, key) if where == "auto" else Path(where)
     auto = where == "auto"
     exact = key["mode"]["name"] == "exact"
@@ -248,7 +247,7 @@ def open_cache(cfg: Config, teacher_path: str | Path, outputs: Sequence[str], bu
         m = read_manifest(path)
         if (m is None or not m.get("complete") or any(o not in m["outputs"] for o in outputs)
                 or int(m.get("samples") or 0) < needed or verify_files(path, m, outputs, cfg)):
-            build_cache(teacher_path, cfg, path, outputs, quiet=quiet, samples=needed or None)
+            build_cache(teacher_path, cfg, path, outputs, quiet=quiet, samples=needed or None, footage=footage)
             return path, check_cache(path, key, outputs, auto), True
     m = check_cache(path, key, outputs, auto)
     if exact and int(m["samples"]) < needed:
@@ -265,9 +264,10 @@ def open_cache(cfg: Config, teacher_path: str | Path, outputs: Sequence[str], bu
 
 
 def open_targets(cfg: Config, teacher_path: str | Path, outputs: Sequence[str], build: bool = True,
-                 quiet: bool = False, world: int = 1) -> tuple[TeacherTargets, dict[str, Any], bool]:
+                 quiet: bool = False, world: int = 1, footage: bool = False
+                 ) -> tuple[TeacherTargets, dict[str, Any], bool]:
     """`open_cache`, then the reader of its mode: (targets, manifest, built now)."""
-    path, manifest, built = open_cache(cfg, teacher_path, outputs, build, quiet, world)
+    path, manifest, built = open_cache(cfg, teacher_path, outputs, build, quiet, world, footage)
     return open_reader(path, manifest, outputs), manifest, built
 
 
