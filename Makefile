@@ -16,9 +16,12 @@ EXPORT  := $(DEMO)/export
 SIZE    ?=
 BUDGET  ?= 30ms
 SIZE_ARG = $(if $(SIZE),--size $(SIZE))
+FOOTAGE_TEACHER ?= $(RUNS)/footage/teacher/best.pt
+FOOTAGE ?= synthetic:500
+FOOTAGE_SEEDS ?= 1
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help setup test lint pytest check teacher distill compare export export-trt eval bench infer demo clean
+.PHONY: help setup test lint pytest check teacher distill distill-footage compare export export-trt eval bench infer demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -57,6 +60,13 @@ teacher: setup  ## train (or reuse) the synthetic demo teacher
 distill: teacher  ## student alone, KD and LFD from the teacher cache at equal counted FLOPs (STUDENT_STEPS baseline steps); mIoU table
 	$(PY) -m train.compare --config $(CONFIG) --teacher $(TEACHER) --methods baseline,kd,lfd \
 	  --budget $(STUDENT_STEPS) --match flops --charge amortised --seeds 1 --out $(DEMO)/distill
+
+distill-footage: setup  ## label-scarce scenario: 50 labels + unlabeled footage (FOOTAGE=synthetic:500); student alone vs KD and LFD at equal FLOPs
+	if [ -f $(FOOTAGE_TEACHER) ]; then echo "reusing teacher $(FOOTAGE_TEACHER)"; else \
+	  $(PY) -m train.teacher --config configs/footage-teacher.yaml name=footage/teacher train.runs_dir=$(RUNS); fi
+	$(PY) -m train.compare --config configs/footage.yaml --teacher $(FOOTAGE_TEACHER) --methods baseline,kd,lfd \
+	  --budget $(STUDENT_STEPS) --match flops --charge amortised --seeds $(FOOTAGE_SEEDS) \
+	  --out $(RUNS)/footage/distill data.unlabeled=$(FOOTAGE)
 
 compare: teacher  ## 7 methods x 2 seeds at an equal 2-minute budget from one teacher cache (synthetic data, ~32 min on 2 cores)
 	$(PY) -m train.compare --config configs/compare.yaml --teacher $(TEACHER) \
