@@ -34,7 +34,7 @@ from runtime.preprocess import Preprocessor, dummy_batch
 from runtime.sources import Frame, Source, open_source
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
-VISUALIZE = ("overlay", "mask", "side-by-side")
+VISUALIZE = ("overlay", "mask", "side-by-side", "raw")
 WINDOW = "LFD-Edge"
 
 
@@ -191,8 +191,10 @@ def build_stages(backend: Backend, size: tuple[int, int] | None, mode: str, alph
 
     def draw(item: tuple[Frame, np.ndarray, float]) -> tuple[Frame, np.ndarray, np.ndarray]:
         frame, out, infer_ms = item
-        labels, picture = painter.paint(frame.image, out)
         fps = meter.tick()
+        if mode == "raw":  # the frame as captured, nothing drawn on it: footage to distil on (train data.unlabeled)
+            return frame, painter.labels(out), frame.image
+        labels, picture = painter.paint(frame.image, out)
         if show_stats:
             draw_text(picture, f"{fps:5.1f} FPS  infer {infer_ms:.1f} ms")
         return frame, labels, picture
@@ -316,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "without suffix, one JPEG per frame into that folder")
     p.add_argument("--masks", help="folder for one index PNG (class ids) per frame")
     p.add_argument("--visualize", choices=VISUALIZE, default="overlay",
-                   help="overlay: colours over the frame; mask: colours only; side-by-side: frame | overlay")
+                   help="overlay: colours over the frame; mask: colours only; side-by-side: frame | overlay; raw: the "
+                        "frame as captured, with nothing drawn (--save raw records footage for data.unlabeled)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0..1 (default 0.5)")
     p.add_argument("--size", help="network input H x W (e.g. 512x1024); default: the model's own input size")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")

@@ -69,6 +69,21 @@ def test_save_folder_side_by_side_and_max_frames(onnx_model, video, tmp_path):
     assert cv2.imread(str(pics[0])).shape == (64, 256, 3)
 
 
+def test_raw_mode_records_the_frames_as_captured(onnx_model, video, tmp_path):
+    """--visualize raw saves the source frames untouched (no overlay, no stats text): footage for data.unlabeled."""
+    out = tmp_path / "raw"
+    assert infer.main(["--model", str(onnx_model()), "--source", str(video), "--save", str(out),
+                       "--visualize", "raw", "--max-frames", "2"]) == 0
+    cap = cv2.VideoCapture(str(video))
+    for pic in sorted(out.glob("*.jpg")):
+        ok, src = cap.read()
+        assert ok
+        saved = cv2.imread(str(pic)).astype(np.int16)
+        assert saved.shape == src.shape
+        assert np.abs(saved - src).mean() < 2.0  # JPEG round trip of the same frame; an overlay moves it far more
+    cap.release()
+
+
 def test_visualize_modes():
     img = np.full((4, 6, 3), 100, np.uint8)
     labels = np.zeros((4, 6), np.uint8)
