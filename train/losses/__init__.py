@@ -42,7 +42,8 @@ class Combined(Objective):
 
         L_m = (n · L_m(labeled) + u · L_m(unlabeled)) / (n + u),
 
-    i.e. the mean over all B samples for the per-pixel means the methods compute, and the optional
+    i.e. the mean over all B samples for the per-pixel means the methods compute (a term that needs labels,
+    a method's `label_terms` such as LFD's shared-head CE, keeps its labeled part's value), and the optional
     pseudo-label term (train/losses/pseudo.py) is added on the frames. Each part's value is kept in
     `last_parts` (`labeled.<term>`, `unlabeled.<term>`) for the log. Adapters with BatchNorm see each
     part as its own batch."""
@@ -88,8 +89,10 @@ class Combined(Objective):
         raw = dict(self.last_raw)
         on_frames = self._method_terms(part(s, unl), part(t, unl), None, step, set(terms))
         raw_frames, self.last_raw = self.last_raw, raw
+        label_only = {f"{name}.{t}" if f"{name}.{t}" in on_labeled else t
+                      for name, m in self.methods.items() for t in getattr(m, "label_terms", ())}
         for k, v in on_labeled.items():
-            terms[k] = (n * v + u * on_frames[k]) / (n + u)
+            terms[k] = v if k in label_only else (n * v + u * on_frames[k]) / (n + u)
             # a self-normalised term's parts are logged before normalisation (its value is always 1)
             self.last_parts[f"labeled.{k}"] = raw.get(k, v).detach()
             self.last_parts[f"unlabeled.{k}"] = raw_frames.get(k, on_frames[k]).detach()

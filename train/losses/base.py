@@ -41,6 +41,7 @@ class DistillMethod(Objective):
     """One distillation method: its named terms (the task loss is added by `Combined`)."""
 
     needs_teacher = True
+    label_terms: tuple[str, ...] = ()  # terms that need labels (0 on unlabeled frames): the labeled part's value only
 
     @classmethod
     @abc.abstractmethod

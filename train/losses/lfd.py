@@ -128,6 +128,8 @@ def normalized_terms(cfg: LFDConfig) -> list[str]:
 class LFD(DistillMethod):
     """The LFD distillation terms (the task term is added, and normalised, by the combined objective)."""
 
+    label_terms = ("shared_H",)  # H learns from labels only: frames leave it alone rather than dilute it
+
     def __init__(self, cfg: LFDConfig, student_channels: dict[str, int], teacher_channels: dict[str, int],
                  num_classes: int, budget_is_time: bool = False, ignore_index: int = IGNORE_INDEX) -> None:
         """`student_channels` / `teacher_channels`: stage name -> width for `decoder`, every stage of

@@ -234,15 +234,17 @@ def key_differences(manifest: dict[str, Any], key: dict[str, Any]) -> list[str]:
 def check_cache(path: str | Path, key: dict[str, Any], outputs: Sequence[str], auto: bool = False
                 ) -> dict[str, Any]:
     """The manifest of a complete cache that matches `key` and holds `outputs`, else a UserError.
-    `auto`: the folder was chosen by distill.teacher_cache=auto (the hints differ)."""
+    `auto`: the folder was chosen by `auto` (the hints differ). A cache of a transfer set (key split
+    `footage`) is named by distill.footage_cache, which the hints then name."""
+    option = "distill.footage_cache" if key.get("split") == "footage" else "distill.teacher_cache"
     m = read_manifest(path)
     if m is None:
         raise UserError(f"{path} is not a teacher target cache (no {MANIFEST}); build one with python -m "
-                        f"train.cache, or pass distill.teacher_cache=auto")
+                        f"train.cache, or pass {option}=auto")
     diff = key_differences(m, key)
     if diff:
-        fix = (f"delete {path} and run again: distill.teacher_cache=auto then builds it for this run" if auto else
-               "pass distill.teacher_cache=auto to build one for this run, or the folder of a matching cache")
+        fix = (f"delete {path} and run again: {option}=auto then builds it for this run" if auto else
+               f"pass {option}=auto to build one for this run, or the folder of a matching cache")
         raise UserError(f"the teacher cache {path} was made for another {'; '.join(diff)}; {fix}")
     missing = [o for o in outputs if o not in m["outputs"]]
     if missing:

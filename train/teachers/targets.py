@@ -257,9 +257,12 @@ def open_cache(cfg: Config, teacher_path: str | Path, outputs: Sequence[str], bu
     if bad:
         f, problem = bad[0]
         flag = "" if key["mode"]["name"] == "single" else f" --mode {key['mode']['name']}"
+        how = (f"rebuild them with python -m train.cache --teacher {teacher_path} --out {path}{flag} and this run's "
+               f"--config and overrides" if not footage else
+               f"rebuild them with python -m train.cache --teacher {teacher_path}{flag} and this run's --config and "
+               f"overrides (with distill.footage_cache={path})")
         raise UserError(f"{len(bad)} file(s) of the teacher cache {path} do not match its manifest ({f}: "
-                        f"{problem}); rebuild them with python -m train.cache --teacher {teacher_path} --out {path}"
-                        f"{flag} and this run's --config and overrides")
+                        f"{problem}); {how}")
     return path, m, False
 
 
