@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q $(TORCH_PINS)
-	$(PIP) install -q -e '.[train,export,dev]'
+	$(PIP) install -q -e '.[train,export,dev,teachers]'
 	# tensorrt-stubs depends on tensorrt (not installable from PyPI alone): install it on its own.
 	$(PIP) install -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
 	touch $@
