@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import UserError, cli_main
-from runtime.io import atomic_write_json, sha256_file
+from runtime.io import atomic_write_json
 from train.config import load_config
 from train.losses import parse_method, teacher_reads
 from train.teachers.cache_build import build_cache
@@ -40,6 +40,7 @@ from train.teachers.cache_format import (
     read_manifest,
     verify_files,
 )
+from train.teachers.source import check_teacher, teacher_sha256
 from train.teachers.targets import measure_agreement
 
 
@@ -138,7 +139,7 @@ def build_footage(cfg: Any, args: argparse.Namespace, outputs: list[str]) -> Pat
 
     fcfg = footage_cache_config(cfg)
     _, ids, provenance = source_reader(fcfg, footage=True)
-    key = cache_key(sha256_file(args.teacher), fcfg, ids, provenance)
+    key = cache_key(teacher_sha256(args.teacher), fcfg, ids, provenance)
     where = fcfg.distill.footage_cache
     out = auto_path(fcfg.distill.cache_dir, key) if where == "auto" else Path(where)
     build_cache(args.teacher, fcfg, out, outputs, args.max_gb, args.batch, args.device, footage=True)
@@ -153,8 +154,7 @@ def outputs_of(cfg: Any, args: argparse.Namespace) -> list[str]:
                else default_outputs(cfg.distill.method, teacher_reads(cfg.distill)))
     if not outputs:
         raise UserError("--outputs is empty; give e.g. --outputs logits,decoder")
-    if not Path(args.teacher).is_file():
-        raise UserError(f"teacher checkpoint {args.teacher} does not exist; train one with python -m train.teacher")
+    check_teacher(args.teacher)
     return outputs
 
 
@@ -170,7 +170,7 @@ def run_key(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     from train.data import build_readers
     from train.teachers.cache_build import image_names
 
-    return cache_key(sha256_file(args.teacher), cfg, image_names(build_readers(cfg.data)[0]))
+    return cache_key(teacher_sha256(args.teacher), cfg, image_names(build_readers(cfg.data)[0]))
 
 
 def build_and_check(cfg: Any, args: argparse.Namespace, out: Path, outputs: list[str]

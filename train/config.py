@@ -167,7 +167,9 @@ class FKDConfig:
 @dataclass
 class DistillConfig:
     method: str = "baseline"  # baseline | kd | cwd | fitnet | at | lfd | fkd, combined with '+'
-    teacher: str | None = None  # teacher checkpoint (.pt)
+    teacher: str | None = None  # teacher: a .pt checkpoint, hf:DIR, torchvision:NAME:WEIGHTS, smp:DIR, or .onnx/.xml/.engine
+    class_map: str | None = None  # YAML {student class: [teacher classes]} for a teacher of other classes (None: by name)
+    teacher_layers: list[str] = field(default_factory=list)  # a foreign teacher's named layers as features; the first is its `decoder`
     teacher_cache: str = "off"  # off: online teacher; auto: build on first use, reuse after; or a cache folder
     cache_dir: str = "data/cache/teacher"  # where teacher_cache=auto keeps its caches
     footage_cache: str = "auto"  # the transfer set's (data.unlabeled) cache when teacher_cache is on: auto or a folder

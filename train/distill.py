@@ -39,18 +39,24 @@ from train.losses import METHODS, build_objective, needs_teacher, parse_method, 
 from train.losses.objective import require_teacher
 from train.models import build_model, feature_info, model_summary
 from train.models.output import FeatureInfo
+from train.teachers.backend_teacher import require_features
 from train.teachers.class_scores import checkpoint_class_report
+from train.teachers.source import BACKEND, load_teacher
 
 
 def read_teacher(path: str | Path | None, method: str) -> dict[str, Any] | None:
-    """The teacher checkpoint dict (weights on the CPU), or None when the method needs none and none is given."""
+    """The teacher checkpoint dict (weights on the CPU) of this project's checkpoint; for a foreign or
+    exported teacher (train/teachers/source.py) its record {kind, source, ...}; None when the method needs
+    none and none is given."""
+    from train.teachers.source import CHECKPOINT, check_teacher, teacher_kind, teacher_record
+
     if path is None:
         if needs_teacher(method):
             require_teacher(method, False)
         return None
-    if not Path(path).is_file():
-        raise UserError(f"teacher checkpoint {path} does not exist; pass teacher=path/to/teacher.pt "
-                        f"(python -m train.teacher writes runs/<name>/best.pt)")
+    check_teacher(path)
+    if teacher_kind(path) != CHECKPOINT:
+        return teacher_record(path)
     return load_checkpoint(path)
 
 
@@ -160,27 +166,36 @@ def build_run(cfg: Config, env: D.DistEnv, teacher_ckpt: dict[str, Any] | None, 
 
     method = cfg.distill.method
     check_transfer_set(cfg)
+    own = teacher_ckpt is not None and "kind" not in teacher_ckpt  # this project's checkpoint (else a record)
+    if teacher_ckpt is not None and not own and teacher_ckpt["kind"] == BACKEND and needs_teacher(method):
+        require_features(method, teacher_reads(cfg.distill), str(cfg.distill.teacher))  # before any cache build
     cache = prepare_cache(cfg, env)
     train_loader, val_loader, data_info = build_loaders(cfg, env.distributed, env.rank, env.world,
                                                         targets=cache[0] if cache else None,
                                                         footage_targets=cache[3] if cache else None)
-    if teacher_ckpt is not None:
+    if own:
         check_same_classes(teacher_ckpt["data"], data_info.to_dict(), f"the teacher {cfg.distill.teacher}",
                            f"the student's dataset ({cfg.data.dataset})")
     teacher = None
     if teacher_ckpt is not None and needs_teacher(method) and cache is None:
-        teacher, _, _ = model_from_checkpoint(teacher_ckpt, env.device)
-        teacher.requires_grad_(False)
+        if own:
+            teacher, _, _ = model_from_checkpoint(teacher_ckpt, env.device)
+            teacher.requires_grad_(False)
+        else:  # classes mapped onto the student's (or refused in one sentence) as it loads
+            teacher = load_teacher(str(cfg.distill.teacher), data_info.classes, cfg.data.mean, cfg.data.std,
+                                   cfg.distill, env.device)
     # keep no second copy of the teacher's weights: it would count in the peak memory
     teacher_meta = {k: v for k, v in teacher_ckpt.items() if k != "model"} if teacher_ckpt else None
     # Seed every module's initialisation (student, adapters, heads, projectors): the same command gives
     # the same run, and every method of a comparison starts from the same student weights.
     seed_everything(cfg.train.seed)
     student = build_model(cfg.model, data_info.num_classes)
-    t_info = cache[1] if cache else feature_info(teacher) if teacher is not None else None
+    t_info = (cache[1] if cache else None if teacher is None else
+              feature_info(teacher) if own else list(getattr(teacher, "feature_info", [])))
     objective = build_objective(cfg.distill, student.feature_info, t_info,
                                 data_info.num_classes, parse_budget(cfg.train.budget).is_time,
-                                teacher_num_classes=len(teacher_meta["data"]["classes"]) if teacher_meta else None)
+                                teacher_num_classes=len(teacher_meta["data"]["classes"]) if own and teacher_meta
+                                else None)
     trainer = Trainer(cfg, student, objective, train_loader, val_loader, data_info, teacher=teacher,
                       run_dir=run_dir, dist_env=env, method=method, cached_targets=cache is not None)
     return Run(trainer, teacher, teacher_meta, cache[2] if cache else None, data_info)
@@ -226,7 +241,11 @@ def summaries(student: nn.Module, teacher: nn.Module | None, teacher_meta: dict[
     s = {**model_summary(student, size), "miou": results.get("final_miou"), "best_miou": results.get("best_miou"),
          "checkpoint": results.get("best_checkpoint") or results.get("final_checkpoint")}
     t = None
-    if teacher_meta is not None:
+    if teacher_meta is not None and "kind" in teacher_meta:  # a foreign or exported teacher: no recorded mIoU
+        t = {"arch": f"{teacher_meta['kind']} teacher {teacher_meta['source']}", "miou": None, "checkpoint": teacher_path,
+             "params": sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0,
+             "gflops": None}
+    elif teacher_meta is not None:
         model = teacher if teacher is not None else build_model(teacher_meta["arch"])
         t = {**model_summary(model, size), "miou": checkpoint_miou(teacher_meta), "checkpoint": teacher_path}
     return {"student": s, "teacher": t}

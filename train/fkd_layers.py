@@ -14,6 +14,7 @@ student stage of the same stride (the deepest if several).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,11 @@ from runtime.report import format_table
 from train.config import ModelConfig
 from train.engine.checkpoint import describe_arch, model_from_checkpoint, training_data
 from train.engine.distributed import resolve_device
+from train.losses.base import DEEP
 from train.models import build_model, feature_info
 from train.models.output import FeatureInfo
 from train.teachers.knowledge_quality import knowledge_quality
+from train.teachers.source import CHECKPOINT, FOREIGN, check_teacher, teacher_kind
 from train.torch_env import torch_environment
 
 
@@ -137,15 +140,19 @@ def top_pairs(rows: list[dict[str, Any]], student: list[FeatureInfo], k: int,
     return pairs
 
 
-def fkd_snippet(pairs: list[list[str]], teacher: str, recipe: str, rows: list[dict[str, Any]]) -> str:
-    """The YAML config snippet (`distill: {method: fkd, fkd: {pairs: ...}}`) with a comment header."""
+def fkd_snippet(pairs: list[list[str]], teacher: str, recipe: str, rows: list[dict[str, Any]],
+                teacher_layers: list[str] | None = None) -> str:
+    """The YAML config snippet (`distill: {method: fkd, fkd: {pairs: ...}}`) with a comment header; for a
+    foreign teacher also the `teacher` and the `teacher_layers` to hook."""
     q = {r["layer"]: r["Q"] for r in rows}
     lines = [f"# FKD layer choice for the teacher {teacher} (python -m train.fkd_layers): the top-{len(pairs)} teacher",
              f"# layers by knowledge quality Q, each paired with the closest-stride free {recipe} student stage",
              "# (FKD pools the finer of the two maps to the coarser one).",
              *[f"#   {t}: Q = {q[t]:.4f} -> student {s}" for s, t in pairs]]
-    body = yaml.safe_dump({"distill": {"method": "fkd", "fkd": {"pairs": pairs}}}, sort_keys=False,
-                          default_flow_style=None)
+    distill: dict[str, Any] = {"method": "fkd", "fkd": {"pairs": pairs}}
+    if teacher_layers:
+        distill.update(teacher=teacher, teacher_layers=teacher_layers)
+    body = yaml.safe_dump({"distill": distill}, sort_keys=False, default_flow_style=None)
     return "\n".join(lines) + "\n" + body
 
 
@@ -182,6 +189,38 @@ def layer_table(samples: dict[str, tuple[torch.Tensor, torch.Tensor]], info: lis
     return rank_layers(rows)
 
 
+FOREIGN_LAYERS = 24  # a foreign teacher's layers ranked by default (evenly spaced over its 4-D layers)
+
+
+def foreign_teacher(args: argparse.Namespace, device: torch.device) -> tuple[Any, DataInfo, dict[str, Any], Any]:
+    """(teacher, DataInfo, pseudo-checkpoint, dataset) for a foreign teacher (hf:, torchvision:, smp:): the data
+    comes from --data or --config (it records none), its classes mapped onto the data's, `--layers` hooked
+    (default: FOREIGN_LAYERS of its 4-D layers, evenly spaced)."""
+    from train.config import load_config
+    from train.data import build_readers
+    from train.teachers.foreign import layer_names
+    from train.teachers.source import load_teacher
+
+    if not args.config and not args.data:
+        raise UserError(f"the foreign teacher {args.teacher} records no training data: pass --config C.yaml (its data "
+                        f"block) or --data name:root")
+    cfg = load_config(args.config) if args.config else load_config(None, [f"data.dataset={args.data}"])
+    if args.data:
+        cfg.data.dataset = args.data
+    cfg.data.train_split = args.split
+    dataset = build_readers(cfg.data)[0]
+    info = dataclasses.replace(dataset.data_info(), mean=cfg.data.mean, std=cfg.data.std)
+    layers = [n.strip() for n in (args.layers or "").split(",") if n.strip()]
+    if not layers:
+        probe = load_teacher(args.teacher, dataset.classes, cfg.data.mean, cfg.data.std, cfg.distill, device)
+        names = layer_names(probe)  # type: ignore[arg-type]
+        step = max(1, len(names) // FOREIGN_LAYERS)
+        layers = names[::step][-FOREIGN_LAYERS:]
+    cfg.distill.teacher_layers = layers
+    model = load_teacher(args.teacher, dataset.classes, cfg.data.mean, cfg.data.std, cfg.distill, device)
+    return model, info, {"arch": None, "data": info.to_dict()}, dataset
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.fkd_layers",
@@ -193,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
                "--student-recipe deeplabv3_resnet18 --out runs/layers/fkd.yaml\n"
                "then: python -m train.distill --config runs/layers/fkd.yaml ... or copy its distill block",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
+    p.add_argument("--teacher", required=True,
+                   help="teacher: a .pt checkpoint, or hf:DIR, torchvision:NAME:WEIGHTS, smp:DIR (then --config and "
+                        "--data name the student's dataset, whose classes the teacher's are mapped onto)")
+    p.add_argument("--layers", help="a foreign teacher's layers to rank, comma-separated module names (default: up "
+                                    f"to {FOREIGN_LAYERS} of its layers with 4-D outputs, evenly spaced)")
     p.add_argument("--data", help="dataset as name:root, or synthetic (default: the teacher's training dataset)")
     p.add_argument("--split", default="train", help="split to sample images from (default: train)")
     p.add_argument("--images", type=int, default=200, help="number of random images (default 200)")
@@ -219,10 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     for opt in ("images", "per_class", "top_k", "batch"):
         if getattr(args, opt) < 1:
             raise UserError(f"--{opt.replace('_', '-')} {getattr(args, opt)}: give at least 1")
-    if not Path(args.teacher).is_file():
-        raise UserError(f"teacher checkpoint {args.teacher} does not exist; pass --teacher path/to/teacher.pt")
+    check_teacher(args.teacher)
     device = resolve_device(args.device)
-    model, info, ckpt = model_from_checkpoint(args.teacher, device)
+    foreign = teacher_kind(args.teacher) == FOREIGN
+    if foreign:
+        model, info, ckpt, dataset = foreign_teacher(args, device)
+    else:
+        if teacher_kind(args.teacher) != CHECKPOINT:
+            raise UserError(f"{args.teacher} is an exported model, which gives logits only: it has no layers to "
+                            f"rank; pass the PyTorch teacher")
+        model, info, ckpt = model_from_checkpoint(args.teacher, device)
     if args.student_recipe is None:
         from train.config import load_config
 
@@ -230,13 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pairing with the student {args.student_recipe}"
           + (f" (from {args.config})" if args.config and args.student_recipe else ""), file=sys.stderr)
     student = build_model(ModelConfig(recipe=args.student_recipe), info.num_classes).feature_info
-    dataset = training_data(ckpt, info, args.data).open(args.split)
+    if not foreign:
+        dataset = training_data(ckpt, info, args.data).open(args.split)
     if len(dataset) == 0:
         raise UserError(f"the {args.split} split of {args.data or 'the teacher dataset'} has no images")
     size = parse_size(args.size) or (int(info.input_size[0]), int(info.input_size[1]))
     samples, n_images = collect(model, dataset, info, size, args.images, args.per_class, args.batch, args.seed,
                                 device)
-    rows = layer_table(samples, feature_info(model))
+    rows = layer_table(samples, [f for f in model.feature_info if f.name != DEEP] if foreign  # type: ignore[union-attr]
+                       else feature_info(model))
     notes: list[str] = []
     pairs = top_pairs(rows, student, args.top_k, notes)
     chosen = {t: st for st, t in pairs}
@@ -245,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/layers-{Path(args.teacher).stem}/fkd.yaml")
     report = {
         "teacher": str(args.teacher),
-        "teacher_arch": describe_arch(ckpt["arch"]),
+        "teacher_arch": describe_arch(ckpt["arch"]) if not foreign else str(args.teacher),
         "data": args.data or "teacher's training dataset",
         "split": args.split,
         "images": n_images,
@@ -259,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         "env": torch_environment(device),
     }
     atomic_write_json(out.with_suffix(".json"), report)
-    atomic_write_text(out, fkd_snippet(pairs, str(args.teacher), args.student_recipe, rows))
+    layers = [t for _, t in pairs] if foreign else None
+    atomic_write_text(out, fkd_snippet(pairs, str(args.teacher), args.student_recipe, rows, layers))
     print(format_table(rows, ["layer", "stride", "width", "S", "I", "E", "Q", "rank", "paired_with"],
                        headers=["layer", "stride", "width", "S", "I", "E", "Q", "rank", "chosen: student"], digits=4))
     for note in notes:

@@ -101,12 +101,12 @@ def exact_step_flops(online: dict[str, Config], cached: list[str], teacher: str,
     forward on the same crops, stored once per seed for the R = len(cached) methods that read it:
 
         f_m = f_m,online − f_T + f_T / R."""
-    from train.engine.checkpoint import model_from_checkpoint
     from train.models.flops import forward_flops
 
     flops = count_step_flops(online, out)
-    data = next(iter(online.values())).data
-    model, _, _ = model_from_checkpoint(teacher, "cpu")
+    cfg = next(iter(online.values()))
+    data = cfg.data
+    model = _teacher_module(teacher, cfg)
     f_t = forward_flops(model, (data.batch_size, 3, *data.crop_size))
     reference = next(iter(flops.values()))["reference"]
     for m in cached:
@@ -119,18 +119,31 @@ def exact_step_flops(online: dict[str, Config], cached: list[str], teacher: str,
     return flops
 
 
-def cache_build_flops(path: str, teacher: str) -> int:
+def _teacher_module(teacher: str, cfg: Config | None) -> Any:
+    """The teacher as a module whose forward can be counted: this project's checkpoint, or a foreign teacher
+    mapped onto the classes of `cfg`'s data (train/teachers/source.py)."""
+    from train.engine.checkpoint import model_from_checkpoint
+    from train.teachers.source import CHECKPOINT, load_teacher, teacher_kind
+
+    if teacher_kind(teacher) == CHECKPOINT or cfg is None:
+        return model_from_checkpoint(teacher, "cpu")[0]
+    from train.data import build_readers
+
+    d = cfg.data
+    return load_teacher(teacher, build_readers(d)[0].classes, d.mean, d.std, cfg.distill, "cpu")
+
+
+def cache_build_flops(path: str, teacher: str, cfg: Config | None = None) -> int:
     """Counted FLOPs of building the teacher cache at `path`: the manifest's `build_flops` when recorded,
     else one teacher forward per training image at its stored view size."""
     from collections import Counter
 
-    from train.engine.checkpoint import model_from_checkpoint
     from train.models.flops import forward_flops
     from train.teachers.cache_format import image_sizes, read_manifest
 
     manifest = read_manifest(path) or {}
     if manifest.get("build_flops"):
         return int(manifest["build_flops"])
-    model, _, _ = model_from_checkpoint(teacher, "cpu")
+    model = _teacher_module(teacher, cfg)
     sizes = Counter(image_sizes(manifest))
     return sum(n * forward_flops(model, (1, 3, *size)) for size, n in sizes.items())

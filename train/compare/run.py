@@ -130,11 +130,15 @@ def teacher_miou_on(cfg: Config, teacher: str, out: Path) -> float:
         from train.engine.checkpoint import check_same_classes, model_from_checkpoint
         from train.engine.trainer import Trainer
         from train.losses import TaskLoss
+        from train.teachers.source import CHECKPOINT, load_teacher, teacher_kind
 
         train_loader, val_loader, data_info = build_loaders(cfg, False, 0, 1)
-        model, info, _ = model_from_checkpoint(teacher, "cpu")
-        check_same_classes(info.to_dict(), data_info.to_dict(), f"the teacher {teacher}",
-                           f"the dataset ({cfg.data.dataset})")
+        if teacher_kind(teacher) == CHECKPOINT:
+            model, info, _ = model_from_checkpoint(teacher, "cpu")
+            check_same_classes(info.to_dict(), data_info.to_dict(), f"the teacher {teacher}",
+                               f"the dataset ({cfg.data.dataset})")
+        else:  # scored on the student's classes, through its class map
+            model = load_teacher(teacher, data_info.classes, cfg.data.mean, cfg.data.std, cfg.distill, "cpu")
         trainer = Trainer(cfg, model, TaskLoss(), train_loader, val_loader, data_info, run_dir=out / "teacher-eval")
         metrics = trainer.validate()
         rec = {"teacher": str(teacher), "miou": metrics["mIoU"], "per_class_iou": metrics["per_class_iou"],
@@ -227,8 +231,10 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
     teacher = teacher or cfg.distill.teacher
     if teacher is None and any(m != "baseline" for m in methods):
         raise UserError("distillation methods need a teacher: pass --teacher path/to/teacher.pt")
-    if teacher is not None and not Path(teacher).is_file():
-        raise UserError(f"teacher checkpoint {teacher} does not exist; pass --teacher path/to/teacher.pt")
+    if teacher is not None:
+        from train.teachers.source import check_teacher
+
+        check_teacher(teacher)
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     cfg.train.budget = budget  # what an exact cache's sample count is computed from
     budget_text = str(b)
@@ -283,13 +289,13 @@ def compare(config: str | None, methods: list[str], budget: str, seeds: int, tea
         else:
             flops = count_step_flops(method_configs(config, methods, seed_values[0], budget, teacher, out,
                                                     overrides, cache), out)
-        cache_flops = cache_build_flops(cache, teacher) if cache and teacher else 0
+        cache_flops = cache_build_flops(cache, teacher, cfg) if cache and teacher else 0
         if cache and teacher and cfg.data.unlabeled:  # the transfer set's cache is charged as the labeled one
             from train.losses import teacher_reads
 
             reads = list(dict.fromkeys(o for m in cached for o in teacher_reads(
                 load_config(config, [*overrides, f"method={m}"]).distill)))
-            cache_flops += cache_build_flops(str(footage_cache(cfg, teacher, reads)[0]), teacher)
+            cache_flops += cache_build_flops(str(footage_cache(cfg, teacher, reads)[0]), teacher, cfg)
         reference = next(iter(flops.values()))["reference"]
         total = float(b.iterations or 0) * flops[reference]["step_flops"]
         for m, f in flops.items():

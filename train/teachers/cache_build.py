@@ -5,7 +5,6 @@ format is in train/teachers/cache_format.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from runtime.errors import UserError
-from runtime.io import atomic_write_json, atomic_write_npy, sha256_file
+from runtime.io import atomic_write_json, atomic_write_npy
 from runtime.preprocess import normalize, resize_image
 from train.config import Config
 from train.models.output import SegOutput
@@ -47,11 +46,13 @@ from train.teachers.geometry import scaled_size
 
 
 def _out_strides(model: torch.nn.Module, outputs: Sequence[str]) -> dict[str, dict[str, int]]:
+    from train.teachers.source import teacher_classes
+
     info = {f.name: f for f in model.feature_info}  # type: ignore[union-attr]
     out = {}
     for o in outputs:
         if o == LOGITS:
-            out[o] = {"stride": int(model.stride), "channels": int(model.arch["num_classes"])}  # type: ignore[union-attr,index]
+            out[o] = {"stride": int(model.stride), "channels": teacher_classes(model)}  # type: ignore[arg-type]
         elif o in info:
             out[o] = {"stride": int(info[o].reduction), "channels": int(info[o].channels)}
         else:
@@ -177,16 +178,24 @@ def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outp
     `distill.cache_mode`. Exact: at least `samples`, `distill.cache_samples` and what cfg's budget reads.
     Prints the size it will take and refuses above `max_gb`; returns the manifest."""
     from train.engine.checkpoint import check_same_classes, model_from_checkpoint
+    from train.teachers.source import (
+        CHECKPOINT,
+        check_teacher,
+        describe_teacher,
+        load_teacher,
+        teacher_kind,
+        teacher_sha256,
+    )
 
-    if not Path(teacher_path).is_file():
-        raise UserError(f"teacher checkpoint {teacher_path} does not exist; train one with python -m train.teacher")
+    check_teacher(teacher_path)
+    own = teacher_kind(teacher_path) == CHECKPOINT
     if footage and cfg.distill.cache_mode == "exact":
         raise UserError("the exact teacher cache holds the labeled split's seeded crops; a transfer set "
                         "(data.unlabeled) is cached in the single or multiscale mode: pass "
                         "distill.cache_mode=single or multiscale")
     out = Path(out_dir)
     reader, ids, provenance = source_reader(cfg, footage)
-    sha = sha256_file(teacher_path)
+    sha = teacher_sha256(teacher_path)
     key = cache_key(sha, cfg, ids, provenance)
     mode = key["mode"]
     existing = read_manifest(out)
@@ -202,9 +211,12 @@ def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outp
         if not n_samples:
             raise UserError(f"an exact teacher cache stores the crops a run draws, so it needs their number before "
                             f"training: {samples_hint(cfg, len(ids))}")
-    model, info, ckpt = model_from_checkpoint(teacher_path, device)
-    check_same_classes(ckpt["data"], reader.data_info().to_dict(), f"the teacher {teacher_path}",
-                       f"the dataset ({cfg.data.dataset})")
+    if own:
+        model, info, ckpt = model_from_checkpoint(teacher_path, device)
+        check_same_classes(ckpt["data"], reader.data_info().to_dict(), f"the teacher {teacher_path}",
+                           f"the dataset ({cfg.data.dataset})")
+    else:  # a foreign or exported teacher: its classes mapped onto the data's (train/teachers/source.py)
+        model = load_teacher(teacher_path, reader.classes, cfg.data.mean, cfg.data.std, cfg.distill, device)
     wanted = list(dict.fromkeys([*(existing["outputs"] if existing else []), *outputs]))
     specs = _out_strides(model, wanted)
     topk = int(mode.get("topk") or 0)
@@ -231,8 +243,7 @@ def build_cache(teacher_path: str | Path, cfg: Config, out_dir: str | Path, outp
                         f"less (logits only: --outputs logits; or {less[mode['name']]}) or raise --max-gb")
     manifest = {
         "format": FORMAT, **key, "complete": False,
-        "teacher": {"checkpoint": str(teacher_path), "arch": ckpt["arch"], "stride": int(model.stride),  # type: ignore[arg-type]
-                    "feature_info": [dataclasses.asdict(f) for f in model.feature_info]},  # type: ignore[union-attr]
+        "teacher": {"checkpoint": str(teacher_path), **describe_teacher(model)},
         "outputs": {o: {**specs[o], "dtype": "float16"} for o in wanted},
         "image_size": list(size) if cfg.data.val_size else None,
         "image_sizes": (existing or {}).get("image_sizes") or None,

@@ -29,6 +29,7 @@ from torch import nn
 
 from runtime.errors import MissingDependency, UserError
 from runtime.metadata import IMAGENET_MEAN, IMAGENET_STD
+from train.losses.base import DEEP
 from train.models.output import FeatureInfo, SegOutput
 from train.teachers.class_map import ClassMap, class_map
 
@@ -137,6 +138,11 @@ class ForeignTeacher(nn.Module):
         self.stride = max(1, round(PROBE_SIZE[0] / z.shape[-2]))
         self.feature_info = [FeatureInfo(n, int(o[0].shape[1]), max(1, round(PROBE_SIZE[0] / o[0].shape[-2])))
                              for n, o in seen.items()]
+        # the first named layer is also the teacher's deep feature `decoder` (train/losses/base.py DEEP), which
+        # LFD, FitNet and CWD's feature term read from any teacher
+        if self.layers and DEEP not in self.layers:
+            first = self.feature_info[0]
+            self.feature_info.append(FeatureInfo(DEEP, first.channels, first.reduction))
         self._seen: dict[str, torch.Tensor] = {}
         modules = dict(self.model.named_modules())
         self._hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: self._seen.__setitem__(n, o))
@@ -175,6 +181,8 @@ class ForeignTeacher(nn.Module):
         if self.class_map is not None:
             z = self.class_map.apply(z)
         features = {n: self._seen[n] for n in self.layers}
+        if self.layers and DEEP not in features:
+            features[DEEP] = features[self.layers[0]]
         self._seen = {}
         return SegOutput(logits=z, features=features)
 

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from runtime.errors import UserError
-from runtime.io import sha256_file
 from runtime.metadata import IGNORE_INDEX
 from train.config import Config
 from train.models.output import SegOutput
@@ -236,8 +235,10 @@ def open_cache(cfg: Config, teacher_path: str | Path, outputs: Sequence[str], bu
     `world` processes reads (`run_samples`, when known before training; else `distill.cache_samples`).
     `footage`: the cache of the transfer set `data.unlabeled` instead, named by `distill.footage_cache`
     (`auto`: under distill.cache_dir, built on first use; or a folder)."""
+    from train.teachers.source import teacher_sha256
+
     _, names, provenance = source_reader(cfg, footage)
-    key = cache_key(sha256_file(teacher_path), cfg, names, provenance)
+    key = cache_key(teacher_sha256(teacher_path), cfg, names, provenance)
     where = cfg.distill.footage_cache if footage else cfg.distill.teacher_cache
     path = auto_path(cfg.distill.cache_dir, key) if where == "auto" else Path(where)
     auto = where == "auto"
@@ -298,11 +299,12 @@ def measure_agreement(cfg: Config, teacher_path: str | Path, path: str | Path, m
     import torch.nn.functional as F
 
     from train.data import SegmentationTorchDataset, TrainSampler, build_readers
-    from train.engine.checkpoint import model_from_checkpoint
     from train.losses.base import downsample_labels, pixel_kl
+    from train.teachers.source import load_teacher
 
     d = cfg.data
-    model, _, _ = model_from_checkpoint(teacher_path, "cpu")
+    reader0, _ = build_readers(d)
+    model = load_teacher(teacher_path, reader0.classes, d.mean, d.std, cfg.distill, "cpu")
     reader, _ = build_readers(d)
     n = min(samples, len(reader))
     mode = mode_of(manifest)

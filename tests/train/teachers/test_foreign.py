@@ -92,7 +92,7 @@ def test_hf_segformer_logits_map_features_and_kd(segformer, x):
     expected = map_vehicle(z)
     torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-5)
     assert t.stride == 4 and out.logits.shape[-2:] == (16, 32)
-    assert t.feature_info == [FeatureInfo("decode_head.linear_fuse", 16, 4)]
+    assert t.feature_info == [FeatureInfo("decode_head.linear_fuse", 16, 4), FeatureInfo("decoder", 16, 4)]
     assert out.features["decode_head.linear_fuse"].shape == (2, 16, 16, 32)
     assert t.to_dict()["class_map"]["groups"] == [[0], [1, 2]]
     check_kd(out, expected)
@@ -160,7 +160,7 @@ def test_hf_upernet_logits_before_its_upsampling(tmp_path, x):
     assert t.stride == 4 and out.logits.shape[-2:] == (16, 32)
     up = F.interpolate(out.logits, size=(64, 128), mode="bilinear", align_corners=False)
     torch.testing.assert_close(up, z, rtol=1e-5, atol=1e-5)
-    assert t.feature_info == [FeatureInfo("backbone.encoder.stages.3", 64, 32)]
+    assert t.feature_info == [FeatureInfo("backbone.encoder.stages.3", 64, 32), FeatureInfo("decoder", 64, 32)]
     check_kd(out, out.logits)
     check_kd(SegOutput(logits=up), z)
 
@@ -261,7 +261,7 @@ def test_torchvision_lraspp_random_weights(tmp_path, x):
         z = model.classifier(model.backbone(xt))  # LR-ASPP's logits before torchvision's upsampling
         full = model(xt)["out"]
     assert t.stride == 8 and out.logits.shape[-2:] == (8, 16)
-    assert t.feature_info == [FeatureInfo("classifier.cbr", 128, 16)]
+    assert t.feature_info == [FeatureInfo("classifier.cbr", 128, 16), FeatureInfo("decoder", 128, 16)]
     up = F.interpolate(z, size=(64, 128), mode="bilinear", align_corners=False)
     torch.testing.assert_close(up, full, rtol=1e-5, atol=1e-5)  # the same logits torchvision upsamples
     torch.testing.assert_close(out.logits, map_vehicle(z), rtol=1e-5, atol=1e-5)
@@ -335,7 +335,7 @@ def test_smp_fpn_logits_at_the_head(smp_fpn, x):
         xt = by_hand_input(x, [0.5] * 3, [0.25] * 3)
         z = model.segmentation_head[0](model.decoder(model.encoder(xt)))  # the head's conv, before its upsampling
         full = model(xt)
-    assert t.stride == 4 and t.feature_info == [FeatureInfo("decoder.merge", 32, 4)]
+    assert t.stride == 4 and t.feature_info == [FeatureInfo("decoder.merge", 32, 4), FeatureInfo("decoder", 32, 4)]
     torch.testing.assert_close(out.logits, map_vehicle(z), rtol=1e-5, atol=1e-5)
     up = F.interpolate(z, scale_factor=4, mode="bilinear", align_corners=True)
     torch.testing.assert_close(up, full, rtol=1e-5, atol=1e-5)
