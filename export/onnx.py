@@ -3,6 +3,16 @@
 Exports the deployable graph (export/onnx_graph.py), then runs PyTorch and ONNX Runtime on real frames
 (export/onnx_parity.py) and writes `<out>.export.json` with the figures. The export is refused (exit 2,
 the ONNX file is not written) when the argmax agreement is below 99.9 %, unless `--force`.
+
+Output kinds (`--output`, recorded in the model's metadata with their stride; the runtime reads them):
+  full            N x K x H x W float logits, bilinearly upsampled to the input size (the default)
+  labels          N x H x W uint8 labels, the arg-max of the full-size logits (`--argmax`, deprecated)
+  native          N x K x H/s x W/s float logits at the model's own output stride s (the final Resize left out)
+  native-labels   N x H/s x W/s uint8 labels, the arg-max of the native logits
+The native kinds save the upsampling of K float planes in the graph; the runtime brings their output to
+the frame's size (runtime.postprocess.labels_at: bilinear then arg-max for logits, nearest for labels).
+Native kinds are checked against the model's native logits; native-labels must equal their arg-max except
+where the top two logits are within TIE_TOL.
 """
 
 from __future__ import annotations
@@ -17,26 +27,77 @@ from typing import Any
 from runtime.cli import parse_size
 from runtime.errors import UserError, cli_main
 from runtime.io import atomic_write_json, check_writable, remove_orphans, sha256_file
-from runtime.metadata import DataInfo
+from runtime.metadata import OUTPUT_KINDS, DataInfo
 
 MIN_AGREEMENT = 0.999
+# native-labels parity: a label may differ from the arg-max of PyTorch's native logits only where its top two
+# logits are closer than this (float rounding between the frameworks can swap them there)
+TIE_TOL = 1e-3
+OUTPUT_SUFFIXES = {"full": ".onnx", "labels": ".labels.onnx", "native": ".native.onnx",
+                   "native-labels": ".native.labels.onnx"}
 
 
-def default_out(checkpoint: Path, argmax: bool, uint8_input: str | None = None) -> Path:
-    """S.pt -> S.onnx, S.labels.onnx (--argmax), S.u8.onnx / S.u8.labels.onnx (--uint8-input)."""
-    return checkpoint.with_suffix((".u8" if uint8_input else "") + (".labels.onnx" if argmax else ".onnx"))
+def default_out(checkpoint: Path, output: str | bool, uint8_input: str | None = None) -> Path:
+    """S.pt -> S.onnx, S.labels.onnx, S.native.onnx, S.native.labels.onnx by output kind (True = labels, the
+    older --argmax), S.u8.* with --uint8-input."""
+    kind = output if isinstance(output, str) else ("labels" if output else "full")
+    return checkpoint.with_suffix((".u8" if uint8_input else "") + OUTPUT_SUFFIXES[kind])
+
+
+def compare_native(model: Any, onnx_path: str | Path, frames: Any, labels: bool, info: DataInfo) -> dict[str, Any]:
+    """Parity of a native-stride export: its logits against the model's native logits (max |diff|, arg-max
+    agreement) or its labels against their arg-max, with `mismatches_outside_ties` = differing pixels whose
+    top two PyTorch logits are further apart than TIE_TOL (must be 0)."""
+    import numpy as np
+    import torch
+
+    from export.onnx_graph import native_logits
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from runtime.preprocess import preprocess, preprocess_for
+
+    backend = OnnxRuntimeBackend(onnx_path, providers="cpu")
+    max_diff, agree, total, outside = 0.0, 0, 0, 0
+    for frame in frames:
+        x = preprocess(frame, None, info.mean, info.std)
+        with torch.no_grad():
+            ref = native_logits(model, torch.from_numpy(x)).float().numpy()
+        got = backend.infer(preprocess_for(backend.info, frame, frame.shape[:2]) if backend.uint8_input else x)
+        if got.shape[-2:] != ref.shape[-2:]:
+            raise UserError(f"the native export outputs {got.shape[-2:]} but the model's native logits are "
+                            f"{ref.shape[-2:]}; this is a bug in export.onnx_graph")
+        ref_labels = ref.argmax(1)
+        if labels:
+            pred = got.astype(np.int64)
+            top2 = np.sort(ref, axis=1)[:, -2:]
+            outside += int(((pred != ref_labels) & (top2[:, 1] - top2[:, 0] > TIE_TOL)).sum())
+        else:
+            max_diff = max(max_diff, float(np.abs(ref - got).max()))
+            pred = got.argmax(1)
+        agree += int((pred == ref_labels).sum())
+        total += ref_labels.size
+    backend.close()
+    out: dict[str, Any] = {"frames": int(len(frames)), "max_abs_diff": None if labels else max_diff,
+                           "argmax_agreement": agree / max(total, 1), "reference": "native logits"}
+    if labels:
+        out.update({"mismatches_outside_ties": outside, "tie_tol": TIE_TOL})
+    return out
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, size: tuple[int, int] | None = None,
                       dynamic: bool = False, argmax: bool = False, opset: int = 17, data: str | None = None,
-                      parity_images: int = 8, force: bool = False, uint8_input: str | None = None) -> dict[str, Any]:
+                      parity_images: int = 8, force: bool = False, uint8_input: str | None = None,
+                      output: str | None = None) -> dict[str, Any]:
     """Export, check parity, and return the report (also written to `<out>.export.json`).
 
-    Raises UserError when the agreement is below `MIN_AGREEMENT` and `force` is false."""
-    from export.onnx_graph import export_graph
+    `output`: full (default), native, labels or native-labels; `argmax=True` is the older spelling of labels.
+    Raises UserError when the agreement is below `MIN_AGREEMENT` (or, for native-labels, a label differs from
+    the arg-max of the native logits outside a near-tie) and `force` is false."""
+    from export.onnx_graph import export_graph, output_kind
     from export.onnx_parity import compare, parity_frames
     from train.engine.checkpoint import model_from_checkpoint, training_data
 
+    kind = output_kind(output, argmax)
+    labels = kind in ("labels", "native-labels")
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise UserError(f"checkpoint {checkpoint} does not exist; pass a student .pt written by train.distill")
@@ -49,13 +110,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
     if tuple(size) != trained and not dynamic:
         print(f"note: exporting at {size[0]}x{size[1]}, but {checkpoint.name} was trained and validated at "
               f"{trained[0]}x{trained[1]}: its accuracy at this scale is not what training measured", file=sys.stderr)
-    out = Path(out) if out is not None else default_out(checkpoint, argmax, uint8_input)
+    out = Path(out) if out is not None else default_out(checkpoint, kind, uint8_input)
     check_writable(out, "ONNX model")
     remove_orphans(out)
     source = {
         "checkpoint": checkpoint.name,
         "sha256": sha256_file(checkpoint),
-        "options": {"size": list(size), "dynamic": dynamic, "argmax": argmax, "opset": opset,
+        "options": {"size": list(size), "dynamic": dynamic, "output": kind, "argmax": labels, "opset": opset,
                     "uint8_input": uint8_input},
         "arch": ckpt.get("arch"),
         "method": (ckpt.get("train") or {}).get("method"),
@@ -63,25 +124,31 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, *, 
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     t0 = time.perf_counter()
     try:
-        export_graph(model, info, tmp, size=size, dynamic=dynamic, argmax=argmax, opset=opset, source=source,
-                     uint8_input=uint8_input)
+        export_graph(model, info, tmp, size=size, dynamic=dynamic, opset=opset, source=source,
+                     uint8_input=uint8_input, output=kind)
         export_s = time.perf_counter() - t0
         spec = training_data(ckpt, info, data)
         split = "val" if data else str((config.get("data") or {}).get("val_split", "val"))
         batch, names = parity_frames(spec, size, parity_images, split)
         fmt = f"uint8-{uint8_input}" if uint8_input else "float"
-        parity = compare(model, tmp, batch, argmax, DataInfo(**{**info.__dict__, "input_format": fmt}))
-        accepted = parity["argmax_agreement"] >= MIN_AGREEMENT or force
+        parity_info = DataInfo(**{**info.__dict__, "input_format": fmt})
+        parity = (compare_native(model, tmp, batch, labels, parity_info) if kind.startswith("native")
+                  else compare(model, tmp, batch, labels, parity_info))
+        good = parity["argmax_agreement"] >= MIN_AGREEMENT and not parity.get("mismatches_outside_ties")
+        accepted = good or force
         if accepted:
             os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
     report = {"onnx": str(out), "written": accepted, "source": source, "data": spec.text, "frames": names,
-              "parity": parity, "min_agreement": MIN_AGREEMENT, "forced": force and
-              parity["argmax_agreement"] < MIN_AGREEMENT, "export_seconds": round(export_s, 3),
+              "parity": parity, "min_agreement": MIN_AGREEMENT, "forced": force and not good, "export_seconds": round(export_s, 3),
               "versions": _versions()}
     atomic_write_json(f"{out}.export.json", report)
+    if not accepted and parity.get("mismatches_outside_ties"):
+        raise UserError(f"{parity['mismatches_outside_ties']} ONNX Runtime label(s) differ from the arg-max of the "
+                        f"model's native logits where the top two logits are more than {TIE_TOL} apart; {out} was "
+                        f"not written (see {out}.export.json); pass --force to keep it anyway")
     if not accepted:
         raise UserError(f"ONNX Runtime agrees with PyTorch on only {100 * parity['argmax_agreement']:.3f} % of "
                         f"pixels (< {100 * MIN_AGREEMENT:.1f} %); {out} was not written (see {out}.export.json); "
@@ -105,13 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input H x W, e.g. 512x1024 (default: the config's export.size when set, else the size the "
                         "model was trained and validated at, recorded in the checkpoint; printed)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (default: static shapes)")
+    p.add_argument("--output", choices=OUTPUT_KINDS, default=None,
+                   help="what the graph outputs: full (logits upsampled to the input size; the default for now, "
+                        "until the measurement of issue 23 picks one), labels (uint8 arg-max of those), native "
+                        "(logits at the model's own stride, no final Resize) or native-labels (uint8 arg-max of "
+                        "the native logits); recorded in the metadata with the stride, which the runtime reads")
     p.add_argument("--argmax", action="store_true",
-                   help="output the label map `labels` (N x H x W uint8, int32 above 255 classes) instead of logits")
+                   help="deprecated: the same as --output labels (N x H x W uint8, int32 above 255 classes)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
     p.add_argument("--uint8-input", nargs="?", const="rgb", choices=("rgb", "bgr"), default=None,
                    help="the graph takes uint8 N x H x W x 3 frames (RGB, or BGR as OpenCV captures) and does /255, "
                         "mean/std and the layout itself; the runtime reads the kind from the metadata")
-    p.add_argument("--out", default=None, help="output .onnx (default: beside the checkpoint, S.onnx / S.labels.onnx)")
+    p.add_argument("--out", default=None, help="output .onnx (default: beside the checkpoint, S.onnx / S.labels.onnx / S.native.onnx / "
+                        "S.native.labels.onnx by --output)")
     p.add_argument("--data", default=None,
                    help="frames for the parity check, name:root or synthetic (default: the checkpoint's dataset)")
     p.add_argument("--parity-images", type=int, default=8, help="frames for the parity check (default 8)")
@@ -124,13 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.parity_images < 1:
         raise UserError("--parity-images must be at least 1")
+    if args.argmax and args.output is None:
+        print("note: --argmax is deprecated; use --output labels (or native-labels)", file=sys.stderr)
     r = export_checkpoint(args.checkpoint, args.out, size=args.size, dynamic=args.dynamic, argmax=args.argmax,
                           opset=args.opset, data=args.data, parity_images=args.parity_images, force=args.force,
-                          uint8_input=args.uint8_input)
+                          uint8_input=args.uint8_input, output=args.output)
     par = r["parity"]
     diff = "-" if par["max_abs_diff"] is None else f"{par['max_abs_diff']:.2e}"
     print(f"{'onnx':<10} {r['onnx']}\n{'size':<10} {'x'.join(map(str, r['source']['options']['size']))}"
           f"{' (dynamic)' if r['source']['options']['dynamic'] else ''}\n"
+          f"{'output':<10} {r['source']['options']['output']}\n"
           f"{'frames':<10} {par['frames']} from {r['data']}\n{'max |diff|':<10} {diff}\n"
           f"{'agreement':<10} {100 * par['argmax_agreement']:.4f} %\n{'report':<10} {r['onnx']}.export.json")
     if r["forced"]:

@@ -4,9 +4,11 @@
     python -m runtime.eval --model student.onnx --data synthetic --max-images 20
 
 Each image is pre-processed with the model's own DataInfo (runtime.preprocess) at the model's input size
-(or `--size` for dynamic models); the prediction is brought to the label's size (logits: bilinear
-upsampling then argmax; label outputs: nearest neighbour) and accumulated in one ConfusionMatrix
-(runtime.metrics) by `runtime.measure.evaluate`, so every backend is scored by the same code.
+(or `--size` for dynamic models); the prediction is brought to the label's full size, never the label
+down to the model's (runtime.postprocess.labels_at, by the model's output kind: full or native-stride
+logits are upsampled bilinearly then arg-maxed, so both score alike; labels and native labels are
+nearest-upsampled) and accumulated in one ConfusionMatrix (runtime.metrics) by `runtime.measure.evaluate`,
+so every backend is scored by the same code. The report names the output kind and its stride.
 
 For `--data synthetic`, the generator's parameters come from the model's data block when training
 recorded them (`DataInfo.extra["synthetic"]`, e.g. {"size": [256, 512], "seed": 0, "difficulty": 1.0,
@@ -68,24 +70,26 @@ def main(argv: list[str] | None = None) -> int:
             spec = (backend.data_spec.with_override(args.data) if backend.data_spec is not None
                     else DataSpec.for_model(backend.info, args.data))
             dataset = spec.open(args.split, skip_bad=args.skip_bad, skip_option="--skip-bad")
-            print(f"{backend.name}: {model} on {args.data or spec.text}/{args.split} "
-                  f"({len(dataset)} images)", file=sys.stderr)
+            print(f"{backend.name}: {model} ({backend.output} output, stride {backend.output_stride}) on "
+                  f"{args.data or spec.text}/{args.split} ({len(dataset)} images)", file=sys.stderr)
+            output = {"output": backend.output, "output_stride": backend.output_stride}
             result = evaluate(backend, dataset, parse_size(args.size), args.max_images, progress=True,
                               force_classes=args.force_classes)
         print(format_result(result))
         report = {"model": str(model), "backend": backend.name, **backend.training, "data": args.data,
                   "split": args.split,
-                  "size": list(parse_size(args.size) or backend.input_size), **result}
+                  "size": list(parse_size(args.size) or backend.input_size), **output, **result}
         dest = args.json or (Path(args.out) / f"{Path(model).name}.json" if args.out else None)
         if dest:
             write_report(dest, report, threads=args.threads)
             print(f"wrote {dest}")
-        rows.append({"model": Path(model).name, "backend": backend.name, "mIoU": 100 * result["mIoU"],
+        rows.append({"model": Path(model).name, "backend": backend.name, "output": output["output"],
+                     "mIoU": 100 * result["mIoU"],
                      "pixel_acc": 100 * result["pixel_acc"], "mean_acc": 100 * result["mean_acc"],
                      "images": result["images"]})
     if len(rows) > 1:
-        cols, heads = ["model", "backend", "mIoU", "pixel_acc", "mean_acc", "images"], \
-            ["model", "backend", "mIoU %", "pixel acc %", "mean acc %", "images"]
+        cols, heads = ["model", "backend", "output", "mIoU", "pixel_acc", "mean_acc", "images"], \
+            ["model", "backend", "output", "mIoU %", "pixel acc %", "mean acc %", "images"]
         print(format_table(rows, cols, headers=heads))
         if args.out:
             write_report(Path(args.out) / "summary.json", {"models": rows}, threads=args.threads)

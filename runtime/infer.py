@@ -173,7 +173,8 @@ def build_stages(backend: Backend, size: tuple[int, int] | None, mode: str, alph
 
     Drawing uses the fast path (runtime.postprocess.Painter: arg-max at the model's output size, then the
     labels or, with filter="linear", the colour mask resized to the frame); the labels passed on are at the
-    model's output size. Buffers are reused in rings deeper than the frames that can be in flight."""
+    model's output size. Every output kind draws this way: native-stride labels (export.onnx --output
+    native-labels) are coloured at the model's stride and resized with nearest (INTER_NEAREST_EXACT). Buffers are reused in rings deeper than the frames that can be in flight."""
     info = backend.info
     in_size = size or backend.input_size
     meter = RateMeter()
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     if alone is not None:
         summary["backend_alone"] = alone
         summary["fps_ratio"] = summary["fps"] / alone["fps"] if alone["fps"] else None
-    summary.update({"model": str(args.model), "backend": backend.name, "source": source.name,
+    summary.update({"model": str(args.model), "backend": backend.name, "output": backend.output, "source": source.name,
                     "outputs": {"save": args.save, "masks": args.masks}})
     print_summary(summary)
     if args.save and sink.count:

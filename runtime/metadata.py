@@ -25,6 +25,12 @@ ONNX_SOURCE_KEY = "lfd_edge.source"  # JSON: source checkpoint sha256 + export o
 
 
 INPUT_FORMATS = ("float", "uint8-rgb", "uint8-bgr")
+# What the model file outputs (export.onnx --output): float logits bilinearly upsampled to the input size
+# ("full"), the model's logits at its own output stride ("native"), uint8 labels at the input size ("labels",
+# the arg-max of the full-size logits) or at the model's stride ("native-labels", the arg-max of the native
+# logits). runtime.postprocess.labels_at brings each to a frame's or a label's size.
+OUTPUT_KINDS = ("full", "native", "labels", "native-labels")
+LABEL_OUTPUTS = ("labels", "native-labels")
 
 
 @dataclass
@@ -42,6 +48,11 @@ class DataInfo:
     # "uint8-rgb" / "uint8-bgr" = uint8 N x H x W x 3 frames (export.onnx --uint8-input): the graph
     # does /255, mean/std and the layout itself
     input_format: str = "float"
+    # what the model file outputs, one of OUTPUT_KINDS, and the stride of that output relative to the input
+    # (1 for full and labels); None where not recorded (checkpoints, models exported before the key): the
+    # backend then reads full or labels from its output tensor (`output_of`)
+    output: str | None = None
+    output_stride: int = 1
 
     @property
     def uint8_input(self) -> bool:
@@ -57,6 +68,8 @@ class DataInfo:
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
         d["input_size"] = list(self.input_size)
+        if self.output is None:  # not an exported graph: the block reads as before the key existed
+            del d["output"], d["output_stride"]
         return d
 
     def to_json(self) -> str:
@@ -74,12 +87,20 @@ class DataInfo:
                 ignore_index=int(d.get("ignore_index", IGNORE_INDEX)),
                 extra=dict(d.get("extra", {})),
                 input_format=str(d.get("input_format", "float")),
+                output=None if d.get("output") is None else str(d["output"]),
+                output_stride=int(d.get("output_stride", 1)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"the model's data block is malformed ({e}); re-export the model with this version") from e
         if info.input_format not in INPUT_FORMATS:
             raise UserError(f"the model declares input_format '{info.input_format}', which this version does not "
                             f"know ({', '.join(INPUT_FORMATS)}); upgrade LFD-Edge or re-export the model")
+        if info.output is not None and info.output not in OUTPUT_KINDS:
+            raise UserError(f"the model declares output '{info.output}', which this version does not know "
+                            f"({', '.join(OUTPUT_KINDS)}); upgrade LFD-Edge or re-export the model")
+        if info.output_stride < 1 or (info.output in ("full", "labels") and info.output_stride != 1):
+            raise UserError(f"the model declares output '{info.output}' at stride {info.output_stride}, which is "
+                            "not possible; re-export the model with python -m export.onnx")
         return info
 
     @classmethod
@@ -88,6 +109,18 @@ class DataInfo:
             return cls.from_dict(json.loads(s))
         except json.JSONDecodeError as e:
             raise UserError(f"the model's data block is not valid JSON ({e}); re-export the model") from e
+
+
+def output_of(info: DataInfo | None, labels: bool) -> tuple[str, int]:
+    """(output kind, output stride) of a model file whose output tensor holds labels (integer) or not (float):
+    what its data block records, else, for files exported before the key, "labels" or "full" at stride 1.
+    A record that contradicts the tensor is a UserError."""
+    if info is None or info.output is None:
+        return ("labels" if labels else "full"), 1
+    if (info.output in LABEL_OUTPUTS) != labels:
+        raise UserError(f"the model's metadata says output '{info.output}' but its output tensor holds "
+                        f"{'labels' if labels else 'logits'}; re-export it with python -m export.onnx")
+    return info.output, int(info.output_stride)
 
 
 def onnx_metadata(model: Any) -> dict[str, str]:

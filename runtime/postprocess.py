@@ -2,8 +2,10 @@
 
 Two definitions of "the labels of a frame", on purpose:
 
-- exact (`labels_from_output`, used by runtime.eval, calibration and every mIoU): the logits are
-  upsampled bilinearly to the label's size, then arg-maxed. This is the definition training validates with.
+- exact (`labels_at` / `labels_from_output`, used by runtime.eval, calibration and every mIoU): the logits
+  (full-size or at the model's own stride, `export.onnx --output native`) are upsampled bilinearly to the
+  label's size, then arg-maxed. This is the definition training validates with. Label outputs (`labels`,
+  `native-labels`) are nearest-upsampled: at native stride that differs from the exact labels on boundaries.
 - fast (`Painter`, used by runtime.infer for drawing): arg-max at the model's output size, then the label
   map (or, with `filter="linear"`, the colour mask) is resized to the frame. At 16 classes and a 4x
   smaller output this does 1/16 of the resize work and 1/16 of the arg-max; it equals the exact labels
@@ -77,19 +79,44 @@ def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 0.5) -> np
     return cv2.addWeighted(image, 1.0 - alpha, color_mask, alpha, 0.0)
 
 
-def labels_from_output(output: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A backend's output -> N x H x W labels at `size`.
+def labels_at(output: np.ndarray, kind: str | None, size: tuple[int, int] | None) -> np.ndarray:
+    """One frame's model output -> its H x W labels at `size` (the frame's or the label's), by output kind
+    (runtime.metadata.OUTPUT_KINDS; the backend's `output`):
 
-    Float N x K x h x w logits are upsampled then arg-maxed; integer N x h x w labels are resized."""
-    if output.ndim == 4:
-        if size is not None and output.shape[2:] != tuple(size):
+    - full, native: K x h x w float logits, bilinearly upsampled to `size`, then arg-maxed (the exact
+      definition: for native logits this is what the full graph computes inside, so both score alike);
+    - labels, native-labels: h x w integer labels, nearest-upsampled (cv2.INTER_NEAREST_EXACT) to `size`.
+
+    `kind` None reads logits or labels from the array's rank (3 = logits, 2 = labels). `size` None keeps the
+    output's own size. Labels are uint8 for up to 256 classes (int32 above)."""
+    if kind is None:
+        kind = "full" if output.ndim == 3 else "labels"
+    if kind in ("full", "native"):
+        if output.ndim != 3:
+            raise ValueError(f"{kind} output: expected K x H x W logits, got shape {output.shape}")
+        if size is not None and output.shape[1:] != tuple(size):
             output = upsample_logits(output, size)
         return argmax(output)
-    if output.ndim == 3:
-        if size is None or output.shape[1:] == tuple(size):
-            return output
-        return np.stack([resize_labels(o, size) for o in output], 0)
-    raise ValueError(f"expected N x K x H x W logits or N x H x W labels, got shape {output.shape}")
+    if kind in ("labels", "native-labels"):
+        if output.ndim != 2:
+            raise ValueError(f"{kind} output: expected H x W labels, got shape {output.shape}")
+        return output if size is None else resize_labels(output, size)
+    raise ValueError(f"unknown output kind {kind!r}; expected full, native, labels or native-labels")
+
+
+def labels_from_output(output: np.ndarray, size: tuple[int, int] | None = None, kind: str | None = None
+                       ) -> np.ndarray:
+    """A backend's batched output -> N x H x W labels at `size`, item by item through `labels_at`.
+
+    `kind` is the backend's `output`; None reads it from the rank: float N x K x h x w logits are upsampled
+    then arg-maxed, integer N x h x w labels are nearest-resized."""
+    if output.ndim not in (3, 4):
+        raise ValueError(f"expected N x K x H x W logits or N x H x W labels, got shape {output.shape}")
+    if kind is None:
+        kind = "full" if output.ndim == 4 else "labels"
+    if kind in ("labels", "native-labels") and output.ndim == 3 and (size is None or output.shape[1:] == tuple(size)):
+        return output  # already the labels asked for: no copy
+    return np.stack([labels_at(o, kind, size) for o in output], 0)
 
 
 FILTERS = ("nearest", "linear")

@@ -2,7 +2,9 @@
 subclass per framework. A backend loads a model file, knows its `DataInfo`, and maps a float32
 N x 3 x H x W batch (runtime.preprocess output; uint8 N x H x W x 3 frames for models exported with
 --uint8-input, as their DataInfo.input_format says) to either logits (N x K x h x w float) or labels
-(N x H x W integer), as the model was exported.
+(N x H x W integer), as the model was exported. `output` says which of the four kinds the file gives (full or
+native-stride logits, full or native-stride labels; runtime.metadata.OUTPUT_KINDS) and `output_stride` its
+stride, from the metadata, so that callers (runtime.postprocess.labels_at) need no guessing.
 
     with load_backend("student.int8.cpu.onnx") as b:
         out = b.infer(batch)            # validated, timed
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.metadata import DataInfo
+from runtime.metadata import DataInfo, output_of
 
 if TYPE_CHECKING:
     from runtime.datasets.spec import DataSpec
@@ -52,6 +54,21 @@ class Backend(abc.ABC):
         """Free device memory and handles; safe to call twice."""
 
     # --- inference -------------------------------------------------------------------------
+    @property
+    def output(self) -> str:
+        """full | native | labels | native-labels: what the model file outputs, as its metadata records it
+        (older files: full or labels from `output_kind`). A record the output tensor contradicts is a UserError."""
+        return output_of(getattr(self, "info", None), self.output_kind == "labels")[0]
+
+    @property
+    def output_stride(self) -> int:
+        """The stride of the output relative to the input (1 for full and labels)."""
+        return output_of(getattr(self, "info", None), self.output_kind == "labels")[1]
+
+    def check_output(self) -> None:
+        """Refuse, in one sentence, a model whose metadata contradicts its output tensor (called at load)."""
+        output_of(getattr(self, "info", None), self.output_kind == "labels")
+
     @property
     def uint8_input(self) -> bool:
         """Whether the model takes uint8 N x H x W x 3 frames (exported with --uint8-input)."""

@@ -105,6 +105,7 @@ class OnnxRuntimeBackend(Backend):
             self.output_kind = out.name
         else:
             self.output_kind = "logits" if "float" in out.type and len(out.shape) == 4 else "labels"
+        self.check_output()  # the output kind (full, native, labels, native-labels) from the metadata
         use_cuda = self.providers[0] == "CUDAExecutionProvider"
         self._binding = self.session.io_binding() if (use_cuda if io_binding is None else io_binding) else None
 

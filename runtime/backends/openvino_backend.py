@@ -133,6 +133,7 @@ class OpenVINOBackend(Backend):
         names = out.get_names()
         kind = next((n for n in ("logits", "labels") if n in names), None)
         self.output_kind = kind or ("logits" if out.get_element_type().is_real() else "labels")
+        self.check_output()  # the output kind (full, native, labels, native-labels) from the metadata
         config: dict[str, Any] = {"PERFORMANCE_HINT": PERFORMANCE_HINTS[hint]}
         if self.device.startswith(("CPU", "GPU")):
             config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision]

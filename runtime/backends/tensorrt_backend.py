@@ -214,6 +214,7 @@ class TensorRTBackend(Backend):
         self._in, self._out = inputs[0], outputs[0]
         self.input_shape = self._in.shape if all(d > 0 for d in self._in.shape) else None
         self.output_kind = "labels" if self._out.dtype.kind in "iub" or self._out.name == "labels" else "logits"
+        self.check_output()  # the output kind (full, native, labels, native-labels) from the metadata
         self._bounds = profile_bounds(self.sidecar, self._in.name)
 
     def _ensure(self, io: _IO, shape: tuple[int, ...]) -> np.ndarray:

@@ -87,10 +87,10 @@ def test_metadata_round_trips_into_datainfo(tiny, tmp_path):
                  "--out", str(out)]) == 0
     meta = ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map
     info = DataInfo.from_json(meta[ONNX_DATA_KEY])
-    assert info == DataInfo(**{**want.__dict__, "input_size": (32, 64)})
+    assert info == DataInfo(**{**want.__dict__, "input_size": (32, 64), "output": "full", "output_stride": 1})
     source = json.loads(meta[ONNX_SOURCE_KEY])
     assert source["sha256"] == sha256_file(ckpt) and source["method"] == "baseline"
-    assert source["options"] == {"size": [32, 64], "dynamic": False, "argmax": False, "opset": 18,
+    assert source["options"] == {"size": [32, 64], "dynamic": False, "output": "full", "argmax": False, "opset": 18,
                                  "uint8_input": None}
     assert source["arch"]["head"] == "deeplabv3"
     assert onnx.load(str(out)).opset_import[0].version == 18
