@@ -12,7 +12,7 @@ Output kinds (`--output`, recorded in the model's metadata with their stride; th
 The native kinds save the upsampling of K float planes in the graph; the runtime brings their output to
 the frame's size (runtime.postprocess.labels_at: bilinear then arg-max for logits, nearest for labels).
 Native kinds are checked against the model's native logits; native-labels must equal their arg-max except
-where the top two logits are within TIE_TOL.
+where the top two logits are within 1e-3 (TIE_TOL).
 """
 
 from __future__ import annotations
