@@ -4,6 +4,7 @@ has margins, as a real student's has)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,12 +12,13 @@ from calib_standins import SIZE, SYNTHETIC, SmallNet
 
 from export.onnx_graph import export_graph
 from runtime.datasets import build_dataset
+from runtime.metadata import onnx_data_info
 from runtime.preprocess import preprocess_for
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """(onnx path, DataInfo, val images, val labels): SmallNet after 30 Adam steps on 16 synthetic images."""
+    """(onnx path, its DataInfo, val images, val labels): SmallNet after 30 Adam steps on 16 synthetic images."""
     torch.manual_seed(0)
     ds = build_dataset("synthetic", "train", **SYNTHETIC)
     info = ds.data_info(SIZE)
@@ -38,6 +40,8 @@ def trained(tmp_path_factory):
         torch.set_num_threads(threads)
     model.eval()
     path = export_graph(model, info, tmp_path_factory.mktemp("model") / "s.onnx", size=SIZE, source={"test": True})
+    info = onnx_data_info(onnx.load(str(path)), path)  # as exported (with its output kind), what INT8 must carry over
+    assert info.output == "full"
     val = build_dataset("synthetic", "val", **SYNTHETIC)
     vs = [val[i] for i in range(len(val))]
     return path, info, preprocess_for(info, [s[0] for s in vs]), np.stack([s[1] for s in vs]), x.numpy()
