@@ -16,9 +16,10 @@ EXPORT  := $(DEMO)/export
 SIZE    ?=
 BUDGET  ?= 30ms
 SIZE_ARG = $(if $(SIZE),--size $(SIZE))
-FOOTAGE_TEACHER ?= $(RUNS)/footage/teacher/best.pt
+FOOTAGE_TEACHER ?= $(RUNS)/footage/teacher/final.pt
 FOOTAGE ?= synthetic:500
 FOOTAGE_SEEDS ?= 1
+FOOTAGE_TEACHER_STEPS ?= 400
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: help setup test lint pytest check teacher distill distill-footage compare export export-trt eval bench infer demo clean
@@ -63,7 +64,8 @@ distill: teacher  ## student alone, KD and LFD from the teacher cache at equal c
 
 distill-footage: setup  ## label-scarce scenario: 50 labels + unlabeled footage (FOOTAGE=synthetic:500); student alone vs KD and LFD at equal FLOPs
 	if [ -f $(FOOTAGE_TEACHER) ]; then echo "reusing teacher $(FOOTAGE_TEACHER)"; else \
-	  $(PY) -m train.teacher --config configs/footage-teacher.yaml name=footage/teacher train.runs_dir=$(RUNS); fi
+	  $(PY) -m train.teacher --config configs/footage-teacher.yaml name=footage/teacher train.runs_dir=$(RUNS) \
+	    train.budget=$(FOOTAGE_TEACHER_STEPS); fi
 	$(PY) -m train.compare --config configs/footage.yaml --teacher $(FOOTAGE_TEACHER) --methods baseline,kd,lfd \
 	  --budget $(STUDENT_STEPS) --match flops --charge amortised --seeds $(FOOTAGE_SEEDS) \
 	  --out $(RUNS)/footage/distill data.unlabeled=$(FOOTAGE)
