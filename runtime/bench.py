@@ -65,12 +65,14 @@ def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, 
 
 
 def plot(rows: list[dict[str, Any]], path: Path, scored: bool = True) -> str | None:
-    """Scatter p50 latency (x, log) against mIoU (y), one labelled point per model; returns a note
-    instead of a file when matplotlib is missing or no row has both values (`scored`: --data was given)."""
-    from runtime.report import latency_plot
+    """Scatter p50 latency (x, log) against mIoU (y), one numbered dot per model (colour: backend, marker:
+    the precision its file stores, runtime.select.file_precision); returns a note instead of a file when
+    matplotlib is missing or no row has both values (`scored`: --data was given)."""
+    from runtime.report import PlotPoint, latency_plot
+    from runtime.select import file_precision
 
-    pts = [(r["p50_ms"], r["miou"], r["model"], "tab:blue") for r in rows
-           if r.get("miou") is not None and r.get("p50_ms") is not None]
+    pts = [PlotPoint(r["p50_ms"], r["miou"], r["model"], r.get("backend", "?"), file_precision(r["path"]))
+           for r in rows if r.get("miou") is not None and r.get("p50_ms") is not None]
     return latency_plot(path, pts, scored=scored)
 
 

@@ -28,6 +28,7 @@ select.png (mIoU against p50 latency, front joined, budget as a vertical line) i
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -268,25 +269,33 @@ def measure_rounds(cands: Sequence[Candidate], rounds: int, sizes: Sequence[tupl
 
 def plot(rows: list[dict[str, Any]], sel: Selection, budget_ms: float, path: Path, scored: bool = True
          ) -> str | None:
-    """mIoU (y) against p50 latency (x, log), grey where it does not fit; the front joined, the budget
-    dashed, the choice ringed. Returns a note instead of a file (runtime.report.latency_plot; `scored`:
-    --data was given)."""
-    from runtime.report import latency_plot
+    """mIoU (y) against p50 latency (x, log), hollow where it does not fit; the front joined, the budget a
+    dashed line with its value written on it, the choice ringed. Returns a note instead of a file
+    (runtime.report.latency_plot; `scored`: --data was given)."""
+    from runtime.report import PlotPoint, latency_plot
 
-    pts = [(r["p50_ms"], r["miou"], f"{r['model']} {r['backend']} {r['precision']}",
-            "tab:blue" if r["fits"] else "tab:gray") for r in rows if _measured(r)]
+    measured = [r for r in rows if _measured(r)]
+    chosen = rows[sel.choice] if sel.choice is not None else None
+    sized = len({r["input"] for r in measured}) > 1  # name the input only where it tells rows apart
+    pts = [PlotPoint(r["p50_ms"], r["miou"], f"{r['model']} {r['input']}" if sized else r["model"], r["backend"],
+                     r["precision"], hollow=not r["fits"], note="choice" if r is chosen else "") for r in measured]
 
     def draw(ax: Any) -> None:
         if sel.front:
             ax.step([rows[i]["p50_ms"] for i in sel.front], [rows[i]["miou"] for i in sel.front], where="post",
-                    color="tab:orange", lw=1, label="Pareto front")
-        ax.axvline(budget_ms, ls="--", color="tab:red", lw=1, label=f"budget {budget_ms:g} ms")
+                    color="0.25", lw=1, alpha=0.6, zorder=1, label="Pareto front")
+        ax.axvline(budget_ms, ls="--", color="tab:red", lw=1, zorder=1, label="latency budget")
+        lo, hi = ax.get_xlim()
+        left = math.log(budget_ms / lo) > 0.7 * math.log(hi / lo)  # near the right edge: write it on the left
+        ax.text(budget_ms, 0.98, f" budget {budget_ms:g} ms ", transform=ax.get_xaxis_transform(), color="tab:red",
+                fontsize=7, ha="right" if left else "left", va="top")
         if sel.choice is not None:
             c = rows[sel.choice]
-            ax.scatter(c["p50_ms"], c["miou"], s=120, facecolors="none", edgecolors="tab:green", lw=2, label="choice")
-        ax.legend(fontsize=7, loc="lower right")
+            ax.scatter(c["p50_ms"], c["miou"], s=200, facecolors="none", edgecolors="black", lw=1.5, zorder=4,
+                       label="choice")
 
-    return latency_plot(path, pts, draw, size=(7, 4.5), scored=scored)
+    return latency_plot(path, pts, draw, size=(7, 4.5), scored=scored, hollow_label="does not fit",
+                        include_ms=[budget_ms])
 
 
 def build_parser() -> argparse.ArgumentParser:
