@@ -8,6 +8,18 @@ queues; the main thread writes and shows. Live sources drop the oldest frame whe
 (`--drop-oldest`, default on for cameras and streams, off for files). Ctrl-C (or q / Esc in the window)
 stops cleanly: the video file is finalised (written under a temporary name, renamed when complete) and
 the summary is printed: frames, FPS and p50/p90/p99 milliseconds per stage.
+
+Latency mode (the default, for every source): one inference at a time, each frame through as soon as
+possible. `--throughput` (recorded files only: a video, an image, a folder or a glob) keeps several
+inferences in flight to maximise frames per second, e.g. to process a recording:
+
+    python -m runtime.infer --model student.openvino.xml --source clip.mp4 --throughput --save out.mp4
+
+OpenVINO compiles with the THROUGHPUT hint and runs its OPTIMAL_NUMBER_OF_INFER_REQUESTS requests; ONNX
+Runtime runs one session per request, the threads (--threads, else the cores) split between them;
+TensorRT and PyTorch run one at a time (latency mode, with a note). Frames leave in their order. A live
+source with --throughput is refused: a camera wants its freshest frame soon, not more frames in flight.
+The summary gives frames/s, the requests in flight and the CPU use (process CPU time / wall time).
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +38,18 @@ import cv2
 import numpy as np
 
 from runtime.backends import Backend, load_backend
-from runtime.cli import add_backend_options, backend_options, parse_size
+from runtime.cli import add_backend_options, backend_options, int_at_least, parse_size
 from runtime.errors import Terminated, UserError, cli_main, sigterm_as_interrupt
 from runtime.machine import usable_cores
 from runtime.postprocess import FILTERS, Painter, colorize, overlay, resize_labels
 from runtime.preprocess import Preprocessor, dummy_batch
-from runtime.sources import Frame, Source, open_source
+from runtime.sources import Frame, Source, classify_source, open_source
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 VISUALIZE = ("overlay", "mask", "side-by-side", "raw")
 WINDOW = "LFD-Edge"
+# sources that deliver frames whether or not anyone reads them (runtime.sources.classify_source)
+LIVE_KINDS = ("camera", "csi", "gstreamer", "stream")
 
 
 # --- drawing ---------------------------------------------------------------------------------
@@ -168,8 +182,11 @@ def _write_image(path: Path, image: np.ndarray) -> None:
 
 # --- the run -------------------------------------------------------------------------------
 def build_stages(backend: Backend, size: tuple[int, int] | None, mode: str, alpha: float,
-                 show_stats: bool = True, filter: str = "nearest", queue_size: int = 2) -> list[tuple[str, Any]]:
+                 show_stats: bool = True, filter: str = "nearest", queue_size: int = 2, requests: int = 1
+                 ) -> list[tuple[str, Any]]:
     """The pipeline's stages: pre-process -> infer -> labels and drawing; each maps one item to the next.
+    With `requests` > 1 (open on the backend: Backend.open_requests), inference is a parallel stage of one
+    function per request, which runtime.pipeline runs in as many threads and keeps in frame order.
 
     Drawing uses the fast path (runtime.postprocess.Painter: arg-max at the model's output size, then the
     labels or, with filter="linear", the colour mask resized to the frame); the labels passed on are at the
@@ -178,7 +195,7 @@ def build_stages(backend: Backend, size: tuple[int, int] | None, mode: str, alph
     info = backend.info
     in_size = size or backend.input_size
     meter = RateMeter()
-    ring = 2 * queue_size + 4  # items in the queues after a stage, plus those being worked on
+    ring = 2 * queue_size + 4 + requests  # items in the queues after a stage, plus those being worked on
     prep = Preprocessor(info, in_size, buffers=ring)
     painter = Painter(info.palette, mode, alpha, filter, buffers=ring)
 
@@ -190,6 +207,15 @@ def build_stages(backend: Backend, size: tuple[int, int] | None, mode: str, alph
         out = backend.infer(batch)
         return frame, out, backend.last_ms
 
+    def infer_on(request: int) -> Callable[[tuple[Frame, np.ndarray]], tuple[Frame, np.ndarray, float]]:
+        def infer(item: tuple[Frame, np.ndarray]) -> tuple[Frame, np.ndarray, float]:
+            frame, batch = item
+            t0 = time.perf_counter()  # not backend.last_ms: the other requests' calls overwrite it
+            out = backend.infer(batch, request)
+            return frame, out, (time.perf_counter() - t0) * 1e3
+
+        return infer
+
     def draw(item: tuple[Frame, np.ndarray, float]) -> tuple[Frame, np.ndarray, np.ndarray]:
         frame, out, infer_ms = item
         fps = meter.tick()
@@ -200,16 +226,22 @@ def build_stages(backend: Backend, size: tuple[int, int] | None, mode: str, alph
             draw_text(picture, f"{fps:5.1f} FPS  infer {infer_ms:.1f} ms")
         return frame, labels, picture
 
-    return [("preprocess", pre), ("infer", infer), ("draw", draw)]
+    inference: Any = infer if requests == 1 else [infer_on(i) for i in range(requests)]
+    return [("preprocess", pre), ("infer", inference), ("draw", draw)]
 
 
-def backend_alone(backend: Backend, size: tuple[int, int] | None, seconds: float = 1.0, warmup: int = 3
-                  ) -> dict[str, float]:
+def backend_alone(backend: Backend, size: tuple[int, int] | None, seconds: float = 1.0, warmup: int = 3,
+                  requests: int = 1) -> dict[str, float]:
     """The backend's own speed on this machine, measured in the same run: `warmup` untimed calls, then
-    calls on one input for about `seconds`; p50 ms and FPS."""
+    calls on one input for about `seconds`; p50 ms and FPS. With `requests` > 1 (open on the backend),
+    one thread per request calls it at once, and FPS is all calls over the wall time."""
     from runtime.report import latency_summary
 
     batch = dummy_batch(backend.info, size or backend.input_size)
+    if requests > 1:
+        timed, wall = _calls_in_parallel(backend, batch, requests, seconds, warmup)
+        return {"p50_ms": latency_summary(timed)["p50"], "fps": len(timed) / wall if wall > 0 else 0.0,
+                "calls": len(timed), "requests": requests}
     for _ in range(warmup):
         backend.infer(batch)
     ms: list[float] = []
@@ -221,30 +253,77 @@ def backend_alone(backend: Backend, size: tuple[int, int] | None, seconds: float
     return {"p50_ms": lat["p50"], "fps": 1e3 / lat["p50"] if lat["p50"] else 0.0, "calls": len(ms)}
 
 
+def _calls_in_parallel(backend: Backend, batch: np.ndarray, requests: int, seconds: float, warmup: int
+                       ) -> tuple[list[float], float]:
+    """Each of `requests` threads calls its own request `warmup` times, then all call for about `seconds`
+    from a common start; every timed call's ms, and the wall time from that start to the last call's end."""
+    import threading
+
+    t_start = [0.0]
+    start = threading.Barrier(requests, action=lambda: t_start.__setitem__(0, time.perf_counter()))
+    ms: list[list[float]] = [[] for _ in range(requests)]
+    errors: list[BaseException] = []
+
+    def calls(request: int) -> None:
+        try:
+            for _ in range(warmup):
+                backend.infer(batch, request)
+            start.wait()
+            while not errors and (time.perf_counter() - t_start[0] < seconds or len(ms[request]) < 5):
+                t0 = time.perf_counter()
+                backend.infer(batch, request)
+                ms[request].append((time.perf_counter() - t0) * 1e3)
+        except threading.BrokenBarrierError:  # another thread failed: its error is the one to report
+            pass
+        except BaseException as e:  # re-raised in the caller's thread
+            errors.append(e)
+            start.abort()
+
+    threads = [threading.Thread(target=calls, args=(i,), daemon=True) for i in range(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [m for per in ms for m in per], time.perf_counter() - t_start[0]
+
+
 def run(backend: Backend, source: Source, sink: Sink, size: tuple[int, int] | None = None, mode: str = "overlay",
         alpha: float = 0.5, max_frames: int | None = None, queue_size: int = 2, drop_oldest: bool | None = None,
-        show_stats: bool = True, filter: str = "nearest", realtime: bool = False) -> dict[str, Any]:
+        show_stats: bool = True, filter: str = "nearest", realtime: bool = False, throughput: bool = False
+        ) -> dict[str, Any]:
     """Run the threaded pipeline from `source` through `backend` into `sink`; returns the summary.
 
     A file is read no faster than it is processed (at most one frame per stage in flight), so the reported
     end-to-end latency is processing, not queueing; with `realtime`, a file is paced at its own frame rate
-    and drops the oldest frame when processing falls behind, as a camera would.
-    Ctrl-C or SIGTERM ends the run cleanly (the summary gets `"interrupted": true`); the sink is always closed."""
+    and drops the oldest frame when processing falls behind, as a camera would. With `throughput` (a file,
+    not `realtime`), inference runs on every request open on the backend at once (`backend.requests`,
+    Backend.open_requests), frames still leave in order, and a file is read at most two frames per request
+    ahead of the writer. The summary's `mode`, `requests` and `cpu_use` (process CPU time / wall time, in cores) say
+    how it ran. Ctrl-C or SIGTERM ends the run cleanly (the summary gets `"interrupted": true`); the sink is
+    always closed."""
     from runtime.pipeline import Pipeline
 
+    if throughput:
+        check_throughput(source.kind, source.name, source.live, realtime)
+    requests = backend.requests if throughput else 1
     if realtime and not source.live:
         source.fps = source.fps or source.native_fps or 30.0
     paced_live = source.live or realtime
     drop = paced_live if drop_oldest is None else drop_oldest
     frames: Any = source if (max_frames is None or source.live) else itertools.islice(source, max_frames)
-    stages = build_stages(backend, size, mode, alpha, show_stats, filter, queue_size)
+    stages = build_stages(backend, size, mode, alpha, show_stats, filter, queue_size, requests)
+    # one frame per stage plus the one being written; in throughput mode, as many again as requests are
+    # open, so that each request finds its next frame ready
+    in_flight = len(stages) + 1 if requests == 1 else len(stages) + 2 * requests
     pipe = Pipeline(frames, stages, queue_size=queue_size, drop_oldest=drop, close=source.close,
-                    max_in_flight=None if paced_live else len(stages) + 1)
+                    max_in_flight=None if paced_live else in_flight)
     results = pipe.run()
     interrupted = terminated = False
     write_ms: list[float] = []
     write_cpu: list[float] = []
-    cpu0 = time.process_time()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
         with sigterm_as_interrupt():
             for frame, labels, picture in results:
@@ -262,14 +341,30 @@ def run(backend: Backend, source: Source, sink: Sink, size: tuple[int, int] | No
         source.close()
         sink.close()
     process_cpu_ms = (time.process_time() - cpu0) * 1e3
+    run_wall_s = max(time.perf_counter() - wall0, 1e-9)
     summary = pipe.summary()
     from runtime.report import latency_summary
 
     summary["stages"]["write"] = latency_summary(write_ms)
     summary["stage_cpu_ms"]["write"] = sum(write_cpu) / len(write_cpu) if write_cpu else 0.0
     summary.update({"interrupted": interrupted, "terminated": terminated, "drop_oldest": drop, "queue": queue_size,
-                    "realtime": realtime, "filter": filter, **cpu_budget(summary, process_cpu_ms)})
+                    "realtime": realtime, "filter": filter, "mode": "throughput" if requests > 1 else "latency",
+                    "requests": requests, **cpu_budget(summary, process_cpu_ms),
+                    "cpu_s": process_cpu_ms / 1e3, "cpu_use": process_cpu_ms / 1e3 / run_wall_s})
     return summary
+
+
+def check_throughput(kind: str, name: str, live: bool, realtime: bool) -> None:
+    """Refuse --throughput, in one sentence, for a live source (`kind` camera, csi, gstreamer, stream) or a
+    file played with --realtime: both want each frame soon, and more frames in flight only delay them."""
+    if live or kind in LIVE_KINDS:
+        raise UserError(f"--throughput is for recorded files (a video, an image, a folder or a glob), but {name} is "
+                        f"a live {kind} source, which wants its freshest frame soon rather than more frames in "
+                        f"flight; drop --throughput (latency mode)")
+    if realtime:
+        raise UserError("--throughput and --realtime contradict each other (--realtime plays the file as a camera, "
+                        "in latency mode, dropping frames; --throughput processes every frame as fast as it can); "
+                        "drop one of them")
 
 
 def cpu_budget(summary: dict[str, Any], process_cpu_ms: float) -> dict[str, Any]:
@@ -297,6 +392,11 @@ def print_summary(summary: dict[str, Any]) -> None:
                        headers=["stage", "calls", "p50 ms", "p90 ms", "p99 ms", "mean ms", "CPU ms/frame"]))
     line = (f"{summary['frames_out']} frames in {summary['wall_s']:.2f} s = {summary['fps']:.1f} FPS "
             f"({summary['dropped']} dropped{', interrupted' if summary.get('interrupted') else ''})")
+    if "requests" in summary:
+        line += (f"; {summary.get('mode', 'latency')} mode, {summary['requests']} "
+                 f"request{'s' if summary['requests'] != 1 else ''} in flight")
+    if summary.get("cpu_use") is not None:
+        line += f"; CPU use {summary['cpu_use']:.2f} of {summary.get('cores', usable_cores())} cores"
     alone = summary.get("backend_alone")
     if alone:
         line += f"; the backend alone: {alone['fps']:.1f} FPS ({100 * summary['fps_ratio']:.0f} % of it reached)"
@@ -328,6 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop the oldest waiting frame when inference falls behind (default: on for cameras "
                         "and streams, off for files)")
     p.add_argument("--queue", type=int, default=2, help="capacity of each queue between stages (default 2)")
+    p.add_argument("--throughput", action="store_true",
+                   help="frames per second instead of latency, for recorded files (a video, an image, a folder or "
+                        "a glob; refused for cameras and streams, and with --realtime): several inferences in "
+                        "flight, frames still written in order. OpenVINO compiles with the THROUGHPUT hint and "
+                        "runs its OPTIMAL_NUMBER_OF_INFER_REQUESTS; ONNX Runtime runs one session per request, "
+                        "--threads (default: the cores) split between them; TensorRT and PyTorch run one at a "
+                        "time (latency mode, with a note). Without it every source, files included and with or "
+                        "without --show, runs in latency mode: one inference at a time")
+    p.add_argument("--requests", type=int_at_least(1), metavar="N",
+                   help="with --throughput, the inferences in flight (default: OpenVINO's optimal number; ONNX "
+                        "Runtime: one per core on the CPU, at most 8, and 2 on a GPU)")
     add_backend_options(p)
     p.add_argument("--loop", action="store_true", help="start a video file or image folder over at its end")
     p.add_argument("--source-size", help="camera resolution to request, H x W; every frame is resized to it")
@@ -362,24 +473,35 @@ def main(argv: list[str] | None = None) -> int:
         check_display()
     if args.measure_backend < 0:
         raise UserError(f"--measure-backend {args.measure_backend} must be 0 or more seconds")
+    if args.requests is not None and not args.throughput:
+        raise UserError(f"--requests {args.requests} needs --throughput (latency mode runs one inference at a "
+                        f"time); add --throughput or drop --requests")
+    if args.throughput:  # before the model loads: a camera is refused in one sentence
+        check_throughput(classify_source(args.source), args.source, False, args.realtime)
     size = parse_size(args.size)
     # Threads: the library's default (one per physical core), with idle threads that sleep instead of
     # spinning, so that capture, drawing and writing get the cores between inference calls. Measured on
     # 2 cores (docs/runtime.md): 2 non-spinning threads beat 1 thread by 9 % (INT8 192x384) to 42 %
     # (FP32 512x1024) end to end.
     threads = args.threads
-    with load_backend(args.model, args.backend, **{**backend_options(args), "threads": threads},
-                      spinning=False) as backend:
+    opts = {**backend_options(args), "threads": threads}
+    if args.throughput:
+        opts.update(performance_hint=args.ov_hint or "throughput", num_requests=args.requests)
+    with load_backend(args.model, args.backend, **opts, spinning=False) as backend:
         backend.run_size(size)  # a static model given another --size: one sentence, before the source opens
-        alone = backend_alone(backend, size, args.measure_backend) if args.measure_backend > 0 else None
+        throughput = args.throughput and open_throughput(backend, args.requests)
+        requests = backend.requests if throughput else 1
+        alone = backend_alone(backend, size, args.measure_backend, requests=requests) \
+            if args.measure_backend > 0 else None
         source = open_source(args.source, loop=args.loop, size=parse_size(args.source_size), fps=args.source_fps)
         sink = Sink(args.save, args.masks, args.show, fps=source.native_fps)
         drops = (source.live or args.realtime) if args.drop_oldest is None else args.drop_oldest
         print(f"{backend.name}: {args.model} -> {source.kind} {source.name}"
-              f"{' (realtime)' if args.realtime else ''}{' (drop-oldest)' if drops else ''}; Ctrl-C stops",
-              file=sys.stderr)
+              f"{' (realtime)' if args.realtime else ''}{' (drop-oldest)' if drops else ''}"
+              f"{f' (throughput, {requests} requests)' if throughput else ''}; Ctrl-C stops", file=sys.stderr)
         summary = run(backend, source, sink, size, args.visualize, args.alpha, args.max_frames, args.queue,
-                      args.drop_oldest, show_stats=not args.no_stats, filter=args.filter, realtime=args.realtime)
+                      args.drop_oldest, show_stats=not args.no_stats, filter=args.filter, realtime=args.realtime,
+                      throughput=throughput)
     summary["threads"] = threads
     if alone is not None:
         summary["backend_alone"] = alone
@@ -395,6 +517,17 @@ def main(argv: list[str] | None = None) -> int:
         write_report(args.json, summary, threads=args.threads)
         print(f"wrote {args.json}")
     return Terminated.exit_code if summary.get("terminated") else 0
+
+
+def open_throughput(backend: Backend, requests: int | None) -> bool:
+    """Open `requests` inference requests on `backend` (None: its own choice); True when more than one is
+    open. A backend that runs one at a time (TensorRT, PyTorch) gets a one-line note, not an error: the
+    run continues in latency mode."""
+    count = backend.open_requests(requests)
+    if count == 1 and requests != 1:
+        print(f"note: the {backend.name} backend runs one inference at a time here, so --throughput runs in "
+              f"latency mode", file=sys.stderr)
+    return count > 1
 
 
 def check_outputs(save: str | None, masks: str | None, json_path: str | None) -> None:

@@ -9,6 +9,9 @@ a live camera then always feeds the freshest frame and never builds a backlog (c
 With `max_in_flight=N` (files: they can be read
 faster than processed), the source reads a frame only while fewer than N are between it and the caller, so
 no backlog builds up in the queues and the end-to-end latency is the processing time, not queueing time.
+A stage given as a list of N functions runs in N threads, one per function (e.g. one per inference
+request of a backend, runtime.infer --throughput): the threads take items in arrival order, work on up to N
+at once, and a reorder buffer keyed by arrival index passes the results on in that same order.
 A stage returning None drops that item. An exception in any thread stops the pipeline and is
 re-raised in the caller; `stop()` (or leaving the `run()` loop, Ctrl-C included) ends every thread.
 Per-stage and end-to-end times (ms), and each stage thread's CPU time (ms, `time.thread_time`), are kept
@@ -20,21 +23,39 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 from runtime.report import latency_summary
 
 _END = object()
+_SKIP = object()  # a parallel stage's dropped item, kept in the reorder buffer so that order stays intact
 _POLL_S = 0.05
+
+StageFn = Callable[[Any], Any]
+
+
+class _Ordered:
+    """The shared state of one parallel stage: which arrival index the next taken item gets, the reorder
+    buffer (arrival index -> result) and the next index to pass on, how many of its threads still run."""
+
+    def __init__(self, workers: int) -> None:
+        self.take = threading.Lock()  # held while a thread takes an item and numbers it
+        self.emit = threading.Lock()  # held while results enter the buffer and leave it in order
+        self.taken = 0
+        self.next_out = 0
+        self.buffer: dict[int, Any] = {}
+        self.ended = False
+        self.alive = workers
 
 
 class Pipeline:
-    def __init__(self, source: Iterable[Any], stages: Sequence[tuple[str, Callable[[Any], Any]]],
+    def __init__(self, source: Iterable[Any], stages: Sequence[tuple[str, StageFn | Sequence[StageFn]]],
                  queue_size: int = 2, drop_oldest: bool = False, source_name: str = "capture",
                  close: Callable[[], None] | None = None, max_in_flight: int | None = None) -> None:
-        """`close`: what stops the source (default: its own `close()`), called by `stop()` so that a
-        blocked read returns."""
+        """`stages`: (name, function) pairs, or (name, [function, ...]) for a stage that runs one thread per
+        function and keeps the order (see the module doc); `close`: what stops the source (default: its own
+        `close()`), called by `stop()` so that a blocked read returns."""
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
         self.source = source
@@ -43,6 +64,7 @@ class Pipeline:
         self.drop_oldest = drop_oldest
         self._close = close if close is not None else getattr(source, "close", None)
         self.source_name = source_name
+        # lists appended to from several threads of a parallel stage (list.append is atomic)
         self.times: dict[str, list[float]] = {source_name: [], **{n: [] for n, _ in self.stages}}
         self.cpu: dict[str, list[float]] = {source_name: [], **{n: [] for n, _ in self.stages}}
         self._slots = threading.Semaphore(max_in_flight) if max_in_flight else None
@@ -67,14 +89,27 @@ class Pipeline:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
-    def run(self) -> Iterator[Any]:
+    @property
+    def workers(self) -> dict[str, int]:
+        """Threads per stage (1, or the number of functions of a parallel stage)."""
+        return {name: 1 if callable(fn) else len(fn) for name, fn in self.stages}
+
+    def run(self) -> Generator[Any, None, None]:
         """Start the threads and yield the last stage's outputs in order until the source ends."""
         queues: list[queue.Queue[Any]] = [queue.Queue(self.queue_size) for _ in range(len(self.stages) + 1)]
         self._threads = [threading.Thread(target=self._source_loop, args=(queues[0],), name=self.source_name,
                                           daemon=True)]
         for i, (name, fn) in enumerate(self.stages):
-            self._threads.append(threading.Thread(target=self._stage_loop, args=(name, fn, queues[i], queues[i + 1]),
-                                                  name=name, daemon=True))
+            qin, qout = queues[i], queues[i + 1]
+            if callable(fn):
+                self._threads.append(threading.Thread(target=self._stage_loop, args=(name, fn, qin, qout),
+                                                      name=name, daemon=True))
+                continue
+            if not fn:
+                raise ValueError(f"stage {name} has no functions")
+            state = _Ordered(len(fn))
+            self._threads += [threading.Thread(target=self._parallel_loop, args=(name, f, qin, qout, state),
+                                               name=f"{name}-{j}", daemon=True) for j, f in enumerate(fn)]
         self._t_start = self._t_last = time.perf_counter()
         for t in self._threads:
             t.start()
@@ -140,6 +175,50 @@ class Pipeline:
         finally:
             self._put_end(qout)
 
+    def _parallel_loop(self, name: str, fn: StageFn, qin: queue.Queue[Any], qout: queue.Queue[Any],
+                       state: _Ordered) -> None:
+        """One thread of a parallel stage: take the next item and its arrival index, run `fn` on it, and
+        put the result into the reorder buffer, which passes on every result whose turn has come. The
+        last thread to end passes on the end marker."""
+        try:
+            while True:
+                with state.take:
+                    env: Any = _END if state.ended else self._get(qin)
+                    if env is _END:
+                        state.ended = True
+                        break
+                    index = state.taken
+                    state.taken += 1
+                t_cap, item = env
+                t0, c0 = time.perf_counter(), time.thread_time()
+                out = fn(item)
+                self.times[name].append((time.perf_counter() - t0) * 1e3)
+                self.cpu[name].append((time.thread_time() - c0) * 1e3)
+                if out is None:
+                    self._release()
+                if not self._emit(state, index, _SKIP if out is None else (t_cap, out), qout):
+                    break
+        except BaseException as e:  # re-raised in the caller's thread by run()
+            self._fail(e)
+        finally:
+            with state.emit:
+                state.alive -= 1
+                last = state.alive == 0
+            if last:
+                self._put_end(qout)
+
+    def _emit(self, state: _Ordered, index: int, env: Any, qout: queue.Queue[Any]) -> bool:
+        """Buffer `env` under its arrival `index`, then pass on, in order, every result whose turn has
+        come (a dropped item, _SKIP, just takes its turn). False once stopped."""
+        with state.emit:
+            state.buffer[index] = env
+            while state.next_out in state.buffer:
+                ready = state.buffer.pop(state.next_out)
+                state.next_out += 1
+                if ready is not _SKIP and not self._put(qout, ready, False):
+                    return False
+        return True
+
     def _fail(self, e: BaseException) -> None:
         if self._error is None:
             self._error = e
@@ -203,7 +282,8 @@ class Pipeline:
 
     # --- results ---------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """Frames in/out/dropped, wall time, output FPS, and p50/p90/p99 ms per stage and end to end."""
+        """Frames in/out/dropped, wall time, output FPS, threads per stage, and p50/p90/p99 ms per stage and
+        end to end."""
         wall = max(self._t_last - self._t_start, 1e-9)
         return {
             "frames_in": self.frames_in,
@@ -211,6 +291,7 @@ class Pipeline:
             "dropped": self.dropped,
             "wall_s": wall,
             "fps": self.frames_out / wall if self.frames_out else 0.0,
+            "workers": self.workers,
             "stages": {name: latency_summary(ms) for name, ms in self.times.items()},
             "stage_cpu_ms": {name: (sum(ms) / len(ms) if ms else 0.0) for name, ms in self.cpu.items()},
             "end_to_end": latency_summary(self.end_to_end),

@@ -8,6 +8,11 @@ stride, from the metadata, so that callers (runtime.postprocess.labels_at) need 
 
     with load_backend("student.int8.cpu.onnx") as b:
         out = b.infer(batch)            # validated, timed
+
+Throughput (several inferences in flight, runtime.infer --throughput): `open_requests(n)` makes n
+requests ready and returns how many it made; request i is then called from one thread at a time with
+`infer(batch, request=i)`, and different requests run at the same time. A backend that does not override
+it (TensorRT, PyTorch) keeps its one request, and the caller stays in latency mode.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ class Backend(abc.ABC):
         self.info: DataInfo  # set by subclasses from the artefact's metadata
         self.output_kind: str = "logits"  # "logits" or "labels"
         self.input_shape: tuple[int, ...] | None = None  # static N,3,H,W or None where dynamic
-        self.last_ms: float = 0.0
+        self.last_ms: float = 0.0  # the last call's time, whichever request made it
+        self.requests: int = 1  # inference requests open (open_requests)
         # what the artefact knows beyond its DataInfo, for reports and defaults: its training (method,
         # iterations) and the dataset it was trained on (a checkpoint's resolved config names its root)
         self.training: dict[str, Any] = {}
@@ -75,9 +81,11 @@ class Backend(abc.ABC):
         info = getattr(self, "info", None)
         return bool(info is not None and info.uint8_input)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray, request: int = 0) -> np.ndarray:
         """Validate `batch` (float32 N x 3 x H x W, or uint8 N x H x W x 3 for a --uint8-input model; matching
-        a static input shape) and run the model."""
+        a static input shape) and run the model on open request `request` (0 unless open_requests made more)."""
+        if not 0 <= request < self.requests:
+            raise ValueError(f"request {request} is not open: {self.path.name} has {self.requests} (open_requests)")
         if self.uint8_input:
             if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
                 raise UserError(f"{self.path.name} takes uint8 N x H x W x 3 frames, got "
@@ -95,13 +103,27 @@ class Backend(abc.ABC):
                     raise UserError(f"{self.path.name} has a static input {tuple(self.input_shape)} but got {batch.shape} "
                                     f"({what} differs); resize with runtime.preprocess or export with --dynamic")
         t0 = time.perf_counter()
-        out = self.infer_impl(np.ascontiguousarray(batch))
+        batch = np.ascontiguousarray(batch)
+        out = self.infer_impl(batch) if request == 0 else self.infer_request_impl(batch, request)
         self.last_ms = (time.perf_counter() - t0) * 1e3
         return out
 
     @abc.abstractmethod
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on a validated contiguous float32 batch."""
+
+    # --- throughput ------------------------------------------------------------------------
+    def open_requests(self, n: int | None = None) -> int:
+        """Make `n` inference requests ready (None: as many as this backend finds best here) that may run at
+        the same time, request i from one thread at a time through `infer(batch, request=i)`; returns how
+        many are open (also `self.requests`). This base keeps its one request and returns 1: the backend
+        runs one inference at a time, and the caller stays in latency mode."""
+        return self.requests
+
+    def infer_request_impl(self, batch: np.ndarray, request: int) -> np.ndarray:
+        """Run a validated batch on open request `request` >= 1 (request 0 is `infer_impl`); backends whose
+        `open_requests` opens more than one override it."""
+        raise NotImplementedError(f"{type(self).__name__} opens only one request")
 
     @property
     def input_size(self) -> tuple[int, int]:

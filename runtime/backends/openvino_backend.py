@@ -9,9 +9,14 @@ under `framework`. Compile options (OpenVINO properties):
     performance_hint   latency | throughput                        -> PERFORMANCE_HINT (default latency)
     precision_hint     f32 | bf16 | f16                            -> INFERENCE_PRECISION_HINT (default f32)
     threads            N                                           -> INFERENCE_NUM_THREADS
+    num_requests       N (with the throughput hint)                -> PERFORMANCE_HINT_NUM_REQUESTS
 
 The precision hint defaults to f32 so that "OpenVINO FP32" means FP32: on CPUs with AMX or AVX512-BF16
 OpenVINO's own default is bf16, which `precision_hint="bf16"` asks for explicitly.
+
+Throughput (`open_requests`, runtime.infer --throughput, which compiles with the throughput hint): the
+compiled model's OPTIMAL_NUMBER_OF_INFER_REQUESTS InferRequests (or as many as asked), each run from
+its own thread; OpenVINO runs them on its streams at once (the GIL is released while a request runs).
 """
 
 from __future__ import annotations
@@ -93,10 +98,11 @@ class OpenVINOBackend(Backend):
 
     def __init__(self, path: str | Path, device: str | None = None, threads: int | None = None,
                  performance_hint: str | None = None, precision_hint: str | None = None,
-                 info: DataInfo | None = None) -> None:
+                 info: DataInfo | None = None, num_requests: int | None = None) -> None:
         """`device`: CPU (default), GPU, GPU.N, NPU or AUTO; `threads`: inference threads (CPU);
         `performance_hint`: latency (default) or throughput; `precision_hint`: f32 (default), bf16 or f16;
-        `info`: DataInfo for models exported elsewhere (otherwise read from the model)."""
+        `info`: DataInfo for models exported elsewhere (otherwise read from the model); `num_requests`: with
+        the throughput hint, how many requests the device plans its streams for (default: its own choice)."""
         super().__init__(path)
         ov = lazy_import("openvino", "OpenVINO models")
         hint = (performance_hint or "latency").lower()
@@ -139,23 +145,43 @@ class OpenVINOBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = PRECISION_HINTS[precision]
         if threads and self.device.startswith("CPU"):
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if num_requests and hint == "throughput":
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(num_requests)
         try:
             self.compiled = core().compile_model(model, self.device, config)
         except RuntimeError as e:
             raise UserError(f"OpenVINO cannot compile {self.path.name} for {self.device} "
                             f"({str(e).strip().splitlines()[0][:200]}); try --device CPU") from e
         self.request = self.compiled.create_infer_request()
+        self._requests = [self.request]
         # what the device computes in (f32, bf16, f16), as OpenVINO resolved the hint
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() \
             if self.device.startswith(("CPU", "GPU")) else None
         self.settings = {"device": self.device, "performance_hint": hint, "precision_hint": precision,
-                         "threads": threads}
+                         "threads": threads, "num_requests": num_requests}
+
+    def open_requests(self, n: int | None = None) -> int:
+        """`n` InferRequests (default: the compiled model's OPTIMAL_NUMBER_OF_INFER_REQUESTS, which the
+        throughput hint sets to the device's streams); request 0 is the constructor's."""
+        count = max(1, int(n) if n else int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._requests = [self.request] + [self.compiled.create_infer_request() for _ in range(count - 1)]
+        self.requests = count
+        return count
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        y = self.request.get_output_tensor(0).data
-        return y.astype(np.float32) if y.dtype == np.float16 else y.copy()
+        return self._run(self.request, batch)
+
+    def infer_request_impl(self, batch: np.ndarray, request: int) -> np.ndarray:
+        return self._run(self._requests[request], batch)
+
+    @staticmethod
+    def _run(request: Any, batch: np.ndarray) -> np.ndarray:
+        request.infer({0: batch})
+        y = request.get_output_tensor(0).data
+        return y.astype(np.float32) if y.dtype == np.float16 else y.copy()  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        self._requests = []
+        self.requests = 1
         self.__dict__.pop("request", None)
         self.__dict__.pop("compiled", None)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -80,3 +81,55 @@ def test_leaving_early_stops_an_endless_source():
     assert [next(run) for _ in range(5)] == [0, 1, 2, 3, 4]
     run.close()
     assert closed and pipe.stopped and not any(t.is_alive() for t in pipe._threads)
+
+
+def _staggered(worker: int, done: list, delay_s: float):
+    """A parallel-stage function: worker 0 finishes late, so that later items on other workers finish first."""
+
+    def fn(i):
+        time.sleep(delay_s if worker == 0 else 0.0)
+        done.append(i)
+        return None if i % 5 == 4 else i * 10  # every fifth item is dropped
+
+    return fn
+
+
+def test_parallel_stage_passes_results_on_in_input_order():
+    done: list[int] = []
+    pipe = Pipeline(range(20), [("double", lambda i: i), ("work", [_staggered(w, done, 0.03) for w in range(3)])],
+                    queue_size=1)
+    out = list(pipe.run())
+    assert out == [i * 10 for i in range(20) if i % 5 != 4]
+    assert done != sorted(done)  # the workers did finish out of order: the reorder buffer put them back
+    s = pipe.summary()
+    assert s["workers"] == {"double": 1, "work": 3} and s["stages"]["work"]["n"] == 20
+    assert sorted(t.name for t in pipe._threads if t.name.startswith("work")) == ["work-0", "work-1", "work-2"]
+
+
+def test_parallel_stage_error_reaches_caller_and_threads_end():
+    def boom(i):
+        if i == 7:
+            raise ValueError("bad item 7")
+        return i
+
+    pipe = Pipeline(range(100), [("boom", [boom, boom, boom])], queue_size=2)
+    got = []
+    with pytest.raises(ValueError, match="bad item 7"):
+        for i in pipe.run():
+            got.append(i)
+    assert got == list(range(len(got))) and len(got) <= 7
+    assert not any(t.is_alive() for t in pipe._threads)
+
+
+def test_leaving_a_parallel_stage_early_stops_every_worker():
+    def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    pipe = Pipeline(endless(), [("id", [lambda i: i] * 4)], max_in_flight=6)
+    run = pipe.run()
+    assert [next(run) for _ in range(10)] == list(range(10))
+    run.close()
+    assert pipe.stopped and not any(t.is_alive() for t in pipe._threads)
