@@ -155,6 +155,14 @@ class Pipeline:
         finally:
             self._put_end(q)
 
+    def _timed(self, name: str, fn: Callable[[Any], Any], item: Any) -> Any:
+        """`fn(item)`, its wall and thread CPU milliseconds recorded under stage `name`."""
+        t0, c0 = time.perf_counter(), time.thread_time()
+        out = fn(item)
+        self.times[name].append((time.perf_counter() - t0) * 1e3)
+        self.cpu[name].append((time.thread_time() - c0) * 1e3)
+        return out
+
     def _stage_loop(self, name: str, fn: Callable[[Any], Any], qin: queue.Queue[Any], qout: queue.Queue[Any]) -> None:
         try:
             while True:
@@ -162,10 +170,7 @@ class Pipeline:
                 if env is _END:
                     break
                 t_cap, item = env
-                t0, c0 = time.perf_counter(), time.thread_time()
-                out = fn(item)
-                self.times[name].append((time.perf_counter() - t0) * 1e3)
-                self.cpu[name].append((time.thread_time() - c0) * 1e3)
+                out = self._timed(name, fn, item)
                 if out is None:
                     self._release()
                 elif not self._put(qout, (t_cap, out), False):
@@ -190,10 +195,7 @@ class Pipeline:
                     index = state.taken
                     state.taken += 1
                 t_cap, item = env
-                t0, c0 = time.perf_counter(), time.thread_time()
-                out = fn(item)
-                self.times[name].append((time.perf_counter() - t0) * 1e3)
-                self.cpu[name].append((time.thread_time() - c0) * 1e3)
+                out = self._timed(name, fn, item)
                 if out is None:
                     self._release()
                 if not self._emit(state, index, _SKIP if out is None else (t_cap, out), qout):
