@@ -26,8 +26,8 @@ from runtime.measure import evaluate, time_backend
 from runtime.preprocess import dummy_batch
 from runtime.report import format_table, latency_summary
 
-COLUMNS = ["model", "format", "status", "size_mb", "miou", "p50_ms", "p90_ms", "p99_ms", "fps"]
-HEADERS = ["model", "format", "status", "size MB", "mIoU %", "p50 ms", "p90 ms", "p99 ms", "FPS"]
+COLUMNS = ["model", "format", "output", "status", "size_mb", "miou", "p50_ms", "p90_ms", "p99_ms", "fps"]
+HEADERS = ["model", "format", "output", "status", "size MB", "mIoU %", "p50 ms", "p90 ms", "p99 ms", "FPS"]
 
 
 def model_size_mb(path: Path) -> float | None:
@@ -48,7 +48,7 @@ def bench_model(path: str, size: tuple[int, int] | None = None, batch: int = 1, 
         row["backend"] = backend_name_for(p, backend)
         with load_backend(p, backend, **opts) as b:
             in_size = b.run_size(size)
-            row.update({"input": f"{in_size[0]}x{in_size[1]}", "batch": batch, "output": b.output_kind,
+            row.update({"input": f"{in_size[0]}x{in_size[1]}", "batch": batch, "output": b.output_text,
                         "providers": getattr(b, "providers", None)})
             ms = time_backend(b, dummy_batch(b.info, in_size, batch), warmup, iters)
             lat = latency_summary(ms, batch)

@@ -26,8 +26,8 @@ from runtime.preprocess import dummy_batch
 from runtime.report import format_table, latency_summary
 from runtime.tegrastats import TegrastatsMonitor, summarize
 
-COLUMNS = ["model", "format", "status", "p50_ms", "p99_ms", "fps", "power_w", "energy_mj", "temp_c_max"]
-HEADERS = ["model", "format", "status", "p50 ms", "p99 ms", "FPS", "power W", "mJ/frame", "max temp C"]
+COLUMNS = ["model", "format", "output", "status", "p50_ms", "p99_ms", "fps", "power_w", "energy_mj", "temp_c_max"]
+HEADERS = ["model", "format", "output", "status", "p50 ms", "p99 ms", "FPS", "power W", "mJ/frame", "max temp C"]
 
 
 def jetson_info() -> dict[str, Any]:
@@ -46,6 +46,7 @@ def bench_engine(path: str, duration_s: float, warmup: int, monitor: TegrastatsM
     row: dict[str, Any] = {"model": p.name, "path": str(p), "format": model_format(p), "status": "ok"}
     try:
         with load_backend(p, backend) as b:
+            row["output"] = b.output_text  # native outputs leave the final upsampling to the host
             x = dummy_batch(b.info, b.input_size, batch)
             time_backend(b, x, warmup=warmup, iters=1)
             t0 = time.monotonic()

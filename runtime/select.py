@@ -39,8 +39,8 @@ from typing import Any
 from runtime.cli import float_at_least, int_at_least
 from runtime.errors import UserError, cli_main
 
-COLUMNS = ["model", "backend", "precision", "input", "status", "p50_ms", "p90_ms", "miou", "drop", "front", "fits"]
-HEADERS = ["model", "backend", "precision", "input", "status", "p50 ms", "p90 ms", "mIoU %", "drop", "front", "fits"]
+COLUMNS = ["model", "backend", "precision", "output", "input", "status", "p50_ms", "p90_ms", "miou", "drop", "front", "fits"]
+HEADERS = ["model", "backend", "precision", "output", "input", "status", "p50 ms", "p90 ms", "mIoU %", "drop", "front", "fits"]
 
 # where to run -> options per backend (TensorRT engines always run on the GPU they were built for)
 DEVICE_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
@@ -210,7 +210,7 @@ def measure(cand: Candidate, sizes: Sequence[tuple[int, int]], data: str | None,
 
     p = Path(cand.path)
     base = {"model": p.name, "path": str(p), "backend": cand.backend, "device": cand.device,
-            "precision": cand.precision, "settings": dict(cand.options), "input": None, "status": "ok",
+            "precision": cand.precision, "settings": dict(cand.options), "output": None, "input": None, "status": "ok",
             "p50_ms": None, "p90_ms": None, "miou": None}
     try:
         with load_backend(p, cand.backend, threads=threads, **cand.options) as b:
@@ -219,6 +219,7 @@ def measure(cand: Candidate, sizes: Sequence[tuple[int, int]], data: str | None,
             if hint not in (None, "f32") and resolved is not None and resolved != hint:
                 return [{**base, "status": f"skipped: OpenVINO runs {resolved} here, not {hint} (the device has no "
                                           f"{hint} support), which the f32 row already measures"}]
+            base["output"] = b.output_text
             rows = []
             for size in (list(sizes) if b.static_size is None and sizes else [b.input_size]):
                 row = {**base, "input": f"{size[0]}x{size[1]}"}

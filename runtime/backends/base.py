@@ -71,6 +71,12 @@ class Backend(abc.ABC):
         """The stride of the output relative to the input (1 for full and labels)."""
         return output_of(getattr(self, "info", None), self.output_kind == "labels")[1]
 
+    @property
+    def output_text(self) -> str:
+        """The output kind as tables print it: `full`, `labels`, or `native (1/8)` with the stride."""
+        stride = self.output_stride
+        return self.output if stride == 1 else f"{self.output} (1/{stride})"
+
     def check_output(self) -> None:
         """Refuse, in one sentence, a model whose metadata contradicts its output tensor (called at load)."""
         output_of(getattr(self, "info", None), self.output_kind == "labels")

@@ -27,7 +27,7 @@ def test_bench_table_json_markdown(onnx_model, tmp_path, capsys):
     assert rows["absent.engine"]["status"].startswith("error: ")
     assert set(bench.COLUMNS) <= set(ok) and report["columns"] == bench.COLUMNS and "environment" in report
     md = (out / "bench.md").read_text().splitlines()
-    assert md[0].startswith("| model | format | status") and len(md) == 5
+    assert md[0].startswith("| model | format | output | status") and len(md) == 5
     captured = capsys.readouterr()
     assert "s.onnx" in captured.out and ("bench.png" in captured.out or "no plot" in captured.out)
     assert "2 of 3 models failed (cut.onnx, absent.engine)" in captured.err

@@ -107,3 +107,19 @@ def test_the_openvino_backend_reports_the_kind(onnx_model):
     path = _with_kind(onnx_model("n.onnx", stride=1), "native", 2)
     with load_backend(path, "openvino") as b:
         assert (b.output, b.output_stride) == ("native", 2)
+
+
+def test_bench_select_and_jetson_bench_rows_name_the_output(onnx_model, tmp_path):
+    """Every latency table says which output kind (and stride) it timed: a native-labels model at stride 2
+    is not comparable with a full-logits one without it."""
+    from runtime.bench import bench_model
+    from runtime.jetson_bench import bench_engine
+    from runtime.select import Candidate, measure
+
+    path = _with_kind(onnx_model("n.onnx", stride=1, output="labels"), "native-labels", 2)
+    assert bench_model(str(path), warmup=0, iters=1)["output"] == "native-labels (1/2)"
+    (row,) = measure(Candidate(str(path), "onnxruntime", "cpu", {}), [], None, "val", None, 0, 1, None, score=False)
+    assert row["output"] == "native-labels (1/2)"
+    assert bench_engine(str(path), 0.01, 0, None)["output"] == "native-labels (1/2)"
+    with load_backend(onnx_model("old.onnx")) as b:
+        assert b.output_text == "full"
