@@ -40,7 +40,8 @@ def test_export_defaults_to_the_validated_size_and_eval_matches_training(tmp_pat
     val_miou = json.loads((run / "results.json").read_text())["final_miou"]
     onnx_path = tmp_path / "s.onnx"
     capsys.readouterr()
-    assert export_main(["--checkpoint", str(run / "final.pt"), "--out", str(onnx_path),
+    # full logits: what training validates with, so runtime.eval must reproduce the training mIoU
+    assert export_main(["--checkpoint", str(run / "final.pt"), "--out", str(onnx_path), "--output", "full",
                         "--data", f"folder:{root}"]) == 0
     dims = [d.dim_value for d in onnx.load(str(onnx_path)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 64, 128] and "note: exporting at" not in capsys.readouterr().err

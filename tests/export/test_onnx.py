@@ -60,7 +60,7 @@ def _ort(path, x):
 @pytest.mark.parametrize("recipe", STUDENTS)
 def test_student_recipe_exports_and_matches_pytorch(recipe, tmp_path, capsys):
     ckpt, model, info = _checkpoint(tmp_path, recipe)
-    assert main(["--checkpoint", str(ckpt), "--parity-images", "2"]) == 0
+    assert main(["--checkpoint", str(ckpt), "--output", "full", "--parity-images", "2"]) == 0
     out = ckpt.with_suffix(".onnx")
     printed = capsys.readouterr().out
     assert f"python -m runtime.infer --model {out}" in printed
@@ -83,7 +83,7 @@ def test_student_recipe_exports_and_matches_pytorch(recipe, tmp_path, capsys):
 def test_metadata_round_trips_into_datainfo(tiny, tmp_path):
     ckpt, _, want = tiny
     out = tmp_path / "meta.onnx"
-    assert main(["--checkpoint", str(ckpt), "--size", "32x64", "--opset", "18", "--parity-images", "1",
+    assert main(["--checkpoint", str(ckpt), "--output", "full", "--size", "32x64", "--opset", "18", "--parity-images", "1",
                  "--out", str(out)]) == 0
     meta = ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map
     info = DataInfo.from_json(meta[ONNX_DATA_KEY])
@@ -99,7 +99,7 @@ def test_metadata_round_trips_into_datainfo(tiny, tmp_path):
 @pytest.fixture(scope="module")
 def dynamic(tiny):
     out = tiny[0].with_suffix(".dynamic.onnx")
-    assert main(["--checkpoint", str(tiny[0]), "--dynamic", "--out", str(out), "--parity-images", "1"]) == 0
+    assert main(["--checkpoint", str(tiny[0]), "--output", "full", "--dynamic", "--out", str(out), "--parity-images", "1"]) == 0
     return out
 
 
@@ -150,10 +150,10 @@ def test_low_agreement_refuses_unless_forced(tiny, tmp_path, monkeypatch, capsys
     monkeypatch.setattr(export.onnx_parity, "compare",
                         lambda *a, **k: {"frames": 1, "max_abs_diff": 0.5, "argmax_agreement": 0.9})
     out = tmp_path / "bad.onnx"
-    assert main(["--checkpoint", str(ckpt), "--out", str(out), "--parity-images", "1"]) == 2
+    assert main(["--checkpoint", str(ckpt), "--output", "full", "--out", str(out), "--parity-images", "1"]) == 2
     assert "90.000 %" in capsys.readouterr().err and not out.exists()
     assert json.loads((tmp_path / "bad.onnx.export.json").read_text())["written"] is False
-    assert main(["--checkpoint", str(ckpt), "--out", str(out), "--parity-images", "1", "--force"]) == 0
+    assert main(["--checkpoint", str(ckpt), "--output", "full", "--out", str(out), "--parity-images", "1", "--force"]) == 0
     assert out.exists() and json.loads((tmp_path / "bad.onnx.export.json").read_text())["forced"] is True
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -180,8 +180,8 @@ def test_uint8_input_export_matches_the_float_model(tiny, tmp_path, order):
 
     path, model, info = tiny
     float_onnx, u8_onnx = tmp_path / "f.onnx", tmp_path / f"u8{order}.onnx"
-    assert main(["--checkpoint", str(path), "--out", str(float_onnx)]) == 0
-    assert main(["--checkpoint", str(path), "--out", str(u8_onnx), "--uint8-input", order]) == 0
+    assert main(["--checkpoint", str(path), "--output", "full", "--out", str(float_onnx)]) == 0
+    assert main(["--checkpoint", str(path), "--output", "full", "--out", str(u8_onnx), "--uint8-input", order]) == 0
     proto = onnx.load(str(u8_onnx))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     meta = {p.key: p.value for p in proto.metadata_props}

@@ -225,3 +225,17 @@ def test_the_openvino_ir_carries_the_kind(exported, tmp_path):
         assert data is not None and data.output == kind and data.output_stride > 1
         with load_backend(xml) as b:
             assert b.name == "openvino" and b.output == kind
+
+
+def test_the_command_defaults_to_native_labels(exported, tmp_path):
+    """Without --output the command exports native-labels (the measured fastest kind), under its own default
+    name; the Python function keeps full logits (what a teacher or a parity check needs)."""
+    from export.onnx import DEFAULT_OUTPUT
+
+    tmp = exported[0]
+    out = tmp_path / "d.onnx"
+    assert DEFAULT_OUTPUT == "native-labels"
+    assert main(["--checkpoint", str(tmp / "m.pt"), "--out", str(out), "--parity-images", "1"]) == 0
+    with load_backend(out) as b, load_backend(tmp / NAMES["native-labels"]) as ref:
+        assert (b.output, b.output_kind) == ("native-labels", "labels")
+        assert b.output_stride == ref.output_stride > 1

@@ -32,7 +32,8 @@ def student_onnx(tmp_path_factory):
     info = DataInfo(classes=[f"c{i}" for i in range(16)], palette=default_palette(16), input_size=SIZE)
     config = {"data": {"dataset": "synthetic", "synthetic": SYNTHETIC}}
     ckpt = save_checkpoint(tmp / "s.pt", model, info, {"method": "baseline", "config": config})
-    assert export_onnx(["--checkpoint", str(ckpt), "--out", str(tmp / "s.onnx"), "--parity-images", "2"]) == 0
+    assert export_onnx(["--checkpoint", str(ckpt), "--output", "full", "--out", str(tmp / "s.onnx"),
+                        "--parity-images", "2"]) == 0
     return tmp / "s.onnx"
 
 

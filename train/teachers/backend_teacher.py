@@ -95,8 +95,8 @@ class BackendTeacher(nn.Module):
         self.backend = load_backend(p, name, **opts)
         try:
             if self.backend.output_kind != LOGITS:
-                raise UserError(f"{p.name} outputs class labels (it was exported with --argmax), but a teacher must "
-                                f"output logits: re-export it without --argmax")
+                raise UserError(f"{p.name} outputs class labels ({self.backend.output}), but a teacher must output "
+                                f"logits: re-export it with python -m export.onnx --output native (or full)")
             info = self.backend.info
             self.teacher_classes: list[str] = list(info.classes)
             self.feature_info: list[FeatureInfo] = []
@@ -145,7 +145,7 @@ class BackendTeacher(nn.Module):
         out = self.backend.infer(dummy)
         if out.ndim != 4:
             raise UserError(f"{Path(self.source).name} outputs a rank-{out.ndim} tensor {tuple(out.shape)}; a teacher "
-                            f"must output N x K x h x w logits: re-export it without --argmax")
+                            f"must output N x K x h x w logits: re-export it with --output native (or full)")
         if int(out.shape[1]) != len(self.teacher_classes):
             raise UserError(f"{Path(self.source).name} outputs {out.shape[1]} channels but its metadata names "
                             f"{len(self.teacher_classes)} classes; re-export it with python -m export.onnx")

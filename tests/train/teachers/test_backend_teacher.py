@@ -147,7 +147,7 @@ def test_argmax_export_missing_and_broken_files_are_refused(exported: dict, tmp_
     info, model = exported["info"], exported["model"]
     labels = tmp_path / "teacher.labels.onnx"
     export_graph(model, info, labels, size=SIZE, argmax=True)
-    with pytest.raises(UserError, match=r"must output logits: re-export it without --argmax") as e:
+    with pytest.raises(UserError, match=r"must output logits: re-export it with python -m export.onnx --output native") as e:
         BackendTeacher(labels, info.classes, S_MEAN, S_STD)
     assert "teacher.labels.onnx" in str(e.value) and "\n" not in str(e.value)
     missing = tmp_path / "nope" / "teacher.onnx"
