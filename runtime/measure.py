@@ -1,6 +1,6 @@
 """The two measurements of a model that every command shares: accuracy (`evaluate`: mIoU, per-class
 IoU and pixel accuracy of a backend on a dataset) and latency (`time_backend`: the backend's own
-per-call milliseconds after a warm-up). runtime.eval, runtime.bench, runtime.jetson_bench and the
+per-call milliseconds after a warm-up; `time_postprocess`: the host's work from that output to labels). runtime.eval, runtime.bench, runtime.jetson_bench and the
 training side's checkpoint evaluation call these, so every backend is scored and timed by the same code.
 """
 
@@ -70,6 +70,20 @@ def format_result(result: dict[str, Any]) -> str:
     table = format_table(rows, ["class", "IoU"], headers=["class", "IoU %"], digits=1)
     return (f"{table}\npixel accuracy {100 * result['pixel_acc']:.2f} %, mean class accuracy "
             f"{100 * result['mean_acc']:.2f} %, {result['images']} images")
+
+
+def time_postprocess(backend: Backend, batch: np.ndarray, size: tuple[int, int], iters: int = 10) -> list[float]:
+    """Milliseconds the runtime spends bringing one call's output to labels at `size` (`labels_from_output`
+    by the backend's output kind: arg-max of full logits, bilinear upsampling then arg-max of native
+    logits, nearest upsampling of native labels, nothing for full-size labels), `iters` times. Output kinds
+    differ in how much of the work is left to the host; a latency that ignores it favours the logit kinds."""
+    out = backend.infer(batch)
+    ms: list[float] = []
+    for _ in range(max(1, iters)):
+        t0 = time.perf_counter()
+        labels_from_output(out, size, backend.output)
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return ms
 
 
 def time_backend(backend: Backend, batch: np.ndarray, warmup: int = 10, iters: int | None = 100,

@@ -12,7 +12,9 @@ Every model file is tried with every backend and precision that can run it here 
 and, for a model with a dynamic input, at each `--sizes` H x W. Each candidate is timed on this
 machine (one frame per call, after `--warmup` calls, as runtime.bench) in `--rounds` interleaved passes
 of `--iters` calls, its p50 taken over all of them, and scored on `--data` (mIoU,
-runtime.measure.evaluate, in the first pass). A candidate that cannot run here (backend not installed,
+runtime.measure.evaluate, in the first pass). Its latency is a frame's: the model call plus the host's work
+from its output kind to labels at the input size (`post_ms`, runtime.measure.time_postprocess: the arg-max
+of full logits, the upsampling of native ones), so output kinds compare fairly. A candidate that cannot run here (backend not installed,
 no GPU, bf16 not supported by this CPU) is listed with the reason and never chosen.
 
 The choice (`choose`): among the candidates whose p50 is at most the budget (and, with `--max-drop D`,
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,8 +42,8 @@ from typing import Any
 from runtime.cli import float_at_least, int_at_least
 from runtime.errors import UserError, cli_main
 
-COLUMNS = ["model", "backend", "precision", "output", "input", "status", "p50_ms", "p90_ms", "miou", "drop", "front", "fits"]
-HEADERS = ["model", "backend", "precision", "output", "input", "status", "p50 ms", "p90 ms", "mIoU %", "drop", "front", "fits"]
+COLUMNS = ["model", "backend", "precision", "output", "input", "status", "p50_ms", "p90_ms", "post_ms", "miou", "drop", "front", "fits"]
+HEADERS = ["model", "backend", "precision", "output", "input", "status", "p50 ms", "p90 ms", "of which labels ms", "mIoU %", "drop", "front", "fits"]
 
 # where to run -> options per backend (TensorRT engines always run on the GPU they were built for)
 DEVICE_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
@@ -110,7 +113,7 @@ def candidates(paths: Sequence[str], devices: Sequence[str], backends: Sequence[
         if native == "tensorrt":
             out.append(Candidate(path, "tensorrt", "gpu"))
             continue
-        names = [n for n in (native, "openvino" if native == "onnxruntime" else None) if n in backends]
+        names = [n for n in (native, "openvino" if native == "onnxruntime" else None) if n is not None and n in backends]
         for device in devices:
             for name in names:
                 opts = DEVICE_OPTIONS[device][name]
@@ -205,11 +208,11 @@ def measure(cand: Candidate, sizes: Sequence[tuple[int, int]], data: str | None,
     `sizes` is empty), each with its per-call `ms` samples; mIoU only with `score` and `data`. A
     UserError (missing backend, no GPU, unreadable model) becomes the status."""
     from runtime.backends import load_backend
-    from runtime.measure import evaluate, time_backend
+    from runtime.measure import evaluate, time_backend, time_postprocess
     from runtime.preprocess import dummy_batch
 
     p = Path(cand.path)
-    base = {"model": p.name, "path": str(p), "backend": cand.backend, "device": cand.device,
+    base: dict[str, Any] = {"model": p.name, "path": str(p), "backend": cand.backend, "device": cand.device,
             "precision": cand.precision, "settings": dict(cand.options), "output": None, "input": None, "status": "ok",
             "p50_ms": None, "p90_ms": None, "miou": None}
     try:
@@ -223,7 +226,11 @@ def measure(cand: Candidate, sizes: Sequence[tuple[int, int]], data: str | None,
             rows = []
             for size in (list(sizes) if b.static_size is None and sizes else [b.input_size]):
                 row = {**base, "input": f"{size[0]}x{size[1]}"}
-                row["ms"] = time_backend(b, dummy_batch(b.info, size), warmup, iters)
+                x = dummy_batch(b.info, size)
+                model_ms = time_backend(b, x, warmup, iters)
+                # a frame's latency includes the host's work from this output kind to labels (module docstring)
+                post = statistics.median(time_postprocess(b, x, size))
+                row.update({"post_ms": post, "ms": [ms + post for ms in model_ms]})
                 if data and score:
                     from runtime.datasets import DataSpec
 

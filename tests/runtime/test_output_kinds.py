@@ -123,3 +123,29 @@ def test_bench_select_and_jetson_bench_rows_name_the_output(onnx_model, tmp_path
     assert bench_engine(str(path), 0.01, 0, None)["output"] == "native-labels (1/2)"
     with load_backend(onnx_model("old.onnx")) as b:
         assert b.output_text == "full"
+
+
+def test_latency_tables_add_the_hosts_work_from_each_kind_to_labels(onnx_model, monkeypatch):
+    """runtime.measure.time_postprocess brings the backend's own output, by its kind, to labels at the asked
+    size; select's frame latency is the model call plus that (so native logits, whose upsampling is left to
+    the host, are not timed as if it were free)."""
+    import runtime.measure as measure_mod
+    from runtime.preprocess import dummy_batch
+    from runtime.select import Candidate, measure
+
+    seen = []
+    real = measure_mod.labels_from_output
+
+    def spy(out, size, kind):
+        seen.append((out.shape, size, kind))
+        return real(out, size, kind)
+
+    monkeypatch.setattr(measure_mod, "labels_from_output", spy)
+    path = _with_kind(onnx_model("n.onnx", stride=1, output="labels"), "native-labels", 2)
+    with load_backend(path) as b:
+        x = dummy_batch(b.info, b.input_size)
+        ms = measure_mod.time_postprocess(b, x, (64, 128), iters=3)
+        assert len(ms) == 3 and all(m >= 0 for m in ms)
+        assert seen == [(b.infer(x).shape, (64, 128), "native-labels")] * 3
+    (row,) = measure(Candidate(str(path), "onnxruntime", "cpu", {}), [], None, "val", None, 0, 4, None, score=False)
+    assert row["post_ms"] >= 0 and len(row["ms"]) == 4 and min(row["ms"]) >= row["post_ms"]
