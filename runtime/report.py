@@ -217,9 +217,11 @@ def y_limits(values: Sequence[float], min_span: float = MIN_SPAN) -> tuple[float
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
-    """Latency ticks from lo to hi: 1, 2, 5 x 10^k (only 10^k over more than 2.5 decades), so every
-    decade in the range has its tick."""
-    subs = (1, 2, 5) if math.log10(hi / lo) <= 2.5 else (1,)
+    """Latency ticks from lo to hi: 1, 2, 5 x 10^k (only 10^k over more than 2.5 decades; 1, 2, 3, 5, 7
+    x 10^k within one decade, so that 30-130 ms shows 30, 50, 70, 100), so every decade in the range has
+    its tick."""
+    span = math.log10(hi / lo)
+    subs: tuple[int, ...] = (1, 2, 3, 5, 7) if span <= 1 else (1, 2, 5) if span <= 2.5 else (1,)
     first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
     ticks = [round(s * 10.0 ** k, 12) for k in range(first, last + 1) for s in subs]
     return [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]

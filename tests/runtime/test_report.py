@@ -52,6 +52,7 @@ def _overlaps(a, b) -> bool:
 def test_log_ticks_are_1_2_5_with_every_decade_and_print_plainly():
     assert log_ticks(4.2, 72) == [5, 10, 20, 50]
     assert log_ticks(0.4, 3000) == [1, 10, 100, 1000]  # wide: decades only
+    assert log_ticks(25.6, 155) == [30, 50, 70, 100]  # within one decade: 1, 2, 3, 5, 7
     for values in ([23.0], [12.0, 14.0], [5.2, 58.2], [0.3, 0.9], [150.0, 151.0]):
         lo, hi = x_limits(values)
         ticks = log_ticks(lo, hi)
