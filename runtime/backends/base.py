@@ -110,7 +110,7 @@ class Backend(abc.ABC):
                                     f"({what} differs); resize with runtime.preprocess or export with --dynamic")
         t0 = time.perf_counter()
         batch = np.ascontiguousarray(batch)
-        out = self.infer_impl(batch) if request == 0 else self.infer_request_impl(batch, request)
+        out = self.infer_request_impl(batch, request)
         self.last_ms = (time.perf_counter() - t0) * 1e3
         return out
 
@@ -127,9 +127,9 @@ class Backend(abc.ABC):
         return self.requests
 
     def infer_request_impl(self, batch: np.ndarray, request: int) -> np.ndarray:
-        """Run a validated batch on open request `request` >= 1 (request 0 is `infer_impl`); backends whose
-        `open_requests` opens more than one override it."""
-        raise NotImplementedError(f"{type(self).__name__} opens only one request")
+        """Run a validated batch on open request `request` (`infer` has checked it is open). This base has
+        only request 0, which is `infer_impl`; backends whose `open_requests` opens more override it."""
+        return self.infer_impl(batch)
 
     @property
     def input_size(self) -> tuple[int, int]:

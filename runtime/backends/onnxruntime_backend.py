@@ -153,12 +153,10 @@ class OnnxRuntimeBackend(Backend):
         return count
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        return self._run(self.session, self._binding, batch)
+        return self.infer_request_impl(batch, 0)
 
     def infer_request_impl(self, batch: np.ndarray, request: int) -> np.ndarray:
-        return self._run(*self._sessions[request], batch)
-
-    def _run(self, session: Any, binding: Any, batch: np.ndarray) -> np.ndarray:
+        session, binding = self._sessions[request]
         x = batch.astype(self.input_dtype, copy=False)
         if binding is not None:
             binding.bind_cpu_input(self.input_name, x)
