@@ -32,9 +32,10 @@ from train.engine.checkpoint import (
     check_same_classes,
     load_checkpoint,
     model_from_checkpoint,
+    seed_everything,
 )
 from train.engine.run_lock import run_lock
-from train.engine.trainer import Trainer, default_run_dir, seed_everything
+from train.engine.trainer import Trainer, default_run_dir
 from train.losses import METHODS, build_objective, needs_teacher, parse_method, teacher_reads
 from train.losses.objective import require_teacher
 from train.models import build_model, feature_info, model_summary

@@ -5,7 +5,9 @@ the git commit of the code."""
 from __future__ import annotations
 
 import functools
+import resource
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,11 @@ def torch_environment(device: torch.device | str | None = None) -> dict[str, Any
         info.update(device=props.name, compute_capability=f"{props.major}.{props.minor}",
                     cuda=torch.version.cuda, gpu_memory_mb=props.total_memory // 2**20)
     return info
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """GPU allocator peak on CUDA, else the process's peak RSS (Linux reports KiB, macOS bytes)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10

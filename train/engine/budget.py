@@ -33,12 +33,13 @@ shared by R runs trains for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -288,3 +289,39 @@ def resolve_budget(cfg: Config, probe: Callable[[int, int], dict[str, Any]], env
     print(f"[probe] {record['method']}: {record['s_per_iter']:.3f} s/iter (median of {record['timed_steps']} steps"
           f"{drained}) -> {record['probe_iterations']} iterations for {budget}{then}", flush=True)
     return record
+
+
+class BudgetClock:
+    """The training seconds a time budget counts: it runs between `start()` and `pause()`, and `paused()`
+    stops it around work that does not count (validation, checkpoint writing). `elapsed` holds the time of
+    the finished segments (what a checkpoint saves); `now()` adds the running one. `sync` is called before
+    a segment ends, so that queued device work is charged to it (torch.cuda.synchronize on a GPU)."""
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        self.elapsed = 0.0
+        self.timer: Callable[[], float] = time.perf_counter  # also the speed probe's (tests fake it)
+        self._sync = sync
+        self._t0: float | None = None  # start of the running segment (None: paused)
+
+    def now(self) -> float:
+        return self.elapsed + (self.timer() - self._t0 if self._t0 is not None else 0.0)
+
+    def start(self) -> None:
+        self._t0 = self.timer()
+
+    def pause(self) -> None:
+        if self._t0 is not None:
+            if self._sync is not None:
+                self._sync()
+            self.elapsed = self.now()
+            self._t0 = None
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        running = self._t0 is not None
+        self.pause()
+        try:
+            yield
+        finally:
+            if running:
+                self.start()

@@ -205,6 +205,13 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
 # RNG states as plain types
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (the state capture_rng saves)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def capture_rng() -> dict[str, Any]:
     """Python, NumPy, torch (and CUDA) RNG states as lists and tensors (weights_only-loadable)."""
     py = random.getstate()

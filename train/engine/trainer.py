@@ -31,9 +31,7 @@ import contextlib
 import copy
 import json
 import math
-import resource
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,11 +49,12 @@ from runtime.metrics import ConfusionMatrix
 from train.config import Config, save_config
 from train.data import footage_view, gather_skipped
 from train.engine import distributed as D
-from train.engine.budget import Budget, Recheck, parse_budget, probe_record
+from train.engine.budget import Budget, BudgetClock, Recheck, parse_budget, probe_record
 from train.engine.checkpoint import (
     capture_rng,
     restore_rng,
     save_checkpoint,
+    seed_everything,
     unwrap,
 )
 from train.engine.console import log
@@ -65,31 +64,13 @@ from train.losses.base import resize
 from train.losses.objective import Objective, StepInfo, require_teacher
 from train.models.output import SegOutput
 from train.teachers.targets import cached_output
-from train.torch_env import git_commit, torch_environment
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+from train.torch_env import git_commit, peak_memory_mb, torch_environment
 
 
 def default_run_dir(cfg: Config, method: str) -> Path:
     """runs/<train.name>, or runs/<config stem>-<method>-s<seed>."""
     name = cfg.train.name or f"{Path(cfg.source).stem if cfg.source else 'run'}-{method}-s{cfg.train.seed}"
     return Path(cfg.train.runs_dir) / name
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """GPU allocator peak on CUDA, else the process's peak RSS (Linux reports KiB, macOS bytes)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 class _Step(nn.Module):
@@ -152,9 +133,8 @@ class Trainer(Resumable):
         self.step_module = step
 
         self.iteration = 0
-        self.elapsed = 0.0  # budget clock, seconds, excluding validation and checkpoint writing
-        self._t0: float | None = None  # start of the running clock segment (None: paused)
-        self._timer: Callable[[], float] = time.perf_counter  # the budget clock's and the probe's (tests fake it)
+        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else None
+        self.clock = BudgetClock(sync)  # seconds, excluding validation and checkpoint writing
         self.best_miou = float("-inf")
         self.best_iteration: int | None = None
         self.val_history: list[dict[str, Any]] = []
@@ -200,30 +180,25 @@ class Trainer(Resumable):
         raise UserError(f"optim.name '{o.name}' is not one of sgd, adamw")
 
     # ------------------------------------------------------------------------------------------
-    # budget clock
+    # budget clock (train/engine/budget.py BudgetClock)
 
-    def _clock(self) -> float:
-        return self.elapsed + (self._timer() - self._t0 if self._t0 is not None else 0.0)
+    @property
+    def elapsed(self) -> float:
+        """Budget seconds of the finished clock segments (what checkpoints save and resume restores)."""
+        return self.clock.elapsed
 
-    def _pause(self) -> None:
-        if self._t0 is not None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.elapsed = self._clock()
-            self._t0 = None
+    @elapsed.setter
+    def elapsed(self, value: float) -> None:
+        self.clock.elapsed = value
 
-    def _start(self) -> None:
-        self._t0 = self._timer()
+    @property
+    def _timer(self) -> Callable[[], float]:
+        """The clock's timer, also the speed probe's (tests fake it)."""
+        return self.clock.timer
 
-    @contextlib.contextmanager
-    def _clock_stopped(self) -> Iterator[None]:
-        running = self._t0 is not None
-        self._pause()
-        try:
-            yield
-        finally:
-            if running:
-                self._start()
+    @_timer.setter
+    def _timer(self, timer: Callable[[], float]) -> None:
+        self.clock.timer = timer
 
     def _progress(self, elapsed: float) -> float:
         if self.budget.is_time:
@@ -277,26 +252,26 @@ class Trainer(Resumable):
         ckpt_every.restart(self.elapsed)
         last_log = (self.iteration, self.elapsed)
         stepped = False
-        self._start()
+        self.clock.start()
         while True:
             # Periodic work runs here, after the shared control, so that wall-clock periods use rank 0's
             # clock and every rank validates and checkpoints at the same iteration.
             elapsed, stop = self._shared_control()
             count = self.recheck.observe(self.iteration, elapsed) if self.recheck is not None else None
             if count is not None:
-                with self._clock_stopped():
+                with self.clock.paused():
                     self._recount(count, bar)
             if stepped:
                 if self.val_loader is not None and val_every.due(self.iteration, elapsed):
-                    with self._clock_stopped():
+                    with self.clock.paused():
                         self._validate_and_keep_best()
                 if ckpt_every.due(self.iteration, elapsed):
-                    with self._clock_stopped():
+                    with self.clock.paused():
                         self._save_last()
             if self._budget_spent(elapsed):
                 break
             if stop:
-                with self._clock_stopped():
+                with self.clock.paused():
                     saved = self._save_last()
                 log(f"stopped at iteration {self.iteration}; " + ("last.pt saved, run the same command to resume"
                                                                   if saved else "last.pt not written"))
@@ -310,14 +285,14 @@ class Trainer(Resumable):
             self._backward(loss)
             self.iteration += 1
             stepped = True
-            it, now = self.iteration, self._clock()
+            it, now = self.iteration, self.clock.now()
             if cfg.log_every > 0 and it % cfg.log_every == 0:
                 s_per_iter = (now - last_log[1]) / max(1, it - last_log[0])
                 last_log = (it, now)
                 self._log_step(terms, lr, now, s_per_iter, bar)
             if bar is not None:
                 bar.update((min(now, bar.total) - bar.n) if self.budget.is_time else 1)
-        self._pause()
+        self.clock.pause()
 
     def follow_probe(self, record: dict[str, Any] | None, recheck_after: int = 0) -> None:
         """Train for the count a probe resolved (train/engine/budget.py `resolve_budget`; None: the budget as
@@ -396,7 +371,7 @@ class Trainer(Resumable):
 
     def _shared_control(self) -> tuple[float, bool]:
         """(budget clock, stop requested), rank 0's values on every rank."""
-        elapsed, stop = self._clock(), self._stop_requested
+        elapsed, stop = self.clock.now(), self._stop_requested
         if self.env.distributed:
             # a Ctrl-C reaches every rank; rank 0's clock and flag decide
             mine = [elapsed, float(stop)] if self.env.is_main else [0.0, 0.0]
@@ -455,7 +430,7 @@ class Trainer(Resumable):
     def _nonfinite(self, terms: dict[str, torch.Tensor]) -> None:
         """Stop on a non-finite loss, keeping the last finite state in last.pt (see `_save_last`)."""
         values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-        with self._clock_stopped():
+        with self.clock.paused():
             saved = self._save_last()
         last = self.run_dir / "last.pt"
         advice = (f"Try a lower optim.lr (now {self.cfg.optim.lr:g}), train.amp=false, or optim.grad_clip=1.0")
